@@ -1,0 +1,162 @@
+"""The value types of the public API and the encoding of events and cursors.
+
+An event id is ``"<generation>-<sequence>"``: the generation that produced it
+and its 1-based position in that generation's log. Ids are ordered, fit in an
+SSE ``id:`` line, and are the same shape as Redis stream entry ids, so a
+cursor maps to a storage position without a lookup. Callers treat them as
+opaque strings.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TypeAlias
+
+from ._errors import InvalidInputError
+
+JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
+"""A value that :func:`json.dumps` accepts and :func:`json.loads` returns."""
+
+Metadata: TypeAlias = dict[str, JSON]
+
+
+class State(enum.StrEnum):
+    """The state of a session: ``live``, then exactly one terminal state."""
+
+    LIVE = "live"
+    """A producer holds the session and may still send."""
+    DONE = "done"
+    """The producer's block ended normally."""
+    FAILED = "failed"
+    """The producer's block raised; :attr:`Outcome.error` holds the message."""
+    CANCELLED = "cancelled"
+    """A cancel request, or a cancellation around the producer, ended it."""
+    ABANDONED = "abandoned"
+    """The producer vanished: its lease expired without a terminal write."""
+
+    @property
+    def terminal(self) -> bool:
+        """Whether this state ends the session."""
+        return self is not State.LIVE
+
+
+class DataKind(enum.IntEnum):
+    """How an event's payload is stored: text, raw bytes, or JSON text."""
+
+    TEXT = 0
+    BYTES = 1
+    JSON = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a session's log, as a subscriber receives it."""
+
+    id: str
+    """Ordered, opaque id; use it as ``after=`` or as an SSE ``id:``."""
+    event: str
+    """The event name, ``"message"`` unless the producer chose another."""
+    data: JSON | bytes
+    """A :class:`str`, :class:`bytes`, or the JSON value the producer sent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a session's generation ended."""
+
+    state: State
+    error: str | None = None
+    """The exception's description when :attr:`state` is ``failed``."""
+    metadata: Metadata = field(default_factory=dict)
+    """The session's metadata at the end, with every ``set_metadata`` applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """A snapshot of a session, as returned by :meth:`Hub.info` and friends."""
+
+    session_id: str
+    state: State
+    generation: int
+    """Grows by one each time a producer claims the session."""
+    events: int
+    """How many events the current generation has stored."""
+    metadata: Metadata
+    error: str | None
+    created_at: datetime
+    """When the current generation was claimed (UTC)."""
+    updated_at: datetime
+    """When the session last changed (UTC)."""
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """The outcome if the session has ended, else ``None``."""
+        if self.state is State.LIVE:
+            return None
+        return Outcome(self.state, self.error, self.metadata)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """An event as the core hands it to a backend and gets it back.
+
+    ``payload`` is the text, the bytes, or the JSON text; ``seq`` is its
+    1-based position in its generation's log.
+    """
+
+    seq: int
+    event: str
+    kind: DataKind
+    payload: str | bytes
+
+    def to_event(self, generation: int) -> Event:
+        data: JSON | bytes = self.payload
+        if self.kind is DataKind.JSON:
+            # Decoded per reader so no two readers share a mutable value.
+            data = json.loads(self.payload)
+        return Event(format_event_id(generation, self.seq), self.event, data)
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """A parsed event id: the position right after which a reader resumes."""
+
+    generation: int
+    seq: int
+
+
+_MAX_ID_DIGITS = 19  # fits a signed 64-bit integer, as Redis stream ids need
+
+
+def format_event_id(generation: int, seq: int) -> str:
+    return f"{generation}-{seq}"
+
+
+def parse_event_id(event_id: object) -> Cursor:
+    """Parse an id produced by :func:`format_event_id`.
+
+    :raises ~replayhub.InvalidInputError: if it is not such an id.
+    """
+    if not isinstance(event_id, str):
+        raise InvalidInputError(f"an event id is a str, not {type(event_id).__name__}")
+    gen_text, dash, seq_text = event_id.partition("-")
+    if (
+        dash
+        and 0 < len(gen_text) <= _MAX_ID_DIGITS
+        and 0 < len(seq_text) <= _MAX_ID_DIGITS
+        and gen_text.isascii()
+        and seq_text.isascii()
+        and gen_text.isdigit()
+        and seq_text.isdigit()
+    ):
+        cursor = Cursor(int(gen_text), int(seq_text))
+        if cursor.generation >= 1:
+            return cursor
+    raise InvalidInputError(f"malformed event id {event_id!r}")
+
+
+def utc_datetime(timestamp: float) -> datetime:
+    return datetime.fromtimestamp(timestamp, UTC)

@@ -1,0 +1,230 @@
+"""The hub: the lifecycle of a backend and the operations on sessions."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
+from typing import TypedDict, Unpack
+
+import anyio
+
+from ._errors import HubClosedError, InvalidInputError
+from ._events import JSON, SessionInfo, State, parse_event_id
+from ._producer import Producer, _Stop
+from ._settings import Settings, check_metadata, check_session_id
+from ._subscription import Subscription
+from .backends import Backend, backend_from_url
+
+
+class HubOptions(TypedDict, total=False):
+    """Keyword options of :class:`Hub` and :meth:`Hub.from_url`."""
+
+    namespace: str
+    lease_ttl: float
+    retention: float
+    max_event_bytes: int
+    max_events: int
+    max_metadata_bytes: int
+    buffer_size: int
+    finalize_timeout: float
+
+
+class Hub(anyio.AsyncContextManagerMixin):
+    """Resumable, cancellable sessions over one storage backend.
+
+    Construct it anywhere (no I/O happens), then use it inside
+    ``async with hub:``, which opens the backend's connections and tasks and
+    closes them on exit. Leaving the block cancels the hub's producers that
+    are still running (they end ``cancelled``) and waits for their terminal
+    writes, at most ``finalize_timeout``.
+
+    :param backend: where sessions live; a new in-process backend if omitted.
+    :param namespace: prefix that keeps this application's sessions apart
+        from others on the same storage (1-64 of ``A-Za-z0-9_.-``).
+    :param lease_ttl: seconds a producer's claim lasts without renewal; a
+        crashed producer's session turns ``abandoned`` this long after its
+        last heartbeat. Heartbeats run every ``lease_ttl / 3``.
+    :param retention: seconds a finished session stays readable.
+    :param max_event_bytes: largest encoded payload of one event (1 MiB).
+    :param max_events: most events one generation of a session may hold
+        (100,000); the next ``send`` raises instead of dropping old events.
+    :param max_metadata_bytes: largest encoded metadata object (64 KiB).
+    :param buffer_size: events a producer queues before ``send`` waits (1,024).
+    :param finalize_timeout: seconds the terminal write of a producer may take.
+    :raises ~replayhub.InvalidInputError: if an option is out of range.
+    """
+
+    def __init__(self, backend: Backend | None = None, **options: Unpack[HubOptions]) -> None:
+        self._settings = Settings(**options)
+        self._backend: Backend = (
+            backend
+            if backend is not None
+            else backend_from_url("memory://", namespace=self._settings.namespace)
+        )
+        self._open = False
+        self._entered = False
+        self._producers: set[Producer] = set()
+
+    @classmethod
+    def from_url(cls, url: str, **options: Unpack[HubOptions]) -> Hub:
+        """A hub on the backend that ``url`` names.
+
+        ``memory://`` is the in-process backend.
+
+        :raises ~replayhub.InvalidInputError: for an unknown scheme or a
+            malformed URL.
+        """
+        namespace = options.get("namespace", Settings().namespace)
+        return cls(backend_from_url(url, namespace=namespace), **options)
+
+    @property
+    def settings(self) -> Settings:
+        """The hub's options, validated."""
+        return self._settings
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Hub]:
+        if self._entered:
+            raise RuntimeError("a Hub can be entered only once")
+        self._entered = True
+        async with self._backend:
+            self._open = True
+            try:
+                yield self
+            finally:
+                self._open = False
+                with anyio.move_on_after(self._settings.finalize_timeout, shield=True):
+                    producers = list(self._producers)
+                    for producer in producers:
+                        producer._request_stop(_Stop.HUB_CLOSING)
+                    for producer in producers:
+                        await producer._closed.wait()
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise HubClosedError("use the hub inside 'async with hub:'")
+
+    # -- sessions -------------------------------------------------------------
+
+    def produce(self, session_id: str, *, metadata: Mapping[str, JSON] | None = None) -> Producer:
+        """A producer for ``session_id``, to use as ``async with``.
+
+        See :class:`Producer` for what the block guarantees.
+
+        :param metadata: a JSON object stored with the session; update it with
+            :meth:`Producer.set_metadata`.
+        :raises ~replayhub.InvalidInputError: for a bad session id or metadata
+            (at once, before anything is written).
+        :raises ~replayhub.SessionBusyError: on entering, if the session has a
+            live producer.
+        """
+        check_session_id(session_id)
+        checked = check_metadata(
+            {} if metadata is None else metadata, max_bytes=self._settings.max_metadata_bytes
+        )
+        return Producer(self, session_id, checked)
+
+    def subscribe(
+        self, session_id: str, *, after: str | None = None, batch_replay: bool = False
+    ) -> Subscription:
+        """A subscription to ``session_id``, to use as ``async with``.
+
+        :param after: an event id; delivery resumes right after it. ``None``
+            starts at the beginning of the current generation, and so does an
+            id of an earlier generation.
+        :param batch_replay: join consecutive text events of one name among
+            those already stored when the subscription starts into one event
+            carrying the last id; live events are delivered one by one.
+        :raises ~replayhub.InvalidInputError: for a bad session id or a
+            malformed ``after`` (at once), or, on entering, an ``after``
+            beyond the end of the session.
+        :raises ~replayhub.SessionNotFoundError: on entering, if there is no
+            such session; during iteration, if it is removed or expires.
+        """
+        check_session_id(session_id)
+        cursor = None if after is None else parse_event_id(after)
+        return Subscription(self, session_id, cursor, batch_replay=batch_replay)
+
+    async def info(self, session_id: str) -> SessionInfo | None:
+        """The session's current state, or ``None`` if there is no such session."""
+        check_session_id(session_id)
+        self._require_open()
+        result = await self._backend.read(session_id, after=None, limit=0)
+        return None if result is None else result[0].info()
+
+    async def sessions(
+        self, *, state: State | None = None, limit: int = 100, offset: int = 0
+    ) -> list[SessionInfo]:
+        """Sessions, most recently updated first.
+
+        :param state: only sessions in this state.
+        :param limit: at most this many (1 to 1,000).
+        :param offset: skip this many, to page through the list.
+        """
+        if state is not None and not isinstance(state, State):
+            raise InvalidInputError(f"state must be a State, not {state!r}")
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInputError(f"limit must be an int from 1 to 1000, not {limit!r}")
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidInputError(f"offset must be a non-negative int, not {offset!r}")
+        self._require_open()
+        records = await self._backend.list_sessions(state=state, limit=limit, offset=offset)
+        return [record.info() for record in records]
+
+    async def cancel(self, session_id: str, *, wait: float | None = None) -> SessionInfo | None:
+        """Ask the session's producer, in whatever process, to stop.
+
+        The request is stored and signalled; the producer's body is cancelled
+        and the session ends ``cancelled``. Cancelling a finished session
+        changes nothing.
+
+        :param wait: seconds to wait for the session to end; ``None`` returns
+            right after the request is stored.
+        :returns: the session's info (its terminal state when ``wait`` is
+            given), or ``None`` if there is no such session.
+        :raises TimeoutError: if the session has not ended after ``wait``.
+        """
+        check_session_id(session_id)
+        if wait is not None and (not isinstance(wait, int | float) or wait < 0):
+            raise InvalidInputError(f"wait must be a non-negative number, not {wait!r}")
+        self._require_open()
+        async with self._backend.watch(session_id) as watch:
+            record = await self._backend.request_cancel(session_id)
+            if record is None or wait is None or record.state.terminal:
+                return None if record is None else record.info()
+            generation = record.generation
+            try:
+                with anyio.fail_after(wait):
+                    while True:
+                        with anyio.move_on_after(record.recheck_after(self._settings.lease_ttl)):
+                            await watch.wait()
+                        result = await self._backend.read(session_id, after=None, limit=0)
+                        if result is None:
+                            return None
+                        record = result[0]
+                        if record.generation != generation or record.state.terminal:
+                            return record.info()
+            except TimeoutError:
+                raise TimeoutError(
+                    f"session {session_id!r} did not end within {wait}s of the cancel request"
+                ) from None
+
+    async def active(self, session_ids: Iterable[str]) -> dict[str, bool]:
+        """For each id, whether the session is live now."""
+        ids = [check_session_id(session_id) for session_id in session_ids]
+        self._require_open()
+        found: dict[str, bool] = {}
+        for session_id in ids:
+            result = await self._backend.read(session_id, after=None, limit=0)
+            found[session_id] = result is not None and result[0].state is State.LIVE
+        return found
+
+    async def remove(self, session_id: str) -> bool:
+        """Delete the session and its events; ``False`` if there was none.
+
+        A live producer of it loses its claim (:class:`~replayhub.LeaseLostError`)
+        and its subscribers stop with :class:`~replayhub.SessionNotFoundError`.
+        """
+        check_session_id(session_id)
+        self._require_open()
+        return await self._backend.remove(session_id)

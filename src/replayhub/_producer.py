@@ -1,0 +1,397 @@
+"""The producer: claim, heartbeat, cancel watch, writer and terminal write."""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskStatus
+from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
+
+from ._errors import BackendUnavailableError, InvalidInputError, LeaseLostError, ReplayHubError
+from ._events import JSON, Metadata, State, StoredEvent, format_event_id
+from ._settings import check_event_name, check_metadata, encode_data
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+#: Let other tasks (the writer among them) run once every so many sends.
+_YIELD_EVERY = 64
+#: Retry delays of a write or renewal that failed for want of storage.
+_RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
+
+
+class _Phase(enum.Enum):
+    NEW = "new"
+    OPEN = "open"
+    CLOSING = "closing"
+    CLOSED = "closed"
+
+
+class _Stop(enum.Enum):
+    CANCEL_REQUESTED = "cancel requested"
+    HUB_CLOSING = "hub closing"
+
+
+class Producer(anyio.AsyncContextManagerMixin):
+    """The writing end of a session, returned by :meth:`Hub.produce`.
+
+    Use it as ``async with hub.produce(session_id) as stream:``. Entering
+    claims the session; the body runs inside the producer's cancel scope; every
+    way of leaving the block writes one terminal state:
+
+    * normal exit: ``done``;
+    * an exception: ``failed`` with its message, and the exception propagates
+      unchanged;
+    * a cancel request (:meth:`Hub.cancel`, from any process): the body is
+      cancelled, the block exits without raising, ``cancelled``;
+    * a cancellation from outside: ``cancelled``, and the cancellation
+      propagates;
+    * a lost claim (lease expired, session removed or claimed again): the body
+      is cancelled, nothing more is written, :class:`~replayhub.LeaseLostError`
+      is raised.
+
+    Before the terminal write, everything sent is flushed. Both run shielded
+    from cancellation and bounded by the hub's ``finalize_timeout``.
+    """
+
+    def __init__(self, hub: Hub, session_id: str, metadata: Metadata) -> None:
+        self._hub = hub
+        self._backend = hub._backend
+        self._settings = hub._settings
+        self._session_id = session_id
+        self._metadata = metadata
+        self._phase = _Phase.NEW
+        self._generation = 0
+        self._seq = 0  # the last sequence number handed out
+        self._stored_seq = 0
+        self._pending: deque[StoredEvent] = deque()
+        self._inflight: list[StoredEvent] = []
+        self._metadata_version = 0
+        self._stored_metadata_version = 0
+        self._pending_metadata: tuple[int, Metadata] | None = None
+        self._inflight_metadata: tuple[int, Metadata] | None = None
+        self._work = anyio.Event()
+        self._progress = anyio.Event()
+        self._lease_deadline = 0.0
+        self._body_scope = anyio.CancelScope()
+        self._stop: _Stop | None = None
+        self._lost: LeaseLostError | None = None
+        self._failure: BaseException | None = None
+        self._closed = anyio.Event()
+
+    # -- public ---------------------------------------------------------------
+
+    @property
+    def session_id(self) -> str:
+        """The session this producer writes."""
+        return self._session_id
+
+    @property
+    def generation(self) -> int:
+        """The generation this producer claimed (0 before the block is entered)."""
+        return self._generation
+
+    @property
+    def cancel_requested(self) -> bool:
+        """Whether a cancel request cut the block short."""
+        return self._stop is _Stop.CANCEL_REQUESTED and self._body_scope.cancelled_caught
+
+    @property
+    def metadata(self) -> Metadata:
+        """The session's metadata as this producer last set it."""
+        return self._metadata
+
+    async def send(self, data: JSON | bytes, *, event: str = "message") -> str:
+        """Queue one event and return its id, without waiting for storage.
+
+        Waits only while the producer's buffer (``buffer_size`` events) is
+        full. Events are stored in the order they were sent.
+
+        :param data: a :class:`str`, :class:`bytes`, or a JSON value.
+        :param event: the event name, 1 to 64 printable characters.
+        :raises ~replayhub.InvalidInputError: if the event is rejected (bad
+            name, unserialisable or oversize data, ``max_events`` reached);
+            nothing is queued.
+        :raises ~replayhub.LeaseLostError: if the producer lost its claim.
+        :raises ~replayhub.BackendUnavailableError: if storage failed for good.
+        """
+        self._require_open()
+        if event != "message":
+            check_event_name(event)
+        kind, payload = encode_data(data, max_bytes=self._settings.max_event_bytes)
+        if self._seq >= self._settings.max_events:
+            raise InvalidInputError(
+                f"session {self._session_id!r} reached max_events={self._settings.max_events}"
+            )
+        while len(self._pending) >= self._settings.buffer_size:
+            await self._progress.wait()
+            self._require_open()
+        self._seq += 1
+        seq = self._seq
+        self._pending.append(StoredEvent(seq, event, kind, payload))
+        self._work.set()
+        if seq % _YIELD_EVERY:
+            await checkpoint_if_cancelled()
+        else:
+            await checkpoint()
+        return format_event_id(self._generation, seq)
+
+    async def set_metadata(self, metadata: Mapping[str, JSON]) -> None:
+        """Merge ``metadata`` into the session's metadata (top-level keys replace).
+
+        Queued with the events, so it is stored with the next write; use
+        :meth:`flush` to wait for it.
+
+        :raises ~replayhub.InvalidInputError: if the merged metadata is not a
+            JSON object within ``max_metadata_bytes``; nothing changes.
+        """
+        self._require_open()
+        merged = check_metadata(
+            {
+                **self._metadata,
+                **check_metadata(metadata, max_bytes=self._settings.max_metadata_bytes),
+            },
+            max_bytes=self._settings.max_metadata_bytes,
+        )
+        self._metadata = merged
+        self._metadata_version += 1
+        self._pending_metadata = (self._metadata_version, merged)
+        self._work.set()
+        await checkpoint()
+
+    async def flush(self) -> None:
+        """Wait until every event sent and metadata set so far is stored.
+
+        Cancelling the wait loses nothing: the events stay queued.
+
+        :raises ~replayhub.LeaseLostError: if the producer lost its claim.
+        :raises ~replayhub.BackendUnavailableError: if storage failed for good.
+        """
+        self._require_open()
+        target_seq, target_metadata = self._seq, self._metadata_version
+        while self._stored_seq < target_seq or self._stored_metadata_version < target_metadata:
+            await self._progress.wait()
+            self._raise_if_broken()
+
+    # -- the block ------------------------------------------------------------
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Producer]:
+        if self._phase is not _Phase.NEW:
+            raise RuntimeError("a producer can be entered only once; call hub.produce() again")
+        self._hub._require_open()
+        settings = self._settings
+        claimed_at = anyio.current_time()
+        record = await self._backend.claim(
+            self._session_id,
+            metadata=self._metadata,
+            lease_ttl=settings.lease_ttl,
+            retention=settings.retention,
+        )
+        self._generation = record.generation
+        self._lease_deadline = claimed_at + settings.lease_ttl
+        self._hub._producers.add(self)
+        body_error: BaseException | None = None
+        try:
+            async with anyio.create_task_group() as task_group:
+                try:
+                    await task_group.start(self._watch_claim)
+                    task_group.start_soon(self._heartbeat)
+                    task_group.start_soon(self._write_forever)
+                    self._phase = _Phase.OPEN
+                    with self._body_scope:
+                        yield self
+                except BaseException as exc:
+                    # Kept out of the task group so it is not wrapped in a group.
+                    body_error = exc
+                finally:
+                    self._phase = _Phase.CLOSING
+                    task_group.cancel_scope.cancel()
+        finally:
+            with anyio.move_on_after(settings.finalize_timeout, shield=True) as deadline:
+                await self._finalize(body_error)
+            if deadline.cancelled_caught and self._failure is None and self._lost is None:
+                self._failure = BackendUnavailableError(
+                    f"could not finish session {self._session_id!r} within "
+                    f"finalize_timeout={settings.finalize_timeout}s; it will end as abandoned"
+                )
+            self._phase = _Phase.CLOSED
+            self._hub._producers.discard(self)
+            self._closed.set()
+        if body_error is not None:
+            raise body_error
+        if self._lost is not None:
+            raise LeaseLostError(str(self._lost)) from self._lost
+        if self._failure is not None:
+            raise self._failure
+
+    async def _finalize(self, body_error: BaseException | None) -> None:
+        if self._lost is None:
+            await self._write_pending()
+        if self._lost is not None:
+            return  # a stale producer writes nothing more
+        state, error = self._terminal_state(body_error)
+        try:
+            await self._backend.finish(
+                self._session_id,
+                self._generation,
+                state=state,
+                error=error,
+                retention=self._settings.retention,
+            )
+        except LeaseLostError as exc:
+            self._lose_claim(exc)
+        except ReplayHubError as exc:
+            self._failure = self._failure or exc
+
+    def _terminal_state(self, body_error: BaseException | None) -> tuple[State, str | None]:
+        if isinstance(body_error, anyio.get_cancelled_exc_class()):
+            return State.CANCELLED, None
+        if body_error is not None:
+            return State.FAILED, _describe(body_error)
+        if self._failure is not None:
+            return State.FAILED, f"storage failed: {_describe(self._failure)}"
+        if self._body_scope.cancelled_caught:
+            return State.CANCELLED, None
+        return State.DONE, None
+
+    # -- background tasks -------------------------------------------------------
+
+    async def _watch_claim(self, *, task_status: TaskStatus[None]) -> None:
+        async with self._backend.watch_claim(self._session_id) as watch:
+            task_status.started()
+            # Checked after the watch is open, so a request made at any moment
+            # since the claim is seen.
+            await self._renew()
+            while self._lost is None:
+                await watch.wait()
+                await self._renew()
+
+    async def _heartbeat(self) -> None:
+        interval = self._settings.heartbeat_interval
+        delay = interval
+        while self._lost is None:
+            await anyio.sleep(min(delay, max(0.0, self._lease_deadline - anyio.current_time())))
+            delay = interval if await self._renew() else _RETRY_FIRST
+
+    async def _renew(self) -> bool:
+        """Renew the lease and act on the cancel flag; ``False`` if storage failed."""
+        started = anyio.current_time()
+        remaining = self._lease_deadline - started
+        try:
+            with anyio.fail_after(max(remaining, 0.0)):
+                cancel_requested = await self._backend.renew(
+                    self._session_id, self._generation, lease_ttl=self._settings.lease_ttl
+                )
+        except LeaseLostError as exc:
+            self._lose_claim(exc)
+            return False
+        except (BackendUnavailableError, TimeoutError):
+            if anyio.current_time() >= self._lease_deadline:
+                self._lose_claim(
+                    LeaseLostError(
+                        f"lease of session {self._session_id!r} expired "
+                        "while storage was unreachable"
+                    )
+                )
+            return False
+        self._lease_deadline = started + self._settings.lease_ttl
+        if cancel_requested:
+            self._request_stop(_Stop.CANCEL_REQUESTED)
+        return True
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._work.wait()
+            self._work = anyio.Event()
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        """Write queued events until none are left or the claim is lost.
+
+        A batch whose write was interrupted stays in ``_inflight`` and is
+        written again; the backend skips what already landed.
+        """
+        delay = _RETRY_FIRST
+        while self._lost is None and (self._inflight or self._pending or self._pending_metadata):
+            if not self._inflight and not self._inflight_metadata:
+                self._inflight = list(self._pending)
+                self._pending.clear()
+                self._inflight_metadata, self._pending_metadata = self._pending_metadata, None
+            metadata = self._inflight_metadata
+            try:
+                await self._backend.append(
+                    self._session_id,
+                    self._generation,
+                    self._inflight,
+                    metadata=None if metadata is None else metadata[1],
+                )
+            except LeaseLostError as exc:
+                self._lose_claim(exc)
+                return
+            except BackendUnavailableError as exc:
+                if anyio.current_time() >= self._lease_deadline:
+                    self._lose_claim(
+                        LeaseLostError(
+                            f"lease of session {self._session_id!r} expired while storage "
+                            f"was unreachable: {exc}"
+                        )
+                    )
+                    return
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                continue
+            except Exception as exc:
+                self._failure = exc
+                self._signal_progress()
+                return
+            delay = _RETRY_FIRST
+            if self._inflight:
+                self._stored_seq = self._inflight[-1].seq
+            if metadata is not None:
+                self._stored_metadata_version = metadata[0]
+            self._inflight, self._inflight_metadata = [], None
+            self._signal_progress()
+
+    # -- helpers ----------------------------------------------------------------
+
+    def _signal_progress(self) -> None:
+        progress, self._progress = self._progress, anyio.Event()
+        progress.set()
+
+    def _request_stop(self, reason: _Stop) -> None:
+        if self._stop is None:
+            self._stop = reason
+        self._body_scope.cancel()
+
+    def _lose_claim(self, exc: LeaseLostError) -> None:
+        if self._lost is None:
+            self._lost = exc
+        self._body_scope.cancel()
+        self._signal_progress()
+
+    def _require_open(self) -> None:
+        if self._phase is not _Phase.OPEN:
+            raise RuntimeError(
+                f"producer of {self._session_id!r} is {self._phase.value}: "
+                "send only inside its async with block"
+            )
+        self._raise_if_broken()
+
+    def _raise_if_broken(self) -> None:
+        if self._lost is not None:
+            raise LeaseLostError(str(self._lost)) from self._lost
+        if self._failure is not None:
+            raise BackendUnavailableError(
+                f"storage failed for session {self._session_id!r}: {_describe(self._failure)}"
+            ) from self._failure
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

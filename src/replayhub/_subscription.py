@@ -1,0 +1,185 @@
+"""The subscription: resume from a cursor, replay the stored log, follow live."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+
+from ._errors import InvalidInputError, SessionNotFoundError
+from ._events import Cursor, DataKind, Event, Outcome, StoredEvent, format_event_id
+from .backends import SessionRecord, Watch
+
+if TYPE_CHECKING:
+    from ._hub import Hub
+
+#: Events fetched per read: the bound on what a subscription holds in memory.
+PAGE_SIZE = 512
+
+
+class Subscription(anyio.AsyncContextManagerMixin):
+    """The reading end of a session, returned by :meth:`Hub.subscribe`.
+
+    ``async with hub.subscribe(session_id, after=last_id) as events:`` checks
+    the session and the cursor; ``async for event in events`` then yields
+    every stored event after the cursor, follows new ones as they are stored,
+    and stops after the session's terminal state, with :attr:`outcome` set.
+    Events arrive in order, each once. The subscription reads the stored log
+    at its own pace, holding at most one page of events, so a slow reader
+    neither slows the producer nor misses anything; leaving it early never
+    affects the producer.
+
+    Cancelling a pending ``__anext__`` loses nothing: the next call returns
+    the event that would have come.
+    """
+
+    def __init__(
+        self, hub: Hub, session_id: str, after: Cursor | None, *, batch_replay: bool
+    ) -> None:
+        self._hub = hub
+        self._backend = hub._backend
+        self._lease_ttl = hub.settings.lease_ttl
+        self._session_id = session_id
+        self._after = after
+        self._batch_replay = batch_replay
+        self._watch: Watch | None = None
+        self._generation = 0
+        self._delivered_seq = 0  # last seq handed to the caller: the resume point
+        self._fetched_seq = 0  # last seq in the buffer
+        self._replay_end = 0
+        self._buffer: deque[StoredEvent] = deque()
+        self._record: SessionRecord | None = None
+        self._outcome: Outcome | None = None
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    @property
+    def generation(self) -> int:
+        """The generation being read (0 before the block is entered)."""
+        return self._generation
+
+    @property
+    def outcome(self) -> Outcome | None:
+        """How the session ended, once iteration has stopped; ``None`` before."""
+        return self._outcome
+
+    @property
+    def last_event_id(self) -> str | None:
+        """The id of the last event delivered, the cursor to resume after."""
+        if self._generation == 0 or self._delivered_seq == 0:
+            return None
+        return format_event_id(self._generation, self._delivered_seq)
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Subscription]:
+        self._hub._require_open()
+        async with self._backend.watch(self._session_id) as watch:
+            # The watch opens first, so no change after this read is missed.
+            result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
+            if result is None:
+                raise SessionNotFoundError(f"no session {self._session_id!r}")
+            record, events = result
+            after = self._after
+            if after is not None and (
+                after.generation > record.generation
+                or (after.generation == record.generation and after.seq > record.last_seq)
+            ):
+                raise InvalidInputError(
+                    f"event id {format_event_id(after.generation, after.seq)!r} is beyond "
+                    f"the end of session {self._session_id!r}"
+                )
+            self._generation = record.generation
+            if after is not None and after.generation == record.generation:
+                self._delivered_seq = self._fetched_seq = after.seq
+            self._replay_end = record.last_seq
+            self._accept(record, events)
+            self._watch = watch
+            try:
+                yield self
+            finally:
+                self._watch = None
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        if self._watch is None:
+            raise RuntimeError("iterate a subscription inside its async with block")
+        while not self._buffer:
+            if self._outcome is not None:
+                raise StopAsyncIteration
+            if not await self._fetch():
+                assert self._record is not None
+                with anyio.move_on_after(self._record.recheck_after(self._lease_ttl)):
+                    await self._watch.wait()
+        if self._batch_replay and self._buffer[0].seq <= self._replay_end:
+            return await self._next_replayed()
+        return self._deliver(1)
+
+    async def _next_replayed(self) -> Event:
+        """Join a run of text events of one name into one event with the last id."""
+        first = self._buffer[0]
+        if first.kind is not DataKind.TEXT:
+            return self._deliver(1)
+        count = 1
+        while True:
+            for stored in itertools.islice(self._buffer, count, None):
+                if (
+                    stored.seq > self._replay_end
+                    or stored.kind is not DataKind.TEXT
+                    or stored.event != first.event
+                ):
+                    return self._deliver(count)
+                count += 1
+            if self._fetched_seq >= self._replay_end or not await self._fetch():
+                return self._deliver(count)
+
+    def _deliver(self, count: int) -> Event:
+        """Hand ``count`` buffered events to the caller as one event.
+
+        Nothing awaits between taking them and moving the cursor, so a
+        cancelled ``__anext__`` never loses or repeats an event.
+        """
+        taken = [self._buffer.popleft() for _ in range(count)]
+        self._delivered_seq = taken[-1].seq
+        if count == 1:
+            return taken[0].to_event(self._generation)
+        text = "".join(str(stored.payload) for stored in taken)
+        return Event(format_event_id(self._generation, taken[-1].seq), taken[0].event, text)
+
+    async def _fetch(self) -> bool:
+        """Read the next page; ``True`` if it brought events or an outcome."""
+        result = await self._backend.read(
+            self._session_id, after=Cursor(self._generation, self._fetched_seq), limit=PAGE_SIZE
+        )
+        if result is None:
+            raise SessionNotFoundError(
+                f"session {self._session_id!r} was removed or expired while being read"
+            )
+        return self._accept(*result)
+
+    def _accept(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
+        self._record = record
+        if record.generation != self._generation:
+            outcome = record.outcome_of(self._generation)
+            if outcome is None:
+                raise SessionNotFoundError(
+                    f"generation {self._generation} of session {self._session_id!r} was "
+                    "replaced before its end could be read"
+                )
+            self._outcome = outcome
+            return True
+        if events:
+            self._buffer.extend(events)
+            self._fetched_seq = events[-1].seq
+            return True
+        if record.state.terminal and self._fetched_seq >= record.last_seq:
+            self._outcome = Outcome(record.state, record.error, record.metadata)
+            return True
+        return False

@@ -1,0 +1,32 @@
+"""Storage backends and the protocol the core uses to reach them."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from .._errors import InvalidInputError
+from ._protocol import Backend as Backend
+from ._protocol import SessionRecord as SessionRecord
+from ._protocol import Watch as Watch
+from .memory import MemoryBackend as MemoryBackend
+
+__all__ = ["Backend", "MemoryBackend", "SessionRecord", "Watch", "backend_from_url"]
+
+
+def backend_from_url(url: str, *, namespace: str) -> Backend:
+    """The backend a URL names: ``memory://`` for the in-process one.
+
+    :raises ~replayhub.InvalidInputError: for an unknown scheme or a
+        malformed URL.
+    """
+    if not isinstance(url, str):
+        raise InvalidInputError(f"url must be a str, not {type(url).__name__}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        raise InvalidInputError(f"malformed backend URL {url!r}: {exc}") from exc
+    if parts.scheme == "memory":
+        if parts.netloc or parts.path not in ("", "/") or parts.query:
+            raise InvalidInputError(f"memory:// takes no host, path or options: {url!r}")
+        return MemoryBackend()
+    raise InvalidInputError(f"unsupported backend URL scheme {parts.scheme!r} in {url!r}")

@@ -1,0 +1,193 @@
+"""The contract between the core and a storage backend.
+
+The core (hub, producer, subscription) talks to storage only through
+:class:`Backend`. A backend stores, per session id: the current generation and
+its state, metadata, error and lease, the generation's event log, the outcome
+of the previous generation, and a cancel flag. Its duties:
+
+* **Fencing.** ``append``, ``renew`` and ``finish`` act only if ``generation``
+  is the session's current one, it is live and its lease has not expired;
+  otherwise they raise :class:`~replayhub.LeaseLostError` and change nothing.
+* **Idempotent appends.** ``append`` stores only the events whose ``seq``
+  follows the last stored one, so a batch retried after an unknown result
+  (a cancelled or timed-out call) is never stored twice.
+* **Stored abandonment.** Any operation that finds a live session whose lease
+  has expired first writes ``abandoned`` (fenced on the generation), so every
+  reader sees the same state.
+* **Atomic snapshots.** ``read`` returns a record and events that belong
+  together: if the record is terminal, the events up to ``record.last_seq``
+  are all the generation will ever have.
+* **Wake-ups.** Watches are signalled after every change they cover. A
+  signal may be spurious or coalesced, never lost while the watch is open.
+* **Retention.** A finished session, with its log, disappears ``retention``
+  seconds after it ended; a live one never while its lease is renewed.
+
+Every method may raise :class:`~replayhub.BackendUnavailableError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Protocol, Self
+
+from .._events import Cursor, Metadata, Outcome, SessionInfo, State, StoredEvent, utc_datetime
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """A backend's snapshot of one session."""
+
+    session_id: str
+    generation: int
+    state: State
+    last_seq: int
+    """How many events the current generation has stored."""
+    metadata: Metadata
+    error: str | None
+    created_at: float
+    """Unix time at which the current generation was claimed."""
+    updated_at: float
+    lease_remaining: float | None
+    """Seconds until the lease expires, while live."""
+    previous: tuple[int, Outcome] | None = None
+    """The previous generation's number and outcome, if it had one."""
+
+    def info(self) -> SessionInfo:
+        return SessionInfo(
+            session_id=self.session_id,
+            state=self.state,
+            generation=self.generation,
+            events=self.last_seq,
+            metadata=self.metadata,
+            error=self.error,
+            created_at=utc_datetime(self.created_at),
+            updated_at=utc_datetime(self.updated_at),
+        )
+
+    def recheck_after(self, lease_ttl: float) -> float:
+        """Seconds a waiting reader may go without a wake-up before reading again.
+
+        A live session is re-read once its lease would have expired, so a
+        producer that vanished is noticed (and stored as abandoned) even if no
+        message ever arrives.
+        """
+        if self.lease_remaining is None:
+            return lease_ttl
+        return min(lease_ttl, self.lease_remaining + 0.005)
+
+    def outcome_of(self, generation: int) -> Outcome | None:
+        """How ``generation`` ended, if this record knows."""
+        if generation == self.generation:
+            return (
+                None if self.state is State.LIVE else Outcome(self.state, self.error, self.metadata)
+            )
+        if self.previous is not None and self.previous[0] == generation:
+            return self.previous[1]
+        return None
+
+
+class Watch(Protocol):
+    """Wake-ups for one session: a flag that any covered change sets."""
+
+    async def wait(self) -> None:
+        """Wait until the flag is set, then clear it.
+
+        A change after the previous ``wait`` returned (or after the watch was
+        opened) makes the next ``wait`` return at once. Callers bound the wait
+        with a cancel scope; a cancelled wait leaves the flag as it was.
+        """
+        ...
+
+
+class Backend(Protocol):
+    """Storage for sessions; see the module docstring for the duties."""
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None: ...
+
+    async def claim(
+        self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
+    ) -> SessionRecord:
+        """Start a new generation if the session is absent or finished.
+
+        The new generation has an empty log, state ``live``, a lease of
+        ``lease_ttl`` seconds and a cleared cancel flag; the previous
+        generation's outcome is kept in ``previous``. ``retention`` is how
+        long the session is kept if it ends ``abandoned``.
+
+        :raises ~replayhub.SessionBusyError: if a live producer holds it.
+        """
+        ...
+
+    async def append(
+        self,
+        session_id: str,
+        generation: int,
+        events: Sequence[StoredEvent],
+        *,
+        metadata: Metadata | None,
+    ) -> None:
+        """Store ``events`` (consecutive ``seq``) and, if given, the new metadata."""
+        ...
+
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+        """Extend the lease to ``lease_ttl`` from now; return the cancel flag."""
+        ...
+
+    async def finish(
+        self,
+        session_id: str,
+        generation: int,
+        *,
+        state: State,
+        error: str | None,
+        retention: float,
+    ) -> None:
+        """Write the terminal ``state`` and start the retention countdown."""
+        ...
+
+    async def read(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        """The session's record and up to ``limit`` events of its current generation.
+
+        The events follow ``after`` when it is of the current generation;
+        they start at the beginning when ``after`` is ``None`` or older;
+        there are none when it is newer. ``None`` if the session does not exist.
+        """
+        ...
+
+    async def list_sessions(
+        self, *, state: State | None, limit: int, offset: int
+    ) -> list[SessionRecord]:
+        """Sessions, most recently updated first, optionally of one state."""
+        ...
+
+    async def request_cancel(self, session_id: str) -> SessionRecord | None:
+        """Set the cancel flag of a live session and wake its producer."""
+        ...
+
+    async def remove(self, session_id: str) -> bool:
+        """Delete the session and its log; its producer loses its claim."""
+        ...
+
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Wake-ups on every change of the session: events, state, removal."""
+        ...
+
+    def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Wake-ups for the producer: a cancel request, or removal of the session.
+
+        Opened before the producer checks the cancel flag, so a request made
+        at any moment is seen.
+        """
+        ...

@@ -1,0 +1,259 @@
+"""The in-process backend: sessions in a dict, for one process and one event loop.
+
+It is the embedded default and the reference for the backend contract: every
+operation runs without an ``await`` between its checks and its changes, so
+each is atomic on a single event loop, just as a Lua script is in Redis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Self
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from .._errors import HubClosedError, LeaseLostError, SessionBusyError
+from .._events import Cursor, Metadata, Outcome, State, StoredEvent
+from ._protocol import SessionRecord, Watch
+from ._watch import WatchRegistry
+
+
+@dataclass(slots=True)
+class _Session:
+    generation: int
+    metadata: Metadata
+    lease_deadline: float
+    retention: float
+    created_at: float = field(default_factory=time.time)
+    updated_at: float = field(default_factory=time.time)
+    state: State = State.LIVE
+    events: list[StoredEvent] = field(default_factory=list)
+    error: str | None = None
+    expires_at: float | None = None
+    cancel_requested: bool = False
+    previous: tuple[int, Outcome] | None = None
+
+    def record(self, session_id: str, now: float) -> SessionRecord:
+        live = self.state is State.LIVE
+        return SessionRecord(
+            session_id=session_id,
+            generation=self.generation,
+            state=self.state,
+            last_seq=len(self.events),
+            metadata=self.metadata,
+            error=self.error,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            lease_remaining=max(0.0, self.lease_deadline - now) if live else None,
+            previous=self.previous,
+        )
+
+    def end(self, state: State, error: str | None, now: float) -> None:
+        self.state = state
+        self.error = error
+        self.expires_at = now + self.retention
+        self.updated_at = time.time()
+
+
+class MemoryBackend(anyio.AsyncContextManagerMixin):
+    """Sessions held in this process; shared by every hub given this instance.
+
+    :param sweep_interval: how often expired sessions are dropped and expired
+        leases turned into ``abandoned``, in seconds. Reads do both on the
+        spot as well, so this bounds memory, not correctness.
+    """
+
+    def __init__(self, *, sweep_interval: float = 1.0) -> None:
+        self._sessions: dict[str, _Session] = {}
+        self._watches = WatchRegistry()
+        self._claim_watches = WatchRegistry()
+        self._sweep_interval = sweep_interval
+        self._open = False
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(self._sweep_forever)
+            self._open = True
+            try:
+                yield self
+            finally:
+                self._open = False
+                task_group.cancel_scope.cancel()
+                # Wake every reader and producer so they notice the hub is gone.
+                self._watches.notify_all()
+                self._claim_watches.notify_all()
+
+    # -- producer side ------------------------------------------------------
+
+    async def claim(
+        self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
+    ) -> SessionRecord:
+        await checkpoint()
+        self._require_open()
+        now = anyio.current_time()
+        old = self._current(session_id, now)
+        if old is not None and old.state is State.LIVE:
+            raise SessionBusyError(f"session {session_id!r} has a live producer")
+        session = _Session(
+            generation=1 if old is None else old.generation + 1,
+            metadata=metadata,
+            lease_deadline=now + lease_ttl,
+            retention=retention,
+        )
+        if old is not None:
+            session.previous = (old.generation, Outcome(old.state, old.error, old.metadata))
+        self._sessions[session_id] = session
+        self._changed(session_id)
+        return session.record(session_id, now)
+
+    async def append(
+        self,
+        session_id: str,
+        generation: int,
+        events: Sequence[StoredEvent],
+        *,
+        metadata: Metadata | None,
+    ) -> None:
+        await checkpoint()
+        session = self._owned(session_id, generation)
+        log = session.events
+        if events and events[0].seq > len(log) + 1:
+            raise RuntimeError(f"event {events[0].seq} would leave a gap after event {len(log)}")
+        # Skip what a retried batch already stored.
+        log.extend(events[len(log) + 1 - events[0].seq :] if events else ())
+        if metadata is not None:
+            session.metadata = metadata
+        session.updated_at = time.time()
+        self._changed(session_id)
+
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+        await checkpoint()
+        session = self._owned(session_id, generation)
+        session.lease_deadline = anyio.current_time() + lease_ttl
+        return session.cancel_requested
+
+    async def finish(
+        self,
+        session_id: str,
+        generation: int,
+        *,
+        state: State,
+        error: str | None,
+        retention: float,
+    ) -> None:
+        await checkpoint()
+        session = self._owned(session_id, generation)
+        session.retention = retention
+        session.end(state, error, anyio.current_time())
+        self._changed(session_id)
+
+    def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._claim_watches.open(session_id)
+
+    # -- reader side ----------------------------------------------------------
+
+    async def read(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        await checkpoint()
+        self._require_open()
+        now = anyio.current_time()
+        session = self._current(session_id, now)
+        if session is None:
+            return None
+        start = 0
+        if after is not None and after.generation == session.generation:
+            start = after.seq
+        elif after is not None and after.generation > session.generation:
+            start = len(session.events)
+        return session.record(session_id, now), session.events[start : start + limit]
+
+    async def list_sessions(
+        self, *, state: State | None, limit: int, offset: int
+    ) -> list[SessionRecord]:
+        await checkpoint()
+        self._require_open()
+        now = anyio.current_time()
+        sessions = [
+            (session_id, session)
+            for session_id in list(self._sessions)
+            if (session := self._current(session_id, now)) is not None
+            and (state is None or session.state is state)
+        ]
+        sessions.sort(key=lambda item: item[1].updated_at, reverse=True)
+        return [session.record(sid, now) for sid, session in sessions[offset : offset + limit]]
+
+    async def request_cancel(self, session_id: str) -> SessionRecord | None:
+        await checkpoint()
+        self._require_open()
+        now = anyio.current_time()
+        session = self._current(session_id, now)
+        if session is None:
+            return None
+        if session.state is State.LIVE and not session.cancel_requested:
+            session.cancel_requested = True
+            self._claim_watches.notify(session_id)
+        return session.record(session_id, now)
+
+    async def remove(self, session_id: str) -> bool:
+        await checkpoint()
+        self._require_open()
+        if self._sessions.pop(session_id, None) is None:
+            return False
+        self._changed(session_id)
+        self._claim_watches.notify(session_id)
+        return True
+
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._watches.open(session_id)
+
+    # -- internals ------------------------------------------------------------
+
+    def _require_open(self) -> None:
+        if not self._open:
+            raise HubClosedError("the memory backend is not open")
+
+    def _changed(self, session_id: str) -> None:
+        self._watches.notify(session_id)
+
+    def _current(self, session_id: str, now: float) -> _Session | None:
+        """The session as it stands at ``now``: expired leases turn into
+        ``abandoned`` and sessions past their retention disappear."""
+        session = self._sessions.get(session_id)
+        if session is None:
+            return None
+        if session.state is State.LIVE and session.lease_deadline <= now:
+            session.end(State.ABANDONED, None, now)
+            self._changed(session_id)
+        if session.expires_at is not None and session.expires_at <= now:
+            del self._sessions[session_id]
+            self._changed(session_id)
+            return None
+        return session
+
+    def _owned(self, session_id: str, generation: int) -> _Session:
+        self._require_open()
+        session = self._current(session_id, anyio.current_time())
+        if session is None:
+            raise LeaseLostError(f"session {session_id!r} was removed")
+        if session.generation != generation:
+            raise LeaseLostError(
+                f"session {session_id!r} was claimed again (generation {session.generation})"
+            )
+        if session.state is not State.LIVE:
+            raise LeaseLostError(
+                f"session {session_id!r} generation {generation} is already {session.state}"
+            )
+        return session
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await anyio.sleep(self._sweep_interval)
+            now = anyio.current_time()
+            for session_id in list(self._sessions):
+                self._current(session_id, now)
