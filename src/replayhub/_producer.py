@@ -225,10 +225,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             self._closed.set()
         if body_error is not None:
             raise body_error
-        if self._lost is not None:
-            raise LeaseLostError(str(self._lost)) from self._lost
-        if self._failure is not None:
-            raise self._failure
+        self._raise_if_broken()
 
     async def _finalize(self, body_error: BaseException | None) -> None:
         if self._lost is None:

@@ -1,0 +1,116 @@
+"""Helpers for tests: reading a whole session, and a backend wrapper that
+injects faults around a real backend."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from types import TracebackType
+from typing import Self
+
+import anyio
+
+from replayhub import Event, Hub, Outcome
+from replayhub._events import Cursor, Metadata, State, StoredEvent
+from replayhub.backends import Backend, SessionRecord, Watch
+
+
+async def collect(
+    hub: Hub, session_id: str, *, after: str | None = None, batch_replay: bool = False
+) -> tuple[list[Event], Outcome]:
+    """Every event a new subscription delivers, and its outcome."""
+    async with hub.subscribe(session_id, after=after, batch_replay=batch_replay) as events:
+        received = [event async for event in events]
+    assert events.outcome is not None
+    return received, events.outcome
+
+
+def texts(events: Sequence[Event]) -> list[object]:
+    return [event.data for event in events]
+
+
+class FaultyBackend:
+    """Delegates to a real backend; appends can be held or made to fail."""
+
+    def __init__(self, inner: Backend) -> None:
+        self.inner = inner
+        self.append_gate: anyio.Event | None = None
+        self.append_error: Exception | None = None
+        self.finish_error: Exception | None = None
+        self.appends = 0
+        self.finished: list[tuple[str, State]] = []
+
+    async def __aenter__(self) -> Self:
+        await self.inner.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> bool | None:
+        return await self.inner.__aexit__(exc_type, exc_val, exc_tb)
+
+    async def claim(
+        self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
+    ) -> SessionRecord:
+        return await self.inner.claim(
+            session_id, metadata=metadata, lease_ttl=lease_ttl, retention=retention
+        )
+
+    async def append(
+        self,
+        session_id: str,
+        generation: int,
+        events: Sequence[StoredEvent],
+        *,
+        metadata: Metadata | None,
+    ) -> None:
+        if self.append_gate is not None:
+            await self.append_gate.wait()
+        if self.append_error is not None:
+            raise self.append_error
+        self.appends += 1
+        await self.inner.append(session_id, generation, events, metadata=metadata)
+
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+        return await self.inner.renew(session_id, generation, lease_ttl=lease_ttl)
+
+    async def finish(
+        self,
+        session_id: str,
+        generation: int,
+        *,
+        state: State,
+        error: str | None,
+        retention: float,
+    ) -> None:
+        if self.finish_error is not None:
+            raise self.finish_error
+        await self.inner.finish(
+            session_id, generation, state=state, error=error, retention=retention
+        )
+        self.finished.append((session_id, state))
+
+    async def read(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        return await self.inner.read(session_id, after=after, limit=limit)
+
+    async def list_sessions(
+        self, *, state: State | None, limit: int, offset: int
+    ) -> list[SessionRecord]:
+        return await self.inner.list_sessions(state=state, limit=limit, offset=offset)
+
+    async def request_cancel(self, session_id: str) -> SessionRecord | None:
+        return await self.inner.request_cancel(session_id)
+
+    async def remove(self, session_id: str) -> bool:
+        return await self.inner.remove(session_id)
+
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self.inner.watch(session_id)
+
+    def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self.inner.watch_claim(session_id)

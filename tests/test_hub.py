@@ -1,0 +1,217 @@
+"""The hub's session operations and lifecycle."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from replayhub import (
+    Hub,
+    HubClosedError,
+    InvalidInputError,
+    LeaseLostError,
+    SessionNotFoundError,
+    State,
+)
+from replayhub.backends import Backend
+
+from .conftest import HubFactory
+from .helpers import FaultyBackend, collect
+
+
+async def test_info_describes_the_session(hub: Hub) -> None:
+    assert await hub.info("s") is None
+    async with hub.produce("s", metadata={"model": "m"}) as stream:
+        await stream.send("a")
+        await stream.flush()
+        live = await hub.info("s")
+        assert live is not None
+        assert (live.session_id, live.state, live.generation, live.events) == ("s", State.LIVE, 1, 1)
+        assert live.metadata == {"model": "m"}
+        assert live.outcome is None
+    done = await hub.info("s")
+    assert done is not None
+    assert done.state is State.DONE
+    assert done.created_at <= done.updated_at
+    assert done.outcome is not None
+
+
+async def test_sessions_lists_most_recent_first_with_filter_and_paging(hub: Hub) -> None:
+    for name in ("a", "b", "c"):
+        async with hub.produce(name):
+            pass
+        await anyio.sleep(0.01)
+    async with hub.produce("live"):
+        listed = await hub.sessions()
+        assert [info.session_id for info in listed] == ["live", "c", "b", "a"]
+        assert [i.session_id for i in await hub.sessions(state=State.LIVE)] == ["live"]
+        assert [i.session_id for i in await hub.sessions(state=State.DONE, limit=2)] == ["c", "b"]
+        assert [i.session_id for i in await hub.sessions(limit=2, offset=2)] == ["b", "a"]
+    for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"state": "live"}):
+        with pytest.raises(InvalidInputError):
+            await hub.sessions(**bad)  # type: ignore[arg-type]
+
+
+async def test_cancel_of_unknown_or_finished_sessions(hub: Hub) -> None:
+    assert await hub.cancel("nobody") is None
+    assert await hub.cancel("nobody", wait=1) is None
+    async with hub.produce("s"):
+        pass
+    info = await hub.cancel("s", wait=1)
+    assert info is not None
+    assert info.state is State.DONE
+
+
+async def test_cancel_wait_times_out_if_the_producer_ignores_it(hub: Hub) -> None:
+    async def stubborn(*, task_status: TaskStatus[None]) -> None:
+        async with hub.produce("s"):
+            task_status.started()
+            with anyio.CancelScope(shield=True):
+                await anyio.sleep(0.5)
+            await anyio.sleep(5)  # cancelled here, once the shield lifts
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(stubborn)
+        with pytest.raises(TimeoutError, match="did not end"):
+            await hub.cancel("s", wait=0.1)
+    info = await hub.info("s")
+    assert info is not None
+    assert info.state is State.CANCELLED  # once the shield lifted
+
+
+async def test_active_reports_live_sessions(hub: Hub) -> None:
+    async with hub.produce("done"):
+        pass
+    async with hub.produce("live"):
+        assert await hub.active(["live", "done", "none"]) == {
+            "live": True,
+            "done": False,
+            "none": False,
+        }
+
+
+async def test_remove_deletes_everything(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+    assert await hub.remove("s")
+    assert await hub.info("s") is None
+    assert not await hub.remove("s")
+    # A removed session can be produced again from scratch.
+    async with hub.produce("s") as again:
+        await again.send("b")
+    assert again.generation == 1
+
+
+async def test_finished_sessions_expire_after_retention(make_hub: HubFactory) -> None:
+    async with make_hub(retention=0.3, lease_ttl=0.15) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await anyio.sleep(0.5)  # live past the retention: never expires while live
+        assert await hub.info("s") is not None
+        await anyio.sleep(0.15)
+        assert await hub.info("s") is not None
+        await anyio.sleep(0.3)
+        assert await hub.info("s") is None
+        assert await hub.sessions() == []
+
+
+async def test_abandoned_sessions_expire_too(make_hub: HubFactory) -> None:
+    async with make_hub(retention=0.2, lease_ttl=0.1) as hub:
+        await hub._backend.claim("s", metadata={}, lease_ttl=0.1, retention=0.2)
+        await anyio.sleep(0.15)
+        info = await hub.info("s")
+        assert info is not None
+        assert info.state is State.ABANDONED
+        await anyio.sleep(0.25)
+        assert await hub.info("s") is None
+
+
+async def test_hub_outside_its_block_raises_a_clear_error(make_hub: HubFactory) -> None:
+    hub = make_hub()
+    with pytest.raises(HubClosedError):
+        await hub.info("s")
+    with pytest.raises(HubClosedError):
+        async with hub.produce("s"):
+            pass
+    with pytest.raises(HubClosedError):
+        async with hub.subscribe("s"):
+            pass
+    async with hub:
+        pass
+    with pytest.raises(HubClosedError):
+        await hub.sessions()
+    with pytest.raises(RuntimeError):
+        async with hub:
+            pass
+
+
+async def test_leaving_the_hub_stops_its_producers_and_leaves_no_task(
+    make_hub: HubFactory,
+) -> None:
+    before = len(anyio.get_running_tasks())
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    results: list[tuple[bool, BaseException | None]] = []
+
+    async def producer(hub: Hub, *, task_status: TaskStatus[None]) -> None:
+        error: BaseException | None = None
+        try:
+            async with hub.produce("s") as stream:
+                await stream.send("a")
+                task_status.started()
+                await anyio.sleep_forever()
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            results.append((stream.cancel_requested, error))
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, make_hub(wrap=wrap) as hub:
+            await tg.start(producer, hub)
+    # The producer's body was cancelled, it exited quietly, and its terminal
+    # write ran before the backend closed.
+    assert results == [(False, None)]
+    assert faulty[0].finished == [("s", State.CANCELLED)]
+    assert len(anyio.get_running_tasks()) == before
+
+
+async def test_hub_close_ends_waiting_subscribers(make_hub: HubFactory) -> None:
+    ended: list[object] = []
+
+    async def producer(hub: Hub, *, task_status: TaskStatus[None]) -> None:
+        async with hub.produce("s"):
+            task_status.started()
+            await anyio.sleep_forever()
+
+    async def reader(hub: Hub, *, task_status: TaskStatus[None]) -> None:
+        try:
+            async with hub.subscribe("s") as events:
+                task_status.started()
+                async for _ in events:
+                    pass
+            ended.append(events.outcome and events.outcome.state)
+        except HubClosedError as exc:
+            ended.append(exc)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg, make_hub() as hub:
+            await tg.start(producer, hub)
+            await tg.start(reader, hub)
+    assert len(ended) == 1
+    assert ended[0] is State.CANCELLED or isinstance(ended[0], HubClosedError)
+
+
+async def test_stale_producer_error_names_the_cause(hub: Hub) -> None:
+    with pytest.raises(LeaseLostError, match="removed"):
+        async with hub.produce("s"):
+            await hub.remove("s")
+            await anyio.sleep(1)
+    assert await hub.info("s") is None
+    with pytest.raises(SessionNotFoundError, match="no session"):
+        await collect(hub, "s")

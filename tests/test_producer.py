@@ -1,0 +1,357 @@
+"""The producer's contract: claim, buffered sends, flush, and exactly one
+terminal state on every way out of the block."""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from replayhub import (
+    BackendUnavailableError,
+    Hub,
+    InvalidInputError,
+    LeaseLostError,
+    SessionBusyError,
+    State,
+)
+from replayhub.backends import Backend
+
+from .conftest import HubFactory
+from .helpers import FaultyBackend, collect, texts
+
+
+async def test_send_returns_ordered_ids_and_events_are_stored_in_order(hub: Hub) -> None:
+    async with hub.produce("s", metadata={"model": "m"}) as stream:
+        ids = [await stream.send(f"t{i}") for i in range(20)]
+        await stream.send({"name": "f", "args": [1, 2]}, event="tool-call")
+        await stream.send(b"\x00raw\xff", event="audio")
+    assert stream.generation == 1
+    assert ids == [f"1-{i}" for i in range(1, 21)]
+    events, outcome = await collect(hub, "s")
+    assert [e.id for e in events] == [*ids, "1-21", "1-22"]
+    assert texts(events) == [f"t{i}" for i in range(20)] + [{"name": "f", "args": [1, 2]}, b"\x00raw\xff"]
+    assert [e.event for e in events[-3:]] == ["message", "tool-call", "audio"]
+    assert outcome.state is State.DONE
+    assert outcome.metadata == {"model": "m"}
+
+
+async def test_json_values_are_copied_at_send(hub: Hub) -> None:
+    payload = {"n": [1]}
+    async with hub.produce("s") as stream:
+        await stream.send(payload)
+        payload["n"].append(2)  # mutating after send changes nothing stored
+    events, _ = await collect(hub, "s")
+    assert events[0].data == {"n": [1]}
+
+
+async def test_busy_session_cannot_be_claimed_twice(hub: Hub) -> None:
+    async with hub.produce("s"):
+        with pytest.raises(SessionBusyError):
+            async with hub.produce("s"):
+                pass
+    info = await hub.info("s")
+    assert info is not None
+    assert info.state is State.DONE
+
+
+async def test_concurrent_claims_have_exactly_one_winner(hub: Hub) -> None:
+    winners: list[int] = []
+    busy = 0
+    release = anyio.Event()
+
+    async def try_claim() -> None:
+        nonlocal busy
+        try:
+            async with hub.produce("race") as stream:
+                winners.append(stream.generation)
+                await release.wait()
+        except SessionBusyError:
+            busy += 1
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(8):
+            tg.start_soon(try_claim)
+        await anyio.wait_all_tasks_blocked()
+        await anyio.sleep(0.05)
+        release.set()
+    assert len(winners) == 1
+    assert busy == 7
+
+
+async def test_reclaim_starts_a_new_generation_and_hides_the_old_log(hub: Hub) -> None:
+    async with hub.produce("s") as first:
+        await first.send("old")
+    async with hub.produce("s") as second:
+        await second.send("new")
+    assert second.generation == first.generation + 1
+    events, outcome = await collect(hub, "s")
+    assert texts(events) == ["new"]
+    assert events[0].id == f"{second.generation}-1"
+    assert outcome.state is State.DONE
+
+
+async def test_flush_waits_for_storage(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        for i in range(100):
+            await stream.send(i)
+        await stream.set_metadata({"usage": {"out": 7}})
+        await stream.flush()
+        info = await hub.info("s")
+        assert info is not None
+        assert info.events == 100
+        assert info.metadata == {"usage": {"out": 7}}
+        assert info.state is State.LIVE
+
+
+async def test_set_metadata_merges_top_level_keys(hub: Hub) -> None:
+    async with hub.produce("s", metadata={"model": "m", "usage": None}) as stream:
+        await stream.set_metadata({"usage": {"out": 7}})
+        assert stream.metadata == {"model": "m", "usage": {"out": 7}}
+    _, outcome = await collect(hub, "s")
+    assert outcome.metadata == {"model": "m", "usage": {"out": 7}}
+
+
+async def test_send_does_not_wait_for_storage_until_the_buffer_is_full(
+    make_hub: HubFactory,
+) -> None:
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    async with make_hub(wrap=wrap, buffer_size=8) as hub, hub.produce("s") as stream:
+        gate = faulty[0].append_gate = anyio.Event()
+        # Storage is held: the buffer accepts 8 events without waiting.
+        with anyio.fail_after(1):
+            for i in range(8):
+                await stream.send(i)
+        # The 9th waits for room: backpressure, not loss.
+        with anyio.move_on_after(0.2) as blocked:
+            await stream.send(8)
+        assert blocked.cancelled_caught
+        gate.set()
+        # The cancelled send consumed no id: the next one is 9th.
+        assert await stream.send("next") == f"{stream.generation}-9"
+    async with make_hub(wrap=lambda backend: faulty[0]) as hub:
+        events, _ = await collect(hub, "s")
+    assert texts(events) == [0, 1, 2, 3, 4, 5, 6, 7, "next"]
+
+
+async def test_storage_failure_surfaces_at_send_flush_and_exit(make_hub: HubFactory) -> None:
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    async with make_hub(wrap=wrap) as hub:
+        with pytest.raises(BackendUnavailableError):
+            async with hub.produce("s") as stream:
+                faulty[0].append_error = RuntimeError("disk on fire")
+                await stream.send("a")
+                with pytest.raises(BackendUnavailableError, match="disk on fire"):
+                    await stream.flush()
+                with pytest.raises(BackendUnavailableError):
+                    await stream.send("b")
+        info = await hub.info("s")
+        assert info is not None
+        assert info.state is State.FAILED
+        assert info.error is not None
+        assert "disk on fire" in info.error
+
+
+async def test_normal_exit_is_done(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+    assert not stream.cancel_requested
+    _, outcome = await collect(hub, "s")
+    assert outcome.state is State.DONE
+    assert outcome.error is None
+
+
+async def test_exception_is_failed_and_reraised_unchanged(hub: Hub) -> None:
+    error = ValueError("model exploded")
+    with pytest.raises(ValueError, match="model exploded") as raised:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            raise error
+    assert raised.value is error  # not wrapped in an ExceptionGroup
+    events, outcome = await collect(hub, "s")
+    assert texts(events) == ["a"]  # sent before the error: flushed, not lost
+    assert outcome.state is State.FAILED
+    assert outcome.error == "ValueError: model exploded"
+
+
+async def test_cancel_request_cancels_the_body_and_exits_quietly(hub: Hub) -> None:
+    reached_end = False
+
+    async def produce(*, task_status: TaskStatus[None]) -> None:
+        nonlocal reached_end
+        async with hub.produce("s") as stream:
+            await stream.send("first")
+            task_status.started()
+            await anyio.sleep_forever()
+            reached_end = True
+        assert stream.cancel_requested
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(produce)
+        info = await hub.cancel("s", wait=5)
+    assert info is not None
+    assert info.state is State.CANCELLED
+    assert not reached_end
+    events, outcome = await collect(hub, "s")
+    assert texts(events) == ["first"]
+    assert outcome.state is State.CANCELLED
+
+
+async def test_cancel_requested_before_the_body_runs_still_cancels(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await hub.cancel("s")
+        await anyio.sleep(5)  # cancelled long before this ends
+    assert stream.cancel_requested
+    info = await hub.info("s")
+    assert info is not None
+    assert info.state is State.CANCELLED
+
+
+async def test_outer_cancellation_is_cancelled_and_propagates(hub: Hub) -> None:
+    with anyio.move_on_after(0.1) as scope:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await anyio.sleep_forever()
+    assert scope.cancelled_caught  # the cancellation reached the caller's scope
+    assert not stream.cancel_requested
+    events, outcome = await collect(hub, "s")
+    # The terminal write and the flush ran shielded despite the cancellation.
+    assert texts(events) == ["a"]
+    assert outcome.state is State.CANCELLED
+
+
+async def test_cancel_request_after_the_body_finished_leaves_done(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+    await hub.cancel("s")
+    _, outcome = await collect(hub, "s")
+    assert outcome.state is State.DONE
+    assert not stream.cancel_requested
+
+
+async def test_removed_session_loses_the_claim(hub: Hub) -> None:
+    with pytest.raises(LeaseLostError):
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await stream.flush()
+            assert await hub.remove("s")
+            await anyio.sleep(5)  # the body is cancelled when the claim is lost
+    assert await hub.info("s") is None  # the stale producer wrote nothing back
+
+
+async def test_producer_paused_past_its_lease_cannot_write(make_hub: HubFactory) -> None:
+    async with make_hub(lease_ttl=0.3) as hub:
+        with pytest.raises(LeaseLostError):
+            async with hub.produce("s") as stream:
+                await stream.send("before")
+                await stream.flush()
+                # Block the whole event loop, heartbeat included, like SIGSTOP.
+                time.sleep(0.6)  # noqa: ASYNC251
+                await stream.send("after")
+                await stream.flush()
+        events, outcome = await collect(hub, "s")
+        assert texts(events) == ["before"]
+        assert outcome.state is State.ABANDONED
+
+
+async def test_heartbeat_keeps_a_slow_producer_alive(make_hub: HubFactory) -> None:
+    async with make_hub(lease_ttl=0.2) as hub:
+        async with hub.produce("s") as stream:
+            for i in range(5):
+                await anyio.sleep(0.15)  # 0.75 s in all: several leases
+                await stream.send(i)
+        events, outcome = await collect(hub, "s")
+        assert texts(events) == [0, 1, 2, 3, 4]
+        assert outcome.state is State.DONE
+
+
+async def test_crashed_producer_is_abandoned_for_subscribers_and_waiters(
+    make_hub: HubFactory,
+) -> None:
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    async with make_hub(wrap=wrap, lease_ttl=0.3) as hub:
+        backend = faulty[0]
+        # A producer that claimed and wrote, then vanished without a heartbeat.
+        record = await backend.claim("s", metadata={}, lease_ttl=0.3, retention=60)
+        events_before = await _append_raw(backend, "s", record.generation, ["x", "y"])
+        started = anyio.current_time()
+        results: dict[str, object] = {}
+
+        async def subscriber() -> None:
+            results["sub"] = await collect(hub, "s")
+
+        async def waiter() -> None:
+            results["cancel"] = await hub.cancel("s", wait=5)
+
+        with anyio.fail_after(3):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(subscriber)
+                tg.start_soon(waiter)
+        elapsed = anyio.current_time() - started
+        received, outcome = results["sub"]  # type: ignore[misc]
+        assert texts(received) == events_before
+        assert outcome.state is State.ABANDONED
+        assert results["cancel"].state is State.ABANDONED  # type: ignore[attr-defined]
+        assert elapsed < 0.3 + 0.5
+
+
+async def _append_raw(
+    backend: Backend, session_id: str, generation: int, items: list[str]
+) -> list[object]:
+    from replayhub._events import DataKind, StoredEvent
+
+    stored = [StoredEvent(i + 1, "message", DataKind.TEXT, text) for i, text in enumerate(items)]
+    await backend.append(session_id, generation, stored, metadata=None)
+    return list(items)
+
+
+async def test_send_after_the_block_is_refused(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        pass
+    with pytest.raises(RuntimeError, match="inside its async with"):
+        await stream.send("late")
+
+
+async def test_max_events_is_an_error_not_a_silent_trim(make_hub: HubFactory) -> None:
+    async with make_hub(max_events=3) as hub:
+        with pytest.raises(InvalidInputError, match="max_events"):
+            async with hub.produce("s") as stream:
+                for i in range(4):
+                    await stream.send(i)
+        events, outcome = await collect(hub, "s")
+        assert texts(events) == [0, 1, 2]
+        assert outcome.state is State.FAILED
+
+
+async def test_terminal_write_failure_is_reported(make_hub: HubFactory) -> None:
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    async with make_hub(wrap=wrap) as hub:
+        with pytest.raises(BackendUnavailableError):
+            async with hub.produce("s") as stream:
+                await stream.send("a")
+                faulty[0].finish_error = BackendUnavailableError("gone")
+        info = await hub.info("s")
+        assert info is not None
+        assert info.state is State.LIVE  # left to its lease: it will be abandoned

@@ -1,0 +1,234 @@
+"""The subscription's contract: replay then live, cursors, outcomes, slow and
+departing readers."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from replayhub import Event, Hub, InvalidInputError, LeaseLostError, SessionNotFoundError, State
+from replayhub._subscription import PAGE_SIZE
+
+from .conftest import HubFactory
+from .helpers import collect, texts
+
+
+async def test_replays_then_follows_live_then_ends_with_the_outcome(hub: Hub) -> None:
+    joined = anyio.Event()
+    received: list[Event] = []
+
+    async def subscriber(*, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            async for event in events:
+                received.append(event)
+                if len(received) == 2:
+                    joined.set()
+        assert events.outcome is not None
+        assert events.outcome.state is State.DONE
+
+    async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+        await stream.send("replayed")
+        await stream.flush()
+        await tg.start(subscriber)
+        await stream.send("live")
+        with anyio.fail_after(2):
+            await joined.wait()
+        await stream.send("last")
+    assert texts(received) == ["replayed", "live", "last"]
+
+
+async def test_resume_after_an_id_yields_exactly_the_rest(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        ids = [await stream.send(i) for i in range(10)]
+    for cut in range(10):
+        events, _ = await collect(hub, "s", after=ids[cut])
+        assert texts(events) == list(range(cut + 1, 10))
+    assert (await collect(hub, "s", after=ids[-1]))[0] == []
+
+
+async def test_an_id_of_an_earlier_generation_replays_the_current_one(hub: Hub) -> None:
+    async with hub.produce("s") as first:
+        old_id = await first.send("old")
+    async with hub.produce("s") as second:
+        await second.send("new")
+    events, _ = await collect(hub, "s", after=old_id)
+    assert texts(events) == ["new"]
+
+
+@pytest.mark.parametrize("cursor", ["", "x", "1", "1-", "-1", "1-x", "0-1", "1-2-3", " 1-1", "١-١"])
+async def test_malformed_cursor_is_rejected_at_once(hub: Hub, cursor: str) -> None:
+    with pytest.raises(InvalidInputError):
+        hub.subscribe("s", after=cursor)
+
+
+async def test_cursor_beyond_the_end_is_rejected(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+    for cursor in ("1-2", "2-0", "99999-1"):
+        with pytest.raises(InvalidInputError, match="beyond the end"):
+            async with hub.subscribe("s", after=cursor):
+                pass
+
+
+async def test_unknown_session_is_not_found(hub: Hub) -> None:
+    with pytest.raises(SessionNotFoundError):
+        async with hub.subscribe("nobody"):
+            pass
+
+
+async def test_batch_replay_joins_stored_text_runs_and_leaves_live_alone(hub: Hub) -> None:
+    received: list[Event] = []
+    async with hub.produce("s") as stream:
+        for token in ["Hel", "lo", " wor", "ld"]:
+            await stream.send(token, event="text-delta")
+        await stream.send({"tool": 1}, event="tool-call")
+        await stream.send("a", event="text-delta")
+        await stream.send("b", event="other")
+        await stream.send("c", event="other")
+        await stream.send(b"raw", event="other")
+        await stream.flush()
+        async with hub.subscribe("s", batch_replay=True) as events:
+            await stream.send("live1", event="other")
+            await stream.send("live2", event="other")
+            await stream.flush()
+            async for event in events:
+                received.append(event)
+                if event.data == "live2":
+                    break
+    assert [(e.id, e.event, e.data) for e in received] == [
+        ("1-4", "text-delta", "Hello world"),
+        ("1-5", "tool-call", {"tool": 1}),
+        ("1-6", "text-delta", "a"),
+        ("1-8", "other", "bc"),
+        ("1-9", "other", b"raw"),
+        ("1-10", "other", "live1"),
+        ("1-11", "other", "live2"),
+    ]
+
+
+async def test_batch_replay_spans_pages(hub: Hub) -> None:
+    count = PAGE_SIZE * 2 + 7
+    async with hub.produce("s") as stream:
+        for _ in range(count):
+            await stream.send("x")
+    events, outcome = await collect(hub, "s", batch_replay=True)
+    assert [(e.id, e.data) for e in events] == [(f"1-{count}", "x" * count)]
+    assert outcome.state is State.DONE
+    resumed, _ = await collect(hub, "s", after="1-5", batch_replay=True)
+    assert [(e.id, e.data) for e in resumed] == [(f"1-{count}", "x" * (count - 5))]
+
+
+async def test_slow_subscriber_neither_slows_the_producer_nor_loses_events(
+    make_hub: HubFactory,
+) -> None:
+    total = 5_000
+    async with make_hub(buffer_size=16, max_events=total) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send(0)
+            await stream.flush()
+            async with hub.subscribe("s") as events:
+                first = await events.__anext__()
+                # The subscriber stops reading while the producer sends the rest.
+                with anyio.fail_after(10):
+                    for i in range(1, total):
+                        await stream.send(i)
+                    await stream.flush()
+                assert len(events._buffer) <= PAGE_SIZE  # bounded, whatever the backlog
+                rest = []
+                async for event in events:
+                    rest.append(event)
+                    if len(rest) == total - 1:
+                        break
+        assert [first.data, *texts(rest)] == list(range(total))
+
+
+async def test_leaving_a_subscription_never_affects_the_producer(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+        await stream.flush()
+        # break
+        async with hub.subscribe("s") as events:
+            async for _ in events:
+                break
+        # cancel while waiting for the next event
+        with anyio.move_on_after(0.05):
+            async with hub.subscribe("s") as events:
+                async for _ in events:
+                    pass
+        # an exception in the consumer
+        with pytest.raises(KeyError):
+            async with hub.subscribe("s") as events:
+                async for _ in events:
+                    raise KeyError("consumer bug")
+        await stream.send("b")
+    events_, outcome = await collect(hub, "s")
+    assert texts(events_) == ["a", "b"]
+    assert outcome.state is State.DONE
+    assert not stream.cancel_requested
+
+
+async def test_cancelled_receive_loses_nothing_and_keeps_the_cursor(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+        await stream.flush()
+        async with hub.subscribe("s") as events:
+            assert (await events.__anext__()).data == "a"
+            assert events.last_event_id == "1-1"
+            with anyio.move_on_after(0.05) as waited:
+                await events.__anext__()  # nothing to read yet
+            assert waited.cancelled_caught
+            assert events.last_event_id == "1-1"
+            await stream.send("b")
+            with anyio.fail_after(2):
+                assert (await events.__anext__()).data == "b"
+            assert events.last_event_id == "1-2"
+
+
+async def test_subscription_to_a_removed_session_ends(hub: Hub) -> None:
+    with pytest.raises(LeaseLostError):
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await stream.flush()
+            with pytest.raises(SessionNotFoundError):
+                async with hub.subscribe("s") as events:
+                    async for _ in events:
+                        await hub.remove("s")
+            assert events.outcome is None
+
+
+async def test_subscription_of_a_replaced_generation_ends_with_its_outcome(hub: Hub) -> None:
+    finish, ended = anyio.Event(), anyio.Event()
+
+    async def first_generation(*, task_status: TaskStatus[None]) -> None:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await stream.flush()
+            task_status.started()
+            await finish.wait()
+        ended.set()
+
+    async with anyio.create_task_group() as tg:
+        await tg.start(first_generation)
+        async with hub.subscribe("s") as events:
+            assert (await events.__anext__()).data == "a"
+            # The first generation ends and a second begins before we read on.
+            finish.set()
+            await ended.wait()
+            async with hub.produce("s") as second:
+                await second.send("new")
+            rest = [event async for event in events]
+    assert rest == []
+    assert events.generation == 1
+    assert events.outcome is not None
+    assert events.outcome.state is State.DONE
+
+
+async def test_subscriber_on_a_live_session_outlives_idle_periods(make_hub: HubFactory) -> None:
+    async with make_hub(lease_ttl=0.2) as hub:
+        async with hub.produce("s") as stream, hub.subscribe("s") as events:
+            await anyio.sleep(0.5)  # idle for more than two leases: still live
+            await stream.send("late")
+            with anyio.fail_after(2):
+                assert (await events.__anext__()).data == "late"
