@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Protocol, Unpack
+from typing import Protocol, Unpack
 
 import pytest
 
@@ -13,6 +13,7 @@ from replayhub import Hub, HubOptions
 from replayhub.backends import Backend
 
 from .backends import BACKEND_KINDS, BackendServers
+
 
 # anyio_mode = "auto" (pyproject.toml) runs every coroutine test with this
 # fixture, so on both event loops.

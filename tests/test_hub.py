@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import anyio
 import pytest
 from anyio.abc import TaskStatus
@@ -27,7 +29,12 @@ async def test_info_describes_the_session(hub: Hub) -> None:
         await stream.flush()
         live = await hub.info("s")
         assert live is not None
-        assert (live.session_id, live.state, live.generation, live.events) == ("s", State.LIVE, 1, 1)
+        assert (live.session_id, live.state, live.generation, live.events) == (
+            "s",
+            State.LIVE,
+            1,
+            1,
+        )
         assert live.metadata == {"model": "m"}
         assert live.outcome is None
     done = await hub.info("s")
@@ -48,9 +55,10 @@ async def test_sessions_lists_most_recent_first_with_filter_and_paging(hub: Hub)
         assert [i.session_id for i in await hub.sessions(state=State.LIVE)] == ["live"]
         assert [i.session_id for i in await hub.sessions(state=State.DONE, limit=2)] == ["c", "b"]
         assert [i.session_id for i in await hub.sessions(limit=2, offset=2)] == ["b", "a"]
+    bad: dict[str, Any]
     for bad in ({"limit": 0}, {"limit": 1001}, {"offset": -1}, {"state": "live"}):
         with pytest.raises(InvalidInputError):
-            await hub.sessions(**bad)  # type: ignore[arg-type]
+            await hub.sessions(**bad)
 
 
 async def test_cancel_of_unknown_or_finished_sessions(hub: Hub) -> None:

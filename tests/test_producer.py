@@ -11,10 +11,13 @@ from anyio.abc import TaskStatus
 
 from replayhub import (
     BackendUnavailableError,
+    Event,
     Hub,
     InvalidInputError,
     LeaseLostError,
+    Outcome,
     SessionBusyError,
+    SessionInfo,
     State,
 )
 from replayhub.backends import Backend
@@ -32,7 +35,10 @@ async def test_send_returns_ordered_ids_and_events_are_stored_in_order(hub: Hub)
     assert ids == [f"1-{i}" for i in range(1, 21)]
     events, outcome = await collect(hub, "s")
     assert [e.id for e in events] == [*ids, "1-21", "1-22"]
-    assert texts(events) == [f"t{i}" for i in range(20)] + [{"name": "f", "args": [1, 2]}, b"\x00raw\xff"]
+    assert texts(events) == [f"t{i}" for i in range(20)] + [
+        {"name": "f", "args": [1, 2]},
+        b"\x00raw\xff",
+    ]
     assert [e.event for e in events[-3:]] == ["message", "tool-call", "audio"]
     assert outcome.state is State.DONE
     assert outcome.metadata == {"model": "m"}
@@ -292,23 +298,25 @@ async def test_crashed_producer_is_abandoned_for_subscribers_and_waiters(
         record = await backend.claim("s", metadata={}, lease_ttl=0.3, retention=60)
         events_before = await _append_raw(backend, "s", record.generation, ["x", "y"])
         started = anyio.current_time()
-        results: dict[str, object] = {}
+        collected: list[tuple[list[Event], Outcome]] = []
+        cancelled: list[SessionInfo | None] = []
 
         async def subscriber() -> None:
-            results["sub"] = await collect(hub, "s")
+            collected.append(await collect(hub, "s"))
 
         async def waiter() -> None:
-            results["cancel"] = await hub.cancel("s", wait=5)
+            cancelled.append(await hub.cancel("s", wait=5))
 
         with anyio.fail_after(3):
             async with anyio.create_task_group() as tg:
                 tg.start_soon(subscriber)
                 tg.start_soon(waiter)
         elapsed = anyio.current_time() - started
-        received, outcome = results["sub"]  # type: ignore[misc]
+        [(received, outcome)] = collected
         assert texts(received) == events_before
         assert outcome.state is State.ABANDONED
-        assert results["cancel"].state is State.ABANDONED  # type: ignore[attr-defined]
+        assert cancelled[0] is not None
+        assert cancelled[0].state is State.ABANDONED
         assert elapsed < 0.3 + 0.5
 
 

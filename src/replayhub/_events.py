@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TypeAlias
+from typing import Any, TypeAlias
 
 from ._errors import InvalidInputError
 
@@ -21,6 +22,10 @@ JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | 
 """A value that :func:`json.dumps` accepts and :func:`json.loads` returns."""
 
 Metadata: TypeAlias = dict[str, JSON]
+
+SendData: TypeAlias = str | bytes | Mapping[str, Any] | Sequence[Any] | int | float | bool | None
+"""What :meth:`Producer.send` accepts: text, bytes, or a JSON value (checked
+when sent, so nested values are typed loosely)."""
 
 
 class State(enum.StrEnum):

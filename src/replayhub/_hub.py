@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
-from typing import TypedDict, Unpack
+from typing import Any, TypedDict, Unpack
 
 import anyio
 
 from ._errors import HubClosedError, InvalidInputError
-from ._events import JSON, SessionInfo, State, parse_event_id
+from ._events import SessionInfo, State, parse_event_id
 from ._producer import Producer, _Stop
 from ._settings import Settings, check_metadata, check_session_id
 from ._subscription import Subscription
@@ -39,18 +39,10 @@ class Hub(anyio.AsyncContextManagerMixin):
     writes, at most ``finalize_timeout``.
 
     :param backend: where sessions live; a new in-process backend if omitted.
-    :param namespace: prefix that keeps this application's sessions apart
-        from others on the same storage (1-64 of ``A-Za-z0-9_.-``).
-    :param lease_ttl: seconds a producer's claim lasts without renewal; a
-        crashed producer's session turns ``abandoned`` this long after its
-        last heartbeat. Heartbeats run every ``lease_ttl / 3``.
-    :param retention: seconds a finished session stays readable.
-    :param max_event_bytes: largest encoded payload of one event (1 MiB).
-    :param max_events: most events one generation of a session may hold
-        (100,000); the next ``send`` raises instead of dropping old events.
-    :param max_metadata_bytes: largest encoded metadata object (64 KiB).
-    :param buffer_size: events a producer queues before ``send`` waits (1,024).
-    :param finalize_timeout: seconds the terminal write of a producer may take.
+    :param options: keyword-only options, each described in
+        :class:`~replayhub.Settings`: ``namespace``, ``lease_ttl``,
+        ``retention``, ``max_event_bytes``, ``max_events``,
+        ``max_metadata_bytes``, ``buffer_size``, ``finalize_timeout``.
     :raises ~replayhub.InvalidInputError: if an option is out of range.
     """
 
@@ -106,7 +98,7 @@ class Hub(anyio.AsyncContextManagerMixin):
 
     # -- sessions -------------------------------------------------------------
 
-    def produce(self, session_id: str, *, metadata: Mapping[str, JSON] | None = None) -> Producer:
+    def produce(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> Producer:
         """A producer for ``session_id``, to use as ``async with``.
 
         See :class:`Producer` for what the block guarantees.

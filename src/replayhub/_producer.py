@@ -6,14 +6,14 @@ import enum
 from collections import deque
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint, checkpoint_if_cancelled
 
 from ._errors import BackendUnavailableError, InvalidInputError, LeaseLostError, ReplayHubError
-from ._events import JSON, Metadata, State, StoredEvent, format_event_id
+from ._events import Metadata, SendData, State, StoredEvent, format_event_id
 from ._settings import check_event_name, check_metadata, encode_data
 
 if TYPE_CHECKING:
@@ -106,7 +106,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         """The session's metadata as this producer last set it."""
         return self._metadata
 
-    async def send(self, data: JSON | bytes, *, event: str = "message") -> str:
+    async def send(self, data: SendData, *, event: str = "message") -> str:
         """Queue one event and return its id, without waiting for storage.
 
         Waits only while the producer's buffer (``buffer_size`` events) is
@@ -141,7 +141,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             await checkpoint()
         return format_event_id(self._generation, seq)
 
-    async def set_metadata(self, metadata: Mapping[str, JSON]) -> None:
+    async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into the session's metadata (top-level keys replace).
 
         Queued with the events, so it is stored with the next write; use

@@ -23,16 +23,31 @@ _NAMESPACE = re.compile(r"[A-Za-z0-9_.\-]{1,64}")
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Settings:
-    """The hub's options; see :class:`replayhub.Hub` for their meaning."""
+    """The hub's options, validated; pass them to :class:`~replayhub.Hub` as keywords.
+
+    :raises ~replayhub.InvalidInputError: if an option is out of range.
+    """
 
     namespace: str = "replayhub"
+    """Keeps this application's sessions apart from others on the same
+    storage: 1 to 64 of ``A-Za-z0-9_.-``."""
     lease_ttl: float = 10.0
+    """Seconds a producer's claim lasts without renewal. A crashed producer's
+    session turns ``abandoned`` this long after its last heartbeat; heartbeats
+    run every ``lease_ttl / 3``."""
     retention: float = 600.0
+    """Seconds a finished session, with its events, stays readable."""
     max_event_bytes: int = 1024 * 1024
+    """Largest encoded payload of one event."""
     max_events: int = 100_000
+    """Most events one generation of a session may hold; the next ``send``
+    raises instead of dropping old events."""
     max_metadata_bytes: int = 64 * 1024
+    """Largest encoded metadata object."""
     buffer_size: int = 1024
+    """Events a producer queues before ``send`` waits for storage."""
     finalize_timeout: float = 5.0
+    """Seconds the flush and terminal write of a producer may take."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not _NAMESPACE.fullmatch(self.namespace):

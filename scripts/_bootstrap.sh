@@ -1,0 +1,32 @@
+# Shared set-up for scripts/check and scripts/demo: Debian packages when
+# missing, and a virtualenv in .venv with the project installed.
+# Sourced, not run.
+
+ensure_debian_packages() {
+  local missing=()
+  local package command
+  for pair in "$@"; do
+    package=${pair%%:*}
+    command=${pair#*:}
+    if [ "$command" = python-venv ]; then
+      python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=("$package")
+    else
+      command -v "$command" >/dev/null 2>&1 || missing+=("$package")
+    fi
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  echo "installing Debian packages: ${missing[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+}
+
+# ensure_venv EXTRAS: make .venv if needed and install the project with EXTRAS.
+ensure_venv() {
+  local extras=$1
+  if [ ! -x .venv/bin/python ]; then
+    python3 -m venv .venv
+  fi
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+}

@@ -1,0 +1,1 @@
+"""The demo: a fake language model streaming through a hub."""

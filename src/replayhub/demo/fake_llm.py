@@ -1,0 +1,81 @@
+"""A deterministic stand-in for a language model: tokens at a realistic pace."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import AsyncIterator
+
+import anyio
+
+_WORDS = [
+    "resumable",
+    "streams",
+    "keep",
+    "every",
+    "token",
+    "of",
+    "a",
+    "reply",
+    "in",
+    "order",
+    "so",
+    "a",
+    "reader",
+    "that",
+    "reloads",
+    "or",
+    "loses",
+    "its",
+    "network",
+    "picks",
+    "up",
+    "exactly",
+    "where",
+    "it",
+    "was",
+    "while",
+    "the",
+    "producer",
+    "goes",
+    "on",
+    "writing",
+    "and",
+    "a",
+    "stop",
+    "from",
+    "any",
+    "instance",
+    "ends",
+    "the",
+    "generation",
+    "for",
+    "everyone",
+    "who",
+    "is",
+    "listening",
+]
+
+
+def reply_to(prompt: str, *, words: int = 40) -> str:
+    """The full text the fake model answers to ``prompt``: same prompt, same text."""
+    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
+    chosen = []
+    for i in range(words):
+        seed = (seed * 6364136223846793005 + 1442695040888963407) % 2**64
+        chosen.append(_WORDS[(seed >> 33) % len(_WORDS)])
+        if i == 0:
+            chosen[0] = chosen[0].capitalize()
+    return " ".join(chosen) + "."
+
+
+def tokens_of(text: str) -> list[str]:
+    """Split text into word-sized tokens that join back to it exactly."""
+    return re.findall(r"\S+\s*|\s+", text)
+
+
+async def generate(prompt: str, *, pace: float = 0.03, words: int = 40) -> AsyncIterator[str]:
+    """Yield the reply's tokens, one every ``pace`` seconds."""
+    for token in tokens_of(reply_to(prompt, words=words)):
+        await anyio.sleep(pace)
+        yield token
