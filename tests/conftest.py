@@ -4,7 +4,8 @@ contract test against every backend."""
 from __future__ import annotations
 
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Protocol, Unpack
 
 import pytest
@@ -13,6 +14,7 @@ from replayhub import Hub, HubOptions
 from replayhub.backends import Backend
 
 from .backends import BACKEND_KINDS, BackendServers
+from .redis_server import RedisServer
 
 
 # anyio_mode = "auto" (pyproject.toml) runs every coroutine test with this
@@ -31,9 +33,25 @@ class HubFactory(Protocol):
 _namespaces = itertools.count()
 
 
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """The test session's Redis; tests keep apart by namespace."""
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def backend_servers() -> BackendServers:
-    return BackendServers()
+def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis of this test's own, for tests that kill or pause it."""
+    server = RedisServer(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def backend_servers(request: pytest.FixtureRequest) -> BackendServers:
+    return BackendServers(lambda: request.getfixturevalue("redis_server"))
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

@@ -19,7 +19,7 @@ from replayhub import (
 from replayhub.backends import Backend
 
 from .conftest import HubFactory
-from .helpers import FaultyBackend, collect
+from .helpers import FaultyBackend, collect, texts
 
 
 async def test_info_describes_the_session(hub: Hub) -> None:
@@ -29,12 +29,8 @@ async def test_info_describes_the_session(hub: Hub) -> None:
         await stream.flush()
         live = await hub.info("s")
         assert live is not None
-        assert (live.session_id, live.state, live.generation, live.events) == (
-            "s",
-            State.LIVE,
-            1,
-            1,
-        )
+        assert (live.session_id, live.state, live.events) == ("s", State.LIVE, 1)
+        assert live.generation == stream.generation
         assert live.metadata == {"model": "m"}
         assert live.outcome is None
     done = await hub.info("s")
@@ -105,10 +101,15 @@ async def test_remove_deletes_everything(hub: Hub) -> None:
     assert await hub.remove("s")
     assert await hub.info("s") is None
     assert not await hub.remove("s")
-    # A removed session can be produced again from scratch.
+    # A removed session can be produced again from scratch, with a new
+    # generation, so the old session's ids and producer cannot match it.
     async with hub.produce("s") as again:
         await again.send("b")
-    assert again.generation == 1
+    assert again.generation > stream.generation
+    events, _ = await collect(hub, "s")
+    assert texts(events) == ["b"]
+    with pytest.raises(InvalidInputError, match="beyond the end"):
+        await collect(hub, "s", after=f"{again.generation + 1}-1")
 
 
 async def test_finished_sessions_expire_after_retention(make_hub: HubFactory) -> None:

@@ -31,10 +31,11 @@ async def test_send_returns_ordered_ids_and_events_are_stored_in_order(hub: Hub)
         ids = [await stream.send(f"t{i}") for i in range(20)]
         await stream.send({"name": "f", "args": [1, 2]}, event="tool-call")
         await stream.send(b"\x00raw\xff", event="audio")
-    assert stream.generation == 1
-    assert ids == [f"1-{i}" for i in range(1, 21)]
+    g = stream.generation
+    assert g >= 1
+    assert ids == [f"{g}-{i}" for i in range(1, 21)]
     events, outcome = await collect(hub, "s")
-    assert [e.id for e in events] == [*ids, "1-21", "1-22"]
+    assert [e.id for e in events] == [*ids, f"{g}-21", f"{g}-22"]
     assert texts(events) == [f"t{i}" for i in range(20)] + [
         {"name": "f", "args": [1, 2]},
         b"\x00raw\xff",
@@ -92,7 +93,7 @@ async def test_reclaim_starts_a_new_generation_and_hides_the_old_log(hub: Hub) -
         await first.send("old")
     async with hub.produce("s") as second:
         await second.send("new")
-    assert second.generation == first.generation + 1
+    assert second.generation > first.generation
     events, outcome = await collect(hub, "s")
     assert texts(events) == ["new"]
     assert events[0].id == f"{second.generation}-1"

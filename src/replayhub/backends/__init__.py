@@ -14,7 +14,8 @@ __all__ = ["Backend", "MemoryBackend", "SessionRecord", "Watch", "backend_from_u
 
 
 def backend_from_url(url: str, *, namespace: str) -> Backend:
-    """The backend a URL names: ``memory://`` for the in-process one.
+    """The backend a URL names: ``memory://`` for the in-process one;
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` for Redis.
 
     :raises ~replayhub.InvalidInputError: for an unknown scheme or a
         malformed URL.
@@ -29,4 +30,8 @@ def backend_from_url(url: str, *, namespace: str) -> Backend:
         if parts.netloc or parts.path not in ("", "/") or parts.query:
             raise InvalidInputError(f"memory:// takes no host, path or options: {url!r}")
         return MemoryBackend()
+    if parts.scheme in ("redis", "rediss", "unix"):
+        from .redis import RedisBackend
+
+        return RedisBackend(url, namespace=namespace)
     raise InvalidInputError(f"unsupported backend URL scheme {parts.scheme!r} in {url!r}")

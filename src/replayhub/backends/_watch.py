@@ -3,7 +3,7 @@ notification, so a reader needs no buffer of messages and loses no wake-up."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable
+from collections.abc import AsyncIterator, Hashable, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
@@ -37,8 +37,8 @@ class WatchRegistry:
     def __len__(self) -> int:
         return len(self._watches)
 
-    def keys(self) -> list[Hashable]:
-        return list(self._watches)
+    def __iter__(self) -> Iterator[Hashable]:
+        return iter(list(self._watches))
 
     @asynccontextmanager
     async def open(self, key: Hashable) -> AsyncIterator[FlagWatch]:

@@ -7,6 +7,7 @@ each is atomic on a single event loop, just as a Lua script is in Redis.
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -71,6 +72,10 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         self._sessions: dict[str, _Session] = {}
         self._watches = WatchRegistry()
         self._claim_watches = WatchRegistry()
+        # Generations are unique across the backend, so a session removed or
+        # expired and claimed again never reuses one: a stale producer or
+        # cursor of the old session can never match the new one.
+        self._generations = itertools.count(1)
         self._sweep_interval = sweep_interval
         self._open = False
 
@@ -100,7 +105,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         if old is not None and old.state is State.LIVE:
             raise SessionBusyError(f"session {session_id!r} has a live producer")
         session = _Session(
-            generation=1 if old is None else old.generation + 1,
+            generation=next(self._generations),
             metadata=metadata,
             lease_deadline=now + lease_ttl,
             retention=retention,

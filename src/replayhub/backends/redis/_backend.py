@@ -1,0 +1,344 @@
+"""The Redis backend: fenced Lua scripts for writes, one atomic script per
+read, Pub/Sub for wake-ups, key expiry for retention.
+
+Only non-blocking commands are used (``EVALSHA`` on the client's shared,
+multiplexed connection) plus one Pub/Sub connection, so a hub holds two
+connections whatever its number of producers and subscribers, and a
+cancelled call never costs a pool slot (coredis loses a slot for each
+cancelled blocking command or pipeline).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import cache
+from importlib.resources import files
+from typing import Any, Self
+from urllib.parse import urlsplit
+
+import anyio
+
+from ..._errors import (
+    BackendUnavailableError,
+    HubClosedError,
+    InvalidInputError,
+    LeaseLostError,
+    SessionBusyError,
+)
+from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
+from .._protocol import SessionRecord, Watch
+from ._keys import SessionKeys, decode_entries, encode_event, session_keys
+from ._notifier import Notifier
+
+SCHEMES = ("redis", "rediss", "unix")
+_SCRIPTS = ("claim", "append", "renew", "finish", "read", "cancel", "remove")
+#: Sessions read per round trip while listing.
+_LIST_CHUNK = 100
+
+
+@cache
+def _script_source(name: str) -> str:
+    lua = files(__package__).joinpath("lua")
+    return lua.joinpath("_common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+
+
+def _ms(seconds: float) -> int:
+    return max(0, round(seconds * 1000))
+
+
+class RedisBackend(anyio.AsyncContextManagerMixin):
+    """Sessions in Redis, shared by every process that uses the same server
+    and namespace.
+
+    :param url: ``redis://[user:password@]host:port/db``, ``rediss://`` for
+        TLS, or ``unix:///path/to/socket``; query options are passed to
+        coredis (e.g. ``?stream_timeout=5``).
+    :param namespace: prefix of every key and channel.
+    :param stream_timeout: seconds to wait for a reply before the
+        connection counts as broken.
+    """
+
+    def __init__(self, url: str, *, namespace: str, stream_timeout: float = 10.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in SCHEMES:
+            raise InvalidInputError(f"not a Redis URL: {url!r}")
+        if parts.scheme != "unix" and not parts.hostname:
+            raise InvalidInputError(f"Redis URL has no host: {url!r}")
+        try:
+            parts.port  # noqa: B018 - validates the port
+        except ValueError as exc:
+            raise InvalidInputError(f"bad port in Redis URL {url!r}") from exc
+        self._url = url
+        self._namespace = namespace
+        self._stream_timeout = stream_timeout
+        self._client: Any = None
+        self._scripts: dict[str, Any] = {}
+        self._notifier: Notifier | None = None
+
+    def __repr__(self) -> str:
+        parts = urlsplit(self._url)
+        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
+        return f"RedisBackend({parts.scheme}://{where}, namespace={self._namespace!r})"
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        import coredis
+
+        with _translate_errors(f"cannot connect to {self!r}"):
+            client = coredis.Redis.from_url(
+                self._url,
+                stream_timeout=self._stream_timeout,
+                connect_timeout=self._stream_timeout,
+            )
+        async with _translated(client, f"cannot connect to {self!r}") as client:
+            with _translate_errors(f"cannot reach {self!r}"):
+                await client.ping()
+            async with (
+                _translated(client.pubsub(), f"cannot subscribe on {self!r}") as pubsub,
+                anyio.create_task_group() as task_group,
+            ):
+                self._client = client
+                self._scripts = {
+                    name: client.register_script(_script_source(name)) for name in _SCRIPTS
+                }
+                self._notifier = Notifier(pubsub)
+                await task_group.start(self._notifier.run)
+                try:
+                    yield self
+                finally:
+                    notifier, self._notifier, self._client = self._notifier, None, None
+                    notifier.notify_all()  # readers still waiting see the hub is gone
+                    task_group.cancel_scope.cancel()
+
+    # -- producer side ------------------------------------------------------
+
+    async def claim(
+        self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
+    ) -> SessionRecord:
+        keys = self._keys(session_id)
+        reply = await self._run(
+            "claim",
+            keys,
+            session_id,
+            json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
+            _ms(lease_ttl),
+            _ms(retention),
+        )
+        if reply[0] == b"busy":
+            raise SessionBusyError(f"session {session_id!r} has a live producer")
+        return _record(session_id, int(reply[1]), reply[2])
+
+    async def append(
+        self,
+        session_id: str,
+        generation: int,
+        events: Sequence[StoredEvent],
+        *,
+        metadata: Metadata | None,
+    ) -> None:
+        args: list[str | bytes | int] = [
+            session_id,
+            generation,
+            events[0].seq if events else 0,
+            ""
+            if metadata is None
+            else json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
+        ]
+        for event in events:
+            args.extend(encode_event(event))
+        reply = await self._run("append", self._keys(session_id), *args)
+        self._check_fenced(session_id, generation, reply)
+        if reply[0] == b"gap":
+            raise RuntimeError(
+                f"event {events[0].seq} would leave a gap after event {int(reply[1])}"
+            )
+
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+        reply = await self._run(
+            "renew", self._keys(session_id), session_id, generation, _ms(lease_ttl)
+        )
+        self._check_fenced(session_id, generation, reply)
+        return bool(reply[1] == b"1")
+
+    async def finish(
+        self,
+        session_id: str,
+        generation: int,
+        *,
+        state: State,
+        error: str | None,
+        retention: float,
+    ) -> None:
+        reply = await self._run(
+            "finish",
+            self._keys(session_id),
+            session_id,
+            generation,
+            state.value,
+            error or "",
+            _ms(retention),
+        )
+        self._check_fenced(session_id, generation, reply)
+
+    def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._require_notifier().watch(self._keys(session_id).claim)
+
+    # -- reader side ----------------------------------------------------------
+
+    async def read(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        reply = await self._run(
+            "read",
+            self._keys(session_id),
+            session_id,
+            "" if after is None else after.generation,
+            0 if after is None else after.seq,
+            limit,
+        )
+        if reply[0] == b"none":
+            return None
+        record = _record(session_id, int(reply[1]), reply[2])
+        after_seq = after.seq if after is not None and after.generation == record.generation else 0
+        return record, decode_entries(reply[3], after_seq=after_seq, limit=limit)
+
+    async def list_sessions(
+        self, *, state: State | None, limit: int, offset: int
+    ) -> list[SessionRecord]:
+        index = session_keys(self._namespace, "").index
+        found: list[SessionRecord] = []
+        skipped = 0
+        start = 0
+        while len(found) < limit:
+            with _translate_errors("listing sessions failed"):
+                members = await self._require_client().zrange(
+                    index, start, start + _LIST_CHUNK - 1, rev=True
+                )
+            if not members:
+                break
+            start += len(members)
+            for member in members:
+                session_id = member.decode()
+                result = await self.read(session_id, after=None, limit=0)
+                if result is None:
+                    continue  # expired or removed: the index forgets it on the next write
+                record = result[0]
+                if state is not None and record.state is not state:
+                    continue
+                if skipped < offset:
+                    skipped += 1
+                    continue
+                found.append(record)
+                if len(found) == limit:
+                    break
+        return found
+
+    async def request_cancel(self, session_id: str) -> SessionRecord | None:
+        reply = await self._run("cancel", self._keys(session_id), session_id)
+        if reply[0] == b"none":
+            return None
+        return _record(session_id, int(reply[1]), reply[2])
+
+    async def remove(self, session_id: str) -> bool:
+        reply = await self._run("remove", self._keys(session_id), session_id)
+        return bool(int(reply[1]))
+
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._require_notifier().watch(self._keys(session_id).changes)
+
+    # -- internals ------------------------------------------------------------
+
+    def _keys(self, session_id: str) -> SessionKeys:
+        return session_keys(self._namespace, session_id)
+
+    def _require_client(self) -> Any:
+        if self._client is None:
+            raise HubClosedError("the Redis backend is not open")
+        return self._client
+
+    def _require_notifier(self) -> Notifier:
+        if self._notifier is None:
+            raise HubClosedError("the Redis backend is not open")
+        return self._notifier
+
+    async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
+        self._require_client()
+        with _translate_errors(f"Redis script {script!r} failed"):
+            reply: list[Any] = await self._scripts[script](keys=keys.all(), args=args)
+        return reply
+
+    @staticmethod
+    def _check_fenced(session_id: str, generation: int, reply: list[Any]) -> None:
+        if reply[0] == b"lost":
+            raise LeaseLostError(
+                f"session {session_id!r} generation {generation}: {reply[1].decode()}"
+            )
+
+
+def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
+    fields = {flat[i].decode(): flat[i + 1] for i in range(0, len(flat), 2)}
+    state = State(fields["st"].decode())
+    error = fields.get("e", b"").decode() or None
+    previous = None
+    if "pg" in fields:
+        previous = (
+            int(fields["pg"]),
+            Outcome(
+                State(fields["ps"].decode()),
+                fields["pe"].decode() or None,
+                json.loads(fields["pm"]),
+            ),
+        )
+    lease_remaining = None
+    if state is State.LIVE:
+        lease_remaining = max(0.0, (int(fields["l"]) - now_ms) / 1000)
+    return SessionRecord(
+        session_id=session_id,
+        generation=int(fields["g"]),
+        state=state,
+        last_seq=int(fields["n"]),
+        metadata=json.loads(fields["m"]),
+        error=error,
+        created_at=int(fields["c"]) / 1000,
+        updated_at=int(fields["u"]) / 1000,
+        lease_remaining=lease_remaining,
+        previous=previous,
+    )
+
+
+class _translate_errors:
+    """Turn coredis and socket errors into :class:`BackendUnavailableError`,
+    the one boundary where client exceptions become ours."""
+
+    def __init__(self, what: str) -> None:
+        self._what = what
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+            return
+        import coredis.exceptions
+
+        if isinstance(exc, coredis.exceptions.RedisError | OSError | TimeoutError):
+            raise BackendUnavailableError(f"{self._what}: {exc}") from exc
+
+
+@asynccontextmanager
+async def _translated(manager: Any, what: str) -> AsyncIterator[Any]:
+    """Enter a coredis async context manager, translating its errors."""
+    with _translate_errors(what):
+        entered = await manager.__aenter__()
+    try:
+        yield entered
+    except BaseException as exc:
+        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        with _translate_errors(what):
+            await manager.__aexit__(None, None, None)

@@ -1,0 +1,60 @@
+-- Shared by every script (prepended when loaded).
+-- KEYS[1] session hash, KEYS[2] event log stream, KEYS[3] namespace index.
+-- ARGV[1] is always the session id (the index member).
+-- Hash fields: g generation, st state, n events stored, m metadata JSON,
+-- e error, c created ms, u updated ms, l lease deadline ms, t lease ttl ms,
+-- r retention ms, x cancel flag, pg/ps/pe/pm the previous generation's
+-- number, state, error and metadata.
+local session_key, log_key, index_key = KEYS[1], KEYS[2], KEYS[3]
+local base = string.sub(session_key, 1, -3)
+local change_channel, claim_channel = base .. ':n', base .. ':c'
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function expire_in(ms)
+  redis.call('PEXPIRE', session_key, ms)
+  redis.call('PEXPIRE', log_key, ms)
+end
+
+local function touch_index(now)
+  redis.call('ZADD', index_key, now, ARGV[1])
+end
+
+-- The session as it stands at `now`, or nil. A live session whose lease has
+-- expired is stored as abandoned here, so every reader sees the same state.
+local function load(now)
+  local flat = redis.call('HGETALL', session_key)
+  if #flat == 0 then
+    return nil, flat
+  end
+  local s = {}
+  for i = 1, #flat, 2 do
+    s[flat[i]] = flat[i + 1]
+  end
+  if s.st == 'live' and tonumber(s.l) <= now then
+    s.st, s.u = 'abandoned', tostring(now)
+    redis.call('HSET', session_key, 'st', s.st, 'u', s.u)
+    expire_in(tonumber(s.r))
+    touch_index(now)
+    redis.call('PUBLISH', change_channel, 'end')
+    flat = redis.call('HGETALL', session_key)
+  end
+  return s, flat
+end
+
+-- Why the producer of `generation` may not write, or nil if it may.
+local function fence(s, generation)
+  if s == nil then
+    return 'removed'
+  end
+  if s.g ~= generation then
+    return 'claimed again by generation ' .. s.g
+  end
+  if s.st ~= 'live' then
+    return 'already ' .. s.st
+  end
+  return nil
+end

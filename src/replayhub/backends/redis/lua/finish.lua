@@ -1,0 +1,15 @@
+-- ARGV: session id, generation, state, error or '', retention ms
+local now = now_ms()
+local s = load(now)
+local lost = fence(s, ARGV[2])
+if lost then
+  return {'lost', lost}
+end
+redis.call('HSET', session_key, 'st', ARGV[3], 'u', now, 'r', ARGV[5])
+if ARGV[4] ~= '' then
+  redis.call('HSET', session_key, 'e', ARGV[4])
+end
+expire_in(tonumber(ARGV[5]))
+touch_index(now)
+redis.call('PUBLISH', change_channel, 'end')
+return {'ok'}

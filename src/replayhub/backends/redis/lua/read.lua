@@ -1,0 +1,30 @@
+-- ARGV: session id, cursor generation or '', cursor seq, most events to return.
+-- Returns the session and the log entries (one per write batch) that hold
+-- the events after the cursor, in one atomic snapshot.
+local now = now_ms()
+local s, flat = load(now)
+if s == nil then
+  return {'none'}
+end
+local limit, from = tonumber(ARGV[4]), nil
+if ARGV[2] == s.g then
+  from = tonumber(ARGV[3]) + 1
+elseif ARGV[2] == '' or tonumber(ARGV[2]) < tonumber(s.g) then
+  from = 1
+end
+local entries, found = {}, 0
+if from ~= nil and limit > 0 and from <= tonumber(s.n) then
+  local start = s.g .. '-' .. from
+  while found < limit do
+    local chunk = redis.call('XRANGE', log_key, start, '+', 'COUNT', 16)
+    for _, entry in ipairs(chunk) do
+      entries[#entries + 1] = entry
+      found = found + #entry[2] / 2
+    end
+    if #chunk < 16 then
+      break
+    end
+    start = '(' .. chunk[#chunk][1]
+  end
+end
+return {'ok', now, flat, entries}

@@ -1,0 +1,12 @@
+-- ARGV: session id, generation, lease ttl ms. Returns the cancel flag.
+local now = now_ms()
+local s = load(now)
+local lost = fence(s, ARGV[2])
+if lost then
+  return {'lost', lost}
+end
+local lease = tonumber(ARGV[3])
+redis.call('HSET', session_key, 'l', now + lease, 't', lease)
+expire_in(lease + tonumber(s.r))
+touch_index(now)
+return {'ok', s.x}
