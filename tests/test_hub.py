@@ -224,3 +224,11 @@ async def test_stale_producer_error_names_the_cause(hub: Hub) -> None:
     assert await hub.info("s") is None
     with pytest.raises(SessionNotFoundError, match="no session"):
         await collect(hub, "s")
+
+
+async def test_an_exception_leaving_the_hub_is_raised_as_itself(make_hub: HubFactory) -> None:
+    error = KeyError("user bug")
+    with pytest.raises(KeyError) as raised:
+        async with make_hub():
+            raise error
+    assert raised.value is error

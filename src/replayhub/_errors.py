@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 class ReplayHubError(Exception):
     """Root of every exception raised by replayhub."""
@@ -40,3 +43,22 @@ class BackendUnavailableError(ReplayHubError, ConnectionError):
 
 class HubClosedError(ReplayHubError, RuntimeError):
     """The hub is used outside its ``async with`` block."""
+
+
+@contextmanager
+def unwrap_single_exception() -> Iterator[None]:
+    """Raise the one exception inside an exception group as itself."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        leaves: list[BaseException] = []
+        pending: list[BaseException] = [group]
+        while pending:
+            current = pending.pop()
+            if isinstance(current, BaseExceptionGroup):
+                pending.extend(current.exceptions)
+            else:
+                leaves.append(current)
+        if len(leaves) == 1:
+            raise leaves[0]  # noqa: B904 - the group stays as its __context__
+        raise

@@ -8,7 +8,7 @@ from typing import Any, TypedDict, Unpack
 
 import anyio
 
-from ._errors import HubClosedError, InvalidInputError
+from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
 from ._producer import Producer, _Stop
 from ._settings import Settings, check_metadata, check_session_id
@@ -79,10 +79,18 @@ class Hub(anyio.AsyncContextManagerMixin):
         if self._entered:
             raise RuntimeError("a Hub can be entered only once")
         self._entered = True
+        # Backends hold task groups; what leaves them (the exception of the
+        # hub's own block included) is raised as itself, not as a group.
+        with unwrap_single_exception():
+            async with self._open_backend():
+                yield self
+
+    @asynccontextmanager
+    async def _open_backend(self) -> AsyncIterator[None]:
         async with self._backend:
             self._open = True
             try:
-                yield self
+                yield
             finally:
                 self._open = False
                 with anyio.move_on_after(self._settings.finalize_timeout, shield=True):

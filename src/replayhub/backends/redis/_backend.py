@@ -219,11 +219,13 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             if not members:
                 break
             start += len(members)
+            gone = []
             for member in members:
                 session_id = member.decode()
                 result = await self.read(session_id, after=None, limit=0)
                 if result is None:
-                    continue  # expired or removed: the index forgets it on the next write
+                    gone.append(member)  # expired: forget it
+                    continue
                 record = result[0]
                 if state is not None and record.state is not state:
                     continue
@@ -233,6 +235,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 found.append(record)
                 if len(found) == limit:
                     break
+            if gone:
+                with _translate_errors("listing sessions failed"):
+                    await self._require_client().zrem(index, gone)
+                start -= len(gone)
         return found
 
     async def request_cancel(self, session_id: str) -> SessionRecord | None:

@@ -19,8 +19,13 @@ local function expire_in(ms)
   redis.call('PEXPIRE', log_key, ms)
 end
 
-local function touch_index(now)
+-- The index lives as long as the longest-lived session it lists, so it
+-- goes away with them; members of expired sessions are dropped when listed.
+local function touch_index(now, keep_ms)
   redis.call('ZADD', index_key, now, ARGV[1])
+  if redis.call('PTTL', index_key) < keep_ms then
+    redis.call('PEXPIRE', index_key, keep_ms)
+  end
 end
 
 -- The session as it stands at `now`, or nil. A live session whose lease has
@@ -38,7 +43,7 @@ local function load(now)
     s.st, s.u = 'abandoned', tostring(now)
     redis.call('HSET', session_key, 'st', s.st, 'u', s.u)
     expire_in(tonumber(s.r))
-    touch_index(now)
+    touch_index(now, tonumber(s.r))
     redis.call('PUBLISH', change_channel, 'end')
     flat = redis.call('HGETALL', session_key)
   end

@@ -26,6 +26,6 @@ redis.call('HSET', session_key, 'n', last, 'u', now)
 if ARGV[4] ~= '' then
   redis.call('HSET', session_key, 'm', ARGV[4])
 end
-touch_index(now)
+touch_index(now, tonumber(s.t) + tonumber(s.r))
 redis.call('PUBLISH', change_channel, s.g .. '-' .. last)
 return {'ok'}

@@ -10,6 +10,6 @@ if ARGV[4] ~= '' then
   redis.call('HSET', session_key, 'e', ARGV[4])
 end
 expire_in(tonumber(ARGV[5]))
-touch_index(now)
+touch_index(now, tonumber(ARGV[5]))
 redis.call('PUBLISH', change_channel, 'end')
 return {'ok'}

@@ -8,5 +8,5 @@ end
 local lease = tonumber(ARGV[3])
 redis.call('HSET', session_key, 'l', now + lease, 't', lease)
 expire_in(lease + tonumber(s.r))
-touch_index(now)
+touch_index(now, lease + tonumber(s.r))
 return {'ok', s.x}

@@ -1,0 +1,159 @@
+"""Redis-specific properties: connections stay few and fixed, cancellations
+never lose coredis pool slots, keys expire, URLs and errors are clear."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+from anyio.abc import TaskStatus
+
+from replayhub import BackendUnavailableError, Hub, InvalidInputError, State
+from replayhub.backends.redis import RedisBackend
+from replayhub.backends.redis._keys import session_keys
+
+from .redis_server import RedisServer, free_port
+
+
+def client_count(server: RedisServer) -> int:
+    """Connections to the server, not counting redis-cli's own."""
+    return server.command("CLIENT", "LIST").count(b"\n") - 1
+
+
+def pool_of(hub: Hub) -> Any:
+    backend = hub._backend
+    assert isinstance(backend, RedisBackend)
+    return backend._client.connection_pool
+
+
+def free_slots(hub: Hub) -> int:
+    return len(pool_of(hub)._available_connections._queue)
+
+
+async def test_a_thousand_subscriptions_share_a_few_connections(fresh_redis: RedisServer) -> None:
+    sessions, per_session = 100, 10
+    go = anyio.Event()
+    joined = 0
+    all_joined = anyio.Event()
+    received: list[str] = []
+
+    async def producer(hub: Hub, name: str, *, task_status: TaskStatus[None]) -> None:
+        async with hub.produce(name) as stream:
+            task_status.started()
+            await go.wait()
+            await stream.send(name)
+
+    async def subscriber(hub: Hub, name: str) -> None:
+        nonlocal joined
+        async with hub.subscribe(name) as events:
+            joined += 1
+            if joined == sessions * per_session:
+                all_joined.set()
+            async for event in events:
+                received.append(str(event.data))
+
+    async with Hub.from_url(fresh_redis.url) as hub:
+        async with anyio.create_task_group() as tg:
+            for i in range(sessions):
+                await tg.start(producer, hub, f"s{i}")
+            for i in range(sessions * per_session):
+                tg.start_soon(subscriber, hub, f"s{i % sessions}")
+            with anyio.fail_after(30):
+                await all_joined.wait()
+            connections = client_count(fresh_redis)
+            go.set()
+        print(f"\n1,000 subscriptions over 100 sessions: {connections} Redis connections")
+        assert connections <= 3
+        assert sorted(received) == sorted(f"s{i % sessions}" for i in range(sessions * per_session))
+
+
+async def test_cancelled_operations_never_lose_pool_slots(fresh_redis: RedisServer) -> None:
+    rounds = 80  # more than coredis's 64 slots: a leak per cancel would hang
+    async with Hub.from_url(fresh_redis.url, lease_ttl=2.0) as hub:
+        async with hub.produce("live") as stream:
+            await stream.send("x")
+            await stream.flush()
+            slots = free_slots(hub)
+            connections = client_count(fresh_redis)
+            for i in range(rounds):
+                # A subscription cancelled while it waits for events...
+                with anyio.move_on_after(0.002 * (i % 5)):
+                    async with hub.subscribe("live") as events:
+                        async for _ in events:
+                            pass
+                # ...a producer cancelled in the middle of its writes...
+                with anyio.move_on_after(0.001 * (i % 4)):
+                    async with hub.produce(f"p{i}") as cancelled:
+                        for n in range(1000):
+                            await cancelled.send(n)
+                # ...and a cancel waiter cancelled while it waits.
+                with anyio.move_on_after(0.001 * (i % 3)):
+                    await hub.cancel(f"p{i}", wait=1)
+            with anyio.fail_after(5):
+                info = await hub.info("live")
+            assert info is not None
+            assert info.state is State.LIVE
+            assert free_slots(hub) == slots
+            assert client_count(fresh_redis) == connections
+        # Every interrupted producer that got its claim still ended cancelled.
+        for i in range(rounds):
+            produced = await hub.info(f"p{i}")
+            assert produced is None or produced.state is State.CANCELLED
+
+
+async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
+    async with Hub.from_url(fresh_redis.url, retention=0.5, lease_ttl=0.2) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send("x")
+        keys = session_keys("replayhub", "s")
+        ttl = int(fresh_redis.command("PTTL", keys.session))
+        assert 0 < ttl <= 500
+        assert 0 < int(fresh_redis.command("PTTL", keys.log)) <= 500
+        await anyio.sleep(0.7)
+        assert await hub.info("s") is None
+    assert fresh_redis.command("DBSIZE").strip() in (b"0", b"1")  # at most the index
+    await anyio.sleep(0.3)
+    assert fresh_redis.command("DBSIZE").strip() == b"0"
+
+
+async def test_crashed_producer_keys_expire_unread(fresh_redis: RedisServer) -> None:
+    async with Hub.from_url(fresh_redis.url, retention=0.3, lease_ttl=0.2) as hub:
+        backend = hub._backend
+        await backend.claim("ghost", metadata={}, lease_ttl=0.2, retention=0.3)
+    # Nobody reads the session again: its keys still go, lease + retention later.
+    await anyio.sleep(0.8)
+    assert fresh_redis.command("DBSIZE").strip() == b"0"
+
+
+def hash_tag(key: str) -> str:
+    """The part of a key Redis Cluster hashes (its rule, from the cluster spec)."""
+    start = key.find("{")
+    end = key.find("}", start + 1)
+    if start == -1 or end == -1 or end == start + 1:
+        return key
+    return key[start + 1 : end]
+
+
+@pytest.mark.parametrize("session_id", ["{a}", "a}{b", "}{", "%7B", "plain", "{}"])
+def test_session_ids_with_braces_keep_one_hash_slot(session_id: str) -> None:
+    keys = session_keys("ns", session_id)
+    assert hash_tag(keys.session) == hash_tag(keys.log) != keys.session
+    assert "{" not in hash_tag(keys.session)
+    assert "}" not in hash_tag(keys.session)
+    # Escaping is one-to-one: different ids never share keys.
+    assert keys.session != session_keys("ns", session_id + "}").session
+    assert session_keys("ns", "%7B").session != session_keys("ns", "{").session
+
+
+@pytest.mark.parametrize("url", ["redis://", "redis://host:notaport", "rediss://:1"])
+def test_malformed_redis_urls_are_rejected(url: str) -> None:
+    with pytest.raises(InvalidInputError):
+        Hub.from_url(url)
+
+
+async def test_unreachable_redis_is_a_clear_error() -> None:
+    hub = Hub.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    with anyio.fail_after(15), pytest.raises(BackendUnavailableError, match="cannot"):
+        async with hub:
+            pass
