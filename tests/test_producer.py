@@ -364,3 +364,21 @@ async def test_terminal_write_failure_is_reported(make_hub: HubFactory) -> None:
         info = await hub.info("s")
         assert info is not None
         assert info.state is State.LIVE  # left to its lease: it will be abandoned
+
+
+async def test_large_buffers_are_written_in_bounded_batches(make_hub: HubFactory) -> None:
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    async with make_hub(wrap=wrap, buffer_size=6000, max_events=6000) as hub:
+        async with hub.produce("s") as stream:
+            gate = faulty[0].append_gate = anyio.Event()
+            for i in range(6000):  # storage held: one big backlog
+                await stream.send(i)
+            gate.set()
+        events, outcome = await collect(hub, "s")
+        assert texts(events) == list(range(6000))
+        assert outcome.state is State.DONE

@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 
 #: Let other tasks (the writer among them) run once every so many sends.
 _YIELD_EVERY = 64
+#: Most events and payload bytes (roughly) in one write to storage.
+_MAX_BATCH_EVENTS, _MAX_BATCH_BYTES = 1000, 4 * 1024 * 1024
 #: Retry delays of a write or renewal that failed for want of storage.
 _RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
 
@@ -317,8 +319,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         delay = _RETRY_FIRST
         while self._lost is None and (self._inflight or self._pending or self._pending_metadata):
             if not self._inflight and not self._inflight_metadata:
-                self._inflight = list(self._pending)
-                self._pending.clear()
+                self._inflight = self._take_batch()
                 self._inflight_metadata, self._pending_metadata = self._pending_metadata, None
             metadata = self._inflight_metadata
             try:
@@ -354,6 +355,18 @@ class Producer(anyio.AsyncContextManagerMixin):
                 self._stored_metadata_version = metadata[0]
             self._inflight, self._inflight_metadata = [], None
             self._signal_progress()
+
+    def _take_batch(self) -> list[StoredEvent]:
+        """Everything queued, up to one write's worth (a storage command must
+        stay small enough not to stall the server)."""
+        pending = self._pending
+        batch: list[StoredEvent] = []
+        size = 0
+        while pending and len(batch) < _MAX_BATCH_EVENTS and size < _MAX_BATCH_BYTES:
+            event = pending.popleft()
+            size += len(event.payload)
+            batch.append(event)
+        return batch
 
     # -- helpers ----------------------------------------------------------------
 
