@@ -1,0 +1,244 @@
+"""Redis backend benchmark: prints one JSON line per figure.
+
+    python benchmarks/redis_throughput.py [--loop asyncio|trio] [--url redis://...]
+
+Without ``--url`` it starts its own redis-server on a free loopback port.
+Figures: producer events/s with 0, 1 and 100 live subscribers (subscribers in
+another process, every one checked complete and in order), live latency
+p50/p99 at 1,000 events/s with 100 subscribers, late replay of 10,000 events,
+and the hub's Redis connection count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anyio
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from replayhub import Hub
+
+PAYLOAD = "x" * 20
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed (scripts/check installs it)")
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with tempfile.TemporaryDirectory() as directory:
+        process = subprocess.Popen(
+            [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", directory],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            for _ in range(500):
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                    break
+                except OSError:
+                    time.sleep(0.01)
+            yield f"redis://127.0.0.1:{port}/0"
+        finally:
+            process.terminate()
+            process.wait()
+
+
+# -- the subscriber process -----------------------------------------------------
+
+
+async def subscribers(url: str, session: str, count: int, expected: int) -> None:
+    """Open ``count`` subscriptions, say "ready", read to the end, report."""
+    latencies: list[float] = []
+    complete = 0
+    ready = 0
+    all_ready = anyio.Event()
+
+    async def one(hub: Hub) -> None:
+        nonlocal complete, ready
+        seqs: list[int] = []
+        async with hub.subscribe(session) as events:
+            ready += 1
+            if ready == count:
+                all_ready.set()
+            async for event in events:
+                data = event.data
+                assert isinstance(data, str)
+                if data[0] == "{":
+                    latencies.append(time.time() - json.loads(data)["t"])
+                seqs.append(int(event.id.rsplit("-", 1)[1]))
+        if seqs == list(range(1, expected + 1)):
+            complete += 1
+
+    async with Hub.from_url(url, namespace="bench") as hub, anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(one, hub)
+        await all_ready.wait()
+        print("ready", flush=True)
+    latencies.sort()
+    print(
+        json.dumps(
+            {
+                "complete_in_order": complete,
+                "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
+                "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
+            }
+        ),
+        flush=True,
+    )
+
+
+# -- the producer side ------------------------------------------------------------
+
+
+class SubscriberProcess:
+    def __init__(self, args: argparse.Namespace, url: str, session: str, count: int, expected: int):
+        self.command = [
+            sys.executable, __file__, "--role", "subscribers", "--url", url, "--loop", args.loop,
+            "--session", session, "--count", str(count), "--expected", str(expected),
+        ]  # fmt: skip
+
+    async def __aenter__(self) -> SubscriberProcess:
+        self.process = await anyio.open_process(self.command, stderr=None)
+        assert self.process.stdout is not None
+        self.lines = BufferedByteReceiveStream(self.process.stdout)
+        line = await self.lines.receive_until(b"\n", 1 << 20)
+        assert line == b"ready", line
+        return self
+
+    async def result(self) -> dict[str, Any]:
+        line = await self.lines.receive_until(b"\n", 1 << 20)
+        result: dict[str, Any] = json.loads(line)
+        await self.process.wait()
+        return result
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.aclose()
+
+
+async def throughput(args: argparse.Namespace, hub: Hub, url: str, subscribers_: int) -> None:
+    session = f"rate-{subscribers_}"
+    events = args.events
+    async with hub.produce(session) as stream:
+        if subscribers_:
+            watchers = await SubscriberProcess(
+                args, url, session, subscribers_, events
+            ).__aenter__()
+        started = time.perf_counter()
+        for _ in range(events):
+            await stream.send(PAYLOAD)
+        await stream.flush()
+        produced = time.perf_counter() - started
+    figures: dict[str, Any] = {
+        "figure": "producer_events_per_s",
+        "loop": args.loop,
+        "subscribers": subscribers_,
+        "events": events,
+        "events_per_s": round(events / produced),
+    }
+    if subscribers_:
+        result = await watchers.result()
+        await watchers.__aexit__()
+        figures["delivered_events_per_s"] = round(events / (time.perf_counter() - started))
+        figures["complete_in_order"] = result["complete_in_order"]
+    emit(**figures)
+
+
+async def latency(args: argparse.Namespace, hub: Hub, url: str, count: int) -> None:
+    session, events, rate = "latency", 1000, 1000.0
+    async with hub.produce(session) as stream:
+        watchers = await SubscriberProcess(args, url, session, count, events).__aenter__()
+        start = anyio.current_time()
+        for i in range(events):
+            await anyio.sleep_until(start + i / rate)
+            await stream.send(json.dumps({"t": time.time()}))
+    result = await watchers.result()
+    await watchers.__aexit__()
+    emit(
+        figure="live_latency",
+        loop=args.loop,
+        subscribers=count,
+        rate_per_s=rate,
+        p50_ms=round(result["p50_ms"], 3),
+        p99_ms=round(result["p99_ms"], 3),
+        complete_in_order=result["complete_in_order"],
+    )
+
+
+async def late_replay(args: argparse.Namespace, hub: Hub) -> None:
+    session, events = "replay", 10_000
+    async with hub.produce(session) as stream:
+        for _ in range(events):
+            await stream.send(PAYLOAD)
+    timings = []
+    for _ in range(5):
+        started = time.perf_counter()
+        async with hub.subscribe(session) as replay:
+            received = len([event async for event in replay])
+        timings.append(time.perf_counter() - started)
+        assert received == events
+    emit(
+        figure="late_replay",
+        loop=args.loop,
+        events=events,
+        median_ms=round(1000 * statistics.median(timings), 2),
+    )
+
+
+async def connections(args: argparse.Namespace, hub: Hub, url: str) -> None:
+    port = url.rsplit(":", 1)[1].split("/")[0]
+    listing = (await anyio.run_process(["redis-cli", "-p", port, "CLIENT", "LIST"])).stdout
+    emit(figure="redis_connections", loop=args.loop, server_total=listing.count(b"\n") - 1)
+
+
+async def main(args: argparse.Namespace, url: str) -> None:
+    async with Hub.from_url(url, namespace="bench", max_events=1_000_000) as hub:
+        for count in (0, 1, 100):
+            await throughput(args, hub, url, count)
+        await latency(args, hub, url, 100)
+        await late_replay(args, hub)
+        await connections(args, hub, url)
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--loop", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument("--url")
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--role", choices=["bench", "subscribers"], default="bench")
+    parser.add_argument("--session")
+    parser.add_argument("--count", type=int)
+    parser.add_argument("--expected", type=int)
+    args = parser.parse_args()
+    if args.role == "subscribers":
+        anyio.run(subscribers, args.url, args.session, args.count, args.expected, backend=args.loop)
+    elif args.url:
+        anyio.run(main, args, args.url, backend=args.loop)
+    else:
+        with redis_server() as url:
+            anyio.run(main, args, url, backend=args.loop)
+
+
+if __name__ == "__main__":
+    cli()
