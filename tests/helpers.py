@@ -38,6 +38,7 @@ class FaultyBackend:
         self.append_error: Exception | None = None
         self.finish_error: Exception | None = None
         self.appends = 0
+        self.reads = 0
         self.finished: list[tuple[str, State]] = []
 
     async def __aenter__(self) -> Self:
@@ -96,6 +97,7 @@ class FaultyBackend:
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        self.reads += 1
         return await self.inner.read(session_id, after=after, limit=limit)
 
     async def list_sessions(

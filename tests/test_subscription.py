@@ -8,10 +8,12 @@ import pytest
 from anyio.abc import TaskStatus
 
 from replayhub import Event, Hub, InvalidInputError, LeaseLostError, SessionNotFoundError, State
+from replayhub._feed import WINDOW
 from replayhub._subscription import PAGE_SIZE
+from replayhub.backends import Backend
 
 from .conftest import HubFactory
-from .helpers import collect, texts
+from .helpers import FaultyBackend, collect, texts
 
 
 async def test_replays_then_follows_live_then_ends_with_the_outcome(hub: Hub) -> None:
@@ -238,3 +240,68 @@ async def test_subscriber_on_a_live_session_outlives_idle_periods(make_hub: HubF
         await stream.send("late")
         with anyio.fail_after(2):
             assert (await events.__anext__()).data == "late"
+
+
+async def test_subscribers_of_one_session_share_reads(make_hub: HubFactory) -> None:
+    faulty: list[FaultyBackend] = []
+
+    def wrap(backend: Backend) -> Backend:
+        faulty.append(FaultyBackend(backend))
+        return faulty[0]
+
+    readers, batches = 50, 20
+    received: dict[int, list[object]] = {}
+
+    async def reader(hub: Hub, index: int, *, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            received[index] = [event.data async for event in events]
+
+    hub = make_hub(wrap=wrap)
+    async with hub, anyio.create_task_group() as tg, hub.produce("s") as stream:
+        for index in range(readers):
+            await tg.start(reader, hub, index)
+        reads_before = faulty[0].reads
+        for batch in range(batches):
+            await stream.send(batch)
+            await stream.flush()
+            await anyio.sleep(0.005)
+    assert all(data == list(range(batches)) for data in received.values())
+    assert len(received) == readers
+    shared_reads = faulty[0].reads - reads_before
+    # Unshared, each batch would cost one read per reader: 1,000 reads.
+    assert shared_reads < readers + batches * 5, shared_reads
+
+
+async def test_a_reader_behind_the_shared_window_still_gets_everything(
+    make_hub: HubFactory,
+) -> None:
+    total = WINDOW * 2 + 100
+    async with make_hub(max_events=total) as hub:
+        async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+            await stream.send(0)
+            await stream.flush()
+            fast: list[object] = []
+
+            async def keep_up(*, task_status: TaskStatus[None]) -> None:
+                async with hub.subscribe("s") as events:
+                    task_status.started()
+                    async for event in events:
+                        fast.append(event.data)
+
+            await tg.start(keep_up)
+            async with hub.subscribe("s") as slow_events:
+                first = await slow_events.__anext__()
+                for i in range(1, total):
+                    await stream.send(i)
+                    if i % 500 == 0:
+                        await stream.flush()
+                        await anyio.sleep(0.01)  # the fast reader moves the window on
+                await stream.flush()
+                slow = [first.data]
+                async for event in slow_events:
+                    slow.append(event.data)
+                    if len(slow) == total:
+                        break
+    assert slow == list(range(total))
+    assert fast == list(range(total))

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypedDict, Unpack
 
 import anyio
 
 from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
+from ._feed import SessionFeed
 from ._producer import Producer, _Stop
 from ._settings import Settings, check_metadata, check_session_id
-from ._subscription import Subscription
+from ._subscription import PAGE_SIZE, Subscription
 from .backends import Backend, backend_from_url
 
 
@@ -56,6 +57,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         self._open = False
         self._entered = False
         self._producers: set[Producer] = set()
+        self._feeds: dict[str, SessionFeed] = {}
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[HubOptions]) -> Hub:
@@ -99,6 +101,22 @@ class Hub(anyio.AsyncContextManagerMixin):
                         producer._request_stop(_Stop.HUB_CLOSING)
                     for producer in producers:
                         await producer._closed.wait()
+
+    @contextmanager
+    def _feed(self, session_id: str) -> Iterator[SessionFeed]:
+        """The shared reader of ``session_id`` for as long as the block lasts."""
+        feed = self._feeds.get(session_id)
+        if feed is None:
+            feed = self._feeds[session_id] = SessionFeed(
+                self._backend, session_id, page_size=PAGE_SIZE
+            )
+        feed.users += 1
+        try:
+            yield feed
+        finally:
+            feed.users -= 1
+            if not feed.users:
+                del self._feeds[session_id]
 
     def _require_open(self) -> None:
         if not self._open:

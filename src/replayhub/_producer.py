@@ -18,6 +18,7 @@ from ._settings import check_event_name, check_metadata, encode_data
 
 if TYPE_CHECKING:
     from ._hub import Hub
+    from .backends import SessionRecord
 
 #: Let other tasks (the writer among them) run once every so many sends.
 _YIELD_EVERY = 64
@@ -189,12 +190,21 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._hub._require_open()
         settings = self._settings
         claimed_at = anyio.current_time()
-        record = await self._backend.claim(
-            self._session_id,
-            metadata=self._metadata,
-            lease_ttl=settings.lease_ttl,
-            retention=settings.retention,
-        )
+        record: SessionRecord | None = None
+        # Shielded: a claim cancelled after storage ran it would hold the
+        # session, producer-less, until its lease expired. Once claimed, a
+        # pending cancellation takes the normal exit path and ends it cancelled.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(settings.finalize_timeout):
+            record = await self._backend.claim(
+                self._session_id,
+                metadata=self._metadata,
+                lease_ttl=settings.lease_ttl,
+                retention=settings.retention,
+            )
+        if record is None:
+            raise BackendUnavailableError(
+                f"claiming session {self._session_id!r} took over {settings.finalize_timeout}s"
+            )
         self._generation = record.generation
         self._lease_deadline = claimed_at + settings.lease_ttl
         self._hub._producers.add(self)

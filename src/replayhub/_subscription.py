@@ -12,6 +12,7 @@ import anyio
 
 from ._errors import InvalidInputError, SessionNotFoundError
 from ._events import Cursor, DataKind, Event, Outcome, StoredEvent, format_event_id
+from ._feed import BehindWindow, SessionFeed
 from .backends import SessionRecord, Watch
 
 if TYPE_CHECKING:
@@ -53,6 +54,8 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._replay_end = 0
         self._buffer: deque[StoredEvent] = deque()
         self._record: SessionRecord | None = None
+        self._feed: SessionFeed
+        self._fresh_from = 0
         self._outcome: Outcome | None = None
 
     @property
@@ -79,6 +82,15 @@ class Subscription(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Subscription]:
         self._hub._require_open()
+        with self._hub._feed(self._session_id) as feed:
+            self._feed = feed
+            # Any shared fetch from now on sees what the first read sees.
+            self._fresh_from = feed.ticket()
+            async with self._open(feed) as opened:
+                yield opened
+
+    @asynccontextmanager
+    async def _open(self, feed: SessionFeed) -> AsyncIterator[Subscription]:
         async with self._backend.watch(self._session_id) as watch:
             # The watch opens first, so no change after this read is missed.
             result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
@@ -118,6 +130,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 assert self._record is not None
                 with anyio.move_on_after(self._record.recheck_after(self._lease_ttl)):
                     await self._watch.wait()
+                self._fresh_from = self._feed.ticket()
         if self._batch_replay and self._buffer[0].seq <= self._replay_end:
             return await self._next_replayed()
         return self._deliver(1)
@@ -155,9 +168,14 @@ class Subscription(anyio.AsyncContextManagerMixin):
 
     async def _fetch(self) -> bool:
         """Read the next page; ``True`` if it brought events or an outcome."""
-        result = await self._backend.read(
-            self._session_id, after=Cursor(self._generation, self._fetched_seq), limit=PAGE_SIZE
-        )
+        try:
+            result = await self._feed.read(
+                self._generation, self._fetched_seq, fresh_from=self._fresh_from
+            )
+        except BehindWindow:  # a slow reader reads storage at its own pace
+            result = await self._backend.read(
+                self._session_id, after=Cursor(self._generation, self._fetched_seq), limit=PAGE_SIZE
+            )
         if result is None:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was removed or expired while being read"
