@@ -3,6 +3,7 @@ never lose coredis pool slots, keys expire, URLs and errors are clear."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -157,3 +158,39 @@ async def test_unreachable_redis_is_a_clear_error() -> None:
     with anyio.fail_after(15), pytest.raises(BackendUnavailableError, match="cannot"):
         async with hub:
             pass
+
+
+async def test_password_and_unix_socket_urls(tmp_path: Path) -> None:
+    socket_path = tmp_path / "redis.sock"
+    server = RedisServer(
+        tmp_path / "auth",
+        extra=(
+            "--requirepass",
+            "s3cret",
+            "--unixsocket",
+            str(socket_path),
+            "--unixsocketperm",
+            "700",
+        ),
+    ).start()
+    try:
+        urls = [
+            f"redis://:s3cret@127.0.0.1:{server.port}/0",
+            f"redis://default:s3cret@127.0.0.1:{server.port}/1",
+            f"unix://:s3cret@{socket_path}?db=0",
+        ]
+        for url in urls:
+            async with Hub.from_url(url) as hub:
+                async with hub.produce("s") as stream:
+                    await stream.send("ok")
+                async with hub.subscribe("s") as events:
+                    assert [event.data async for event in events] == ["ok"]
+        for bad in (
+            f"redis://:wrong@127.0.0.1:{server.port}/0",
+            f"redis://127.0.0.1:{server.port}/0",
+        ):
+            with anyio.fail_after(15), pytest.raises(BackendUnavailableError):
+                async with Hub.from_url(bad):
+                    pass
+    finally:
+        server.stop()
