@@ -116,3 +116,13 @@ class FaultyBackend:
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
         return self.inner.watch_claim(session_id)
+
+
+class FaultyWrap:
+    """A ``wrap=`` for ``make_hub`` that keeps the :class:`FaultyBackend` it made."""
+
+    backend: FaultyBackend
+
+    def __call__(self, inner: Backend) -> Backend:
+        self.backend = FaultyBackend(inner)
+        return self.backend

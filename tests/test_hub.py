@@ -16,10 +16,9 @@ from replayhub import (
     SessionNotFoundError,
     State,
 )
-from replayhub.backends import Backend
 
 from .conftest import HubFactory
-from .helpers import FaultyBackend, collect, texts
+from .helpers import FaultyWrap, collect, texts
 
 
 async def test_info_describes_the_session(hub: Hub) -> None:
@@ -159,11 +158,7 @@ async def test_leaving_the_hub_stops_its_producers_and_leaves_no_task(
     make_hub: HubFactory,
 ) -> None:
     before = len(anyio.get_running_tasks())
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     results: list[tuple[bool, BaseException | None]] = []
 
@@ -186,7 +181,7 @@ async def test_leaving_the_hub_stops_its_producers_and_leaves_no_task(
     # The producer's body was cancelled, it exited quietly, and its terminal
     # write ran before the backend closed.
     assert results == [(False, None)]
-    assert faulty[0].finished == [("s", State.CANCELLED)]
+    assert wrap.backend.finished == [("s", State.CANCELLED)]
     assert len(anyio.get_running_tasks()) == before
 
 

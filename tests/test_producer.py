@@ -23,7 +23,7 @@ from replayhub import (
 from replayhub.backends import Backend
 
 from .conftest import HubFactory
-from .helpers import FaultyBackend, collect, texts
+from .helpers import FaultyWrap, collect, texts
 
 
 async def test_send_returns_ordered_ids_and_events_are_stored_in_order(hub: Hub) -> None:
@@ -124,14 +124,10 @@ async def test_set_metadata_merges_top_level_keys(hub: Hub) -> None:
 async def test_send_does_not_wait_for_storage_until_the_buffer_is_full(
     make_hub: HubFactory,
 ) -> None:
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     async with make_hub(wrap=wrap, buffer_size=8) as hub, hub.produce("s") as stream:
-        gate = faulty[0].append_gate = anyio.Event()
+        gate = wrap.backend.append_gate = anyio.Event()
         # Storage is held: the buffer accepts 8 events without waiting.
         with anyio.fail_after(1):
             for i in range(8):
@@ -143,22 +139,18 @@ async def test_send_does_not_wait_for_storage_until_the_buffer_is_full(
         gate.set()
         # The cancelled send consumed no id: the next one is 9th.
         assert await stream.send("next") == f"{stream.generation}-9"
-    async with make_hub(wrap=lambda backend: faulty[0]) as hub:
+    async with make_hub(wrap=lambda backend: wrap.backend) as hub:
         events, _ = await collect(hub, "s")
     assert texts(events) == [0, 1, 2, 3, 4, 5, 6, 7, "next"]
 
 
 async def test_storage_failure_surfaces_at_send_flush_and_exit(make_hub: HubFactory) -> None:
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     async with make_hub(wrap=wrap) as hub:
         with pytest.raises(BackendUnavailableError):
             async with hub.produce("s") as stream:
-                faulty[0].append_error = RuntimeError("disk on fire")
+                wrap.backend.append_error = RuntimeError("disk on fire")
                 await stream.send("a")
                 with pytest.raises(BackendUnavailableError, match="disk on fire"):
                     await stream.flush()
@@ -287,14 +279,10 @@ async def test_heartbeat_keeps_a_slow_producer_alive(make_hub: HubFactory) -> No
 async def test_crashed_producer_is_abandoned_for_subscribers_and_waiters(
     make_hub: HubFactory,
 ) -> None:
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     async with make_hub(wrap=wrap, lease_ttl=0.3) as hub:
-        backend = faulty[0]
+        backend = wrap.backend
         # A producer that claimed and wrote, then vanished without a heartbeat.
         record = await backend.claim("s", metadata={}, lease_ttl=0.3, retention=60)
         events_before = await _append_raw(backend, "s", record.generation, ["x", "y"])
@@ -350,32 +338,24 @@ async def test_max_events_is_an_error_not_a_silent_trim(make_hub: HubFactory) ->
 
 
 async def test_terminal_write_failure_is_reported(make_hub: HubFactory) -> None:
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     async with make_hub(wrap=wrap) as hub:
         with pytest.raises(BackendUnavailableError):
             async with hub.produce("s") as stream:
                 await stream.send("a")
-                faulty[0].finish_error = BackendUnavailableError("gone")
+                wrap.backend.finish_error = BackendUnavailableError("gone")
         info = await hub.info("s")
         assert info is not None
         assert info.state is State.LIVE  # left to its lease: it will be abandoned
 
 
 async def test_large_buffers_are_written_in_bounded_batches(make_hub: HubFactory) -> None:
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     async with make_hub(wrap=wrap, buffer_size=6000, max_events=6000) as hub:
         async with hub.produce("s") as stream:
-            gate = faulty[0].append_gate = anyio.Event()
+            gate = wrap.backend.append_gate = anyio.Event()
             for i in range(6000):  # storage held: one big backlog
                 await stream.send(i)
             gate.set()

@@ -10,10 +10,9 @@ from anyio.abc import TaskStatus
 from replayhub import Event, Hub, InvalidInputError, LeaseLostError, SessionNotFoundError, State
 from replayhub._feed import WINDOW
 from replayhub._subscription import PAGE_SIZE
-from replayhub.backends import Backend
 
 from .conftest import HubFactory
-from .helpers import FaultyBackend, collect, texts
+from .helpers import FaultyWrap, collect, texts
 
 
 async def test_replays_then_follows_live_then_ends_with_the_outcome(hub: Hub) -> None:
@@ -243,11 +242,7 @@ async def test_subscriber_on_a_live_session_outlives_idle_periods(make_hub: HubF
 
 
 async def test_subscribers_of_one_session_share_reads(make_hub: HubFactory) -> None:
-    faulty: list[FaultyBackend] = []
-
-    def wrap(backend: Backend) -> Backend:
-        faulty.append(FaultyBackend(backend))
-        return faulty[0]
+    wrap = FaultyWrap()
 
     readers, batches = 50, 20
     received: dict[int, list[object]] = {}
@@ -261,14 +256,14 @@ async def test_subscribers_of_one_session_share_reads(make_hub: HubFactory) -> N
     async with hub, anyio.create_task_group() as tg, hub.produce("s") as stream:
         for index in range(readers):
             await tg.start(reader, hub, index)
-        reads_before = faulty[0].reads
+        reads_before = wrap.backend.reads
         for batch in range(batches):
             await stream.send(batch)
             await stream.flush()
             await anyio.sleep(0.005)
     assert all(data == list(range(batches)) for data in received.values())
     assert len(received) == readers
-    shared_reads = faulty[0].reads - reads_before
+    shared_reads = wrap.backend.reads - reads_before
     # Unshared, each batch would cost one read per reader: 1,000 reads.
     assert shared_reads < readers + batches * 5, shared_reads
 

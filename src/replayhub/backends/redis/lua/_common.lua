@@ -63,3 +63,11 @@ local function fence(s, generation)
   end
   return nil
 end
+
+-- The current time, the session, and why the producer of `generation` may
+-- not write to it (nil if it may).
+local function owned(generation)
+  local now = now_ms()
+  local s = load(now)
+  return now, s, fence(s, generation)
+end

@@ -1,9 +1,7 @@
 -- ARGV: session id, generation, first seq, metadata JSON or '', then one
 -- field/value pair per event (field = kind digit .. name, value = payload).
 -- Idempotent: events already stored (a retried batch) are skipped.
-local now = now_ms()
-local s = load(now)
-local lost = fence(s, ARGV[2])
+local now, s, lost = owned(ARGV[2])
 if lost then
   return {'lost', lost}
 end

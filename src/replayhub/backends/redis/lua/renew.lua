@@ -1,7 +1,5 @@
 -- ARGV: session id, generation, lease ttl ms. Returns the cancel flag.
-local now = now_ms()
-local s = load(now)
-local lost = fence(s, ARGV[2])
+local now, s, lost = owned(ARGV[2])
 if lost then
   return {'lost', lost}
 end
