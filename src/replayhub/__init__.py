@@ -14,6 +14,7 @@ from ._events import State as State
 from ._hub import Hub as Hub
 from ._hub import HubOptions as HubOptions
 from ._producer import Producer as Producer
+from ._runner import ProducerGroup as ProducerGroup
 from ._settings import Settings as Settings
 from ._subscription import Subscription as Subscription
 
@@ -27,6 +28,7 @@ __all__ = [
     "LeaseLostError",
     "Outcome",
     "Producer",
+    "ProducerGroup",
     "ReplayHubError",
     "SessionBusyError",
     "SessionInfo",

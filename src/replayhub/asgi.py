@@ -1,0 +1,121 @@
+"""Serving a session as Server-Sent Events from Starlette or FastAPI.
+
+Needs the ``web`` extra (Starlette). Works on asyncio (uvicorn) and Trio
+(Hypercorn's trio worker). A client that disconnects only ends its own
+subscription; the producer goes on. Stop is :meth:`Hub.cancel`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from ._errors import InvalidInputError, SessionNotFoundError
+from ._events import Event
+from ._hub import Hub
+from .sse import encode_comment, encode_event, encode_outcome
+
+ERROR_EVENT = "replayhub.error"
+"""Sent instead of the end event if the session vanished while being read."""
+
+
+class EventStreamResponse(StreamingResponse):
+    """A ``text/event-stream`` response that follows one session.
+
+    It replays the events after ``after``, follows new ones live, sends a
+    comment every ``ping_interval`` seconds while idle, and ends with the
+    ``replayhub.end`` event carrying the outcome.
+
+    :param after: resume right after this event id (``None``: from the start).
+    :param batch_replay: join the replayed text events (see
+        :meth:`Hub.subscribe`); a reloaded page wants this.
+    """
+
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        hub: Hub,
+        session_id: str,
+        *,
+        after: str | None = None,
+        batch_replay: bool = False,
+        ping_interval: float = 15.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self._hub = hub
+        self._session_id = session_id
+        self._after = after
+        self._batch_replay = batch_replay
+        self._ping_interval = ping_interval
+        all_headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", **(headers or {})}
+        super().__init__(self._body(), media_type=self.media_type, headers=all_headers)
+
+    async def _body(self) -> AsyncIterator[str]:
+        subscription = self._hub.subscribe(
+            self._session_id, after=self._after, batch_replay=self._batch_replay
+        )
+        try:
+            async with subscription as events:
+                while True:
+                    event = await self._next(events)
+                    if event is None:
+                        if events.outcome is not None:
+                            break
+                        yield encode_comment("ping")
+                        continue
+                    yield encode_event(event)
+                assert events.outcome is not None
+                yield encode_outcome(events.outcome)
+        except SessionNotFoundError as exc:
+            yield f"event: {ERROR_EVENT}\ndata: {exc}\n\n"
+
+    async def _next(self, events: AsyncIterator[Event]) -> Event | None:
+        # A cancelled wait loses nothing (the cursor moves only on delivery),
+        # so the ping timeout is safe; no cancel scope spans a yield.
+        with anyio.move_on_after(self._ping_interval):
+            try:
+                return await events.__anext__()
+            except StopAsyncIteration:
+                return None
+        return None
+
+
+async def event_stream_response(
+    hub: Hub,
+    session_id: str,
+    request: Request,
+    *,
+    batch_replay: bool | None = None,
+    ping_interval: float = 15.0,
+) -> Response:
+    """The response for a request that reads ``session_id`` as SSE.
+
+    Resumes after the ``Last-Event-ID`` header (what a browser's
+    ``EventSource`` sends when it reconnects) or the ``after`` query
+    parameter. ``batch_replay`` defaults to the ``batch`` query parameter
+    (``?batch=1``). Answers 404 for an unknown session and 400 for a bad
+    cursor, before streaming starts.
+    """
+    after = request.headers.get("last-event-id") or request.query_params.get("after") or None
+    if batch_replay is None:
+        batch_replay = request.query_params.get("batch", "") in ("1", "true", "yes")
+    try:
+        subscription = hub.subscribe(session_id, after=after, batch_replay=batch_replay)
+        # Check the session and cursor now, so errors get a status code.
+        async with subscription:
+            pass
+    except SessionNotFoundError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=404)
+    except InvalidInputError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    return EventStreamResponse(
+        hub,
+        session_id,
+        after=after,
+        batch_replay=batch_replay,
+        ping_interval=ping_interval,
+    )
