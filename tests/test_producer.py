@@ -4,6 +4,8 @@ terminal state on every way out of the block."""
 from __future__ import annotations
 
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
@@ -20,7 +22,7 @@ from replayhub import (
     SessionInfo,
     State,
 )
-from replayhub.backends import Backend
+from replayhub.backends import Backend, Watch
 
 from .conftest import HubFactory
 from .helpers import FaultyWrap, collect, texts
@@ -362,3 +364,28 @@ async def test_large_buffers_are_written_in_bounded_batches(make_hub: HubFactory
         events, outcome = await collect(hub, "s")
         assert texts(events) == list(range(6000))
         assert outcome.state is State.DONE
+
+
+class _DeafWatch:
+    async def wait(self) -> None:
+        await anyio.sleep_forever()
+
+
+async def test_a_cancel_whose_wake_up_is_lost_is_seen_by_the_heartbeat(
+    make_hub: HubFactory,
+) -> None:
+    wrap = FaultyWrap()
+    lease = 0.6
+
+    @asynccontextmanager
+    async def deaf(session_id: str) -> AsyncIterator[Watch]:
+        yield _DeafWatch()
+
+    async with make_hub(wrap=wrap, lease_ttl=lease) as hub:
+        wrap.backend.watch_claim = deaf  # type: ignore[method-assign]
+        started = anyio.current_time()
+        async with hub.produce("s") as stream:
+            await hub.cancel("s")
+            await anyio.sleep(10)
+        assert stream.cancel_requested
+        assert anyio.current_time() - started < lease / 3 + 0.2

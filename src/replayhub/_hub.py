@@ -206,9 +206,12 @@ class Hub(anyio.AsyncContextManagerMixin):
         if wait is not None and (not isinstance(wait, int | float) or wait < 0):
             raise InvalidInputError(f"wait must be a non-negative number, not {wait!r}")
         self._require_open()
+        if wait is None:
+            record = await self._backend.request_cancel(session_id)
+            return None if record is None else record.info()
         async with self._backend.watch(session_id) as watch:
             record = await self._backend.request_cancel(session_id)
-            if record is None or wait is None or record.state.terminal:
+            if record is None or record.state.terminal:
                 return None if record is None else record.info()
             generation = record.generation
             try:

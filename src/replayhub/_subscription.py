@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from ._errors import InvalidInputError, SessionNotFoundError
+from ._errors import BackendUnavailableError, InvalidInputError, SessionNotFoundError
 from ._events import Cursor, DataKind, Event, Outcome, StoredEvent, format_event_id
 from ._feed import BehindWindow, SessionFeed
 from .backends import SessionRecord, Watch
@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 #: Events fetched per read: the bound on what a subscription holds in memory.
 PAGE_SIZE = 512
+#: Retry delays of a read that failed for want of storage.
+_RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
 
 
 class Subscription(anyio.AsyncContextManagerMixin):
@@ -167,20 +169,36 @@ class Subscription(anyio.AsyncContextManagerMixin):
         return Event(format_event_id(self._generation, taken[-1].seq), taken[0].event, text)
 
     async def _fetch(self) -> bool:
-        """Read the next page; ``True`` if it brought events or an outcome."""
-        try:
-            result = await self._feed.read(
-                self._generation, self._fetched_seq, fresh_from=self._fresh_from
-            )
-        except BehindWindow:  # a slow reader reads storage at its own pace
-            result = await self._backend.read(
-                self._session_id, after=Cursor(self._generation, self._fetched_seq), limit=PAGE_SIZE
-            )
+        """Read the next page; ``True`` if it brought events or an outcome.
+
+        Storage errors are retried for up to ``lease_ttl`` (storage restarting,
+        a connection being replaced), then raised.
+        """
+        delay, give_up = _RETRY_FIRST, anyio.current_time() + self._lease_ttl
+        while True:
+            try:
+                result = await self._read_next()
+                break
+            except BackendUnavailableError:
+                if anyio.current_time() + delay > give_up:
+                    raise
+                await anyio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
         if result is None:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was removed or expired while being read"
             )
         return self._accept(*result)
+
+    async def _read_next(self) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        try:
+            return await self._feed.read(
+                self._generation, self._fetched_seq, fresh_from=self._fresh_from
+            )
+        except BehindWindow:  # a slow reader reads storage at its own pace
+            return await self._backend.read(
+                self._session_id, after=Cursor(self._generation, self._fetched_seq), limit=PAGE_SIZE
+            )
 
     def _accept(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
         self._record = record

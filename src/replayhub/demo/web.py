@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from .. import Hub, Producer, ProducerGroup, SessionInfo
 from ..asgi import event_stream_response
-from .fake_llm import generate, reply_to
+from .fake_llm import generate
 
 
 def _info_json(info: SessionInfo) -> dict[str, object]:
@@ -58,9 +58,7 @@ def create_app(url: str = "memory://", *, pace: float = 0.05, words: int = 60) -
                 await stream.send(token, event="text-delta")
 
         await producers.start(session_id, reply, metadata={"prompt": prompt})
-        return JSONResponse(
-            {"session_id": session_id, "expected_chars": len(reply_to(prompt, words=words))}
-        )
+        return JSONResponse({"session_id": session_id})
 
     async def events(request: Request) -> Response:
         return await event_stream_response(hub, request.path_params["session_id"], request)

@@ -34,6 +34,8 @@ from ._notifier import Notifier
 
 SCHEMES = ("redis", "rediss", "unix")
 _SCRIPTS = ("claim", "append", "renew", "finish", "read", "cancel", "remove")
+#: Seconds between attempts to reconnect the Pub/Sub connection.
+_PUBSUB_RECONNECT = 0.1
 #: Sessions read per round trip while listing.
 _LIST_CHUNK = 100
 
@@ -95,22 +97,26 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         async with _translated(client, f"cannot connect to {self!r}") as client:
             with _translate_errors(f"cannot reach {self!r}"):
                 await client.ping()
-            async with (
-                _translated(client.pubsub(), f"cannot subscribe on {self!r}") as pubsub,
-                anyio.create_task_group() as task_group,
-            ):
-                self._client = client
-                self._scripts = {
-                    name: client.register_script(_script_source(name)) for name in _SCRIPTS
-                }
-                self._notifier = Notifier(pubsub)
-                await task_group.start(self._notifier.run)
-                try:
-                    yield self
-                finally:
-                    notifier, self._notifier, self._client = self._notifier, None, None
-                    notifier.notify_all()  # readers still waiting see the hub is gone
-                    task_group.cancel_scope.cancel()
+            # coredis stops its Pub/Sub by cancelling only the current
+            # connection attempt: one caught reconnecting would retry forever.
+            # Leaving this scope cancelled ends it whatever it is doing.
+            with anyio.CancelScope() as pubsub_scope:
+                async with (
+                    _translated(_pubsub(client), f"cannot subscribe on {self!r}") as pubsub,
+                    anyio.create_task_group() as task_group,
+                ):
+                    self._client = client
+                    self._scripts = {
+                        name: client.register_script(_script_source(name)) for name in _SCRIPTS
+                    }
+                    self._notifier = Notifier(pubsub)
+                    await task_group.start(self._notifier.run)
+                    try:
+                        yield self
+                    finally:
+                        notifier, self._notifier, self._client = self._notifier, None, None
+                        notifier.notify_all()  # readers still waiting see the hub is gone
+                        pubsub_scope.cancel()
 
     # -- producer side ------------------------------------------------------
 
@@ -281,6 +287,26 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             raise LeaseLostError(
                 f"session {session_id!r} generation {generation}: {reply[1].decode()}"
             )
+
+
+def _pubsub(client: Any) -> Any:
+    """coredis's Pub/Sub, reconnecting at most a second after each loss.
+
+    Its default backs off exponentially up to 16 s and never resets, so after
+    a few dropped connections readers would wait for their lease re-check.
+    """
+    from coredis.exceptions import ConnectionError as RedisConnectionError
+    from coredis.retry import (
+        CompositeRetryPolicy,
+        ConstantRetryPolicy,
+    )
+
+    return client.pubsub(
+        retry_policy=CompositeRetryPolicy(
+            ConstantRetryPolicy((RedisConnectionError,), retries=None, delay=_PUBSUB_RECONNECT),
+            ConstantRetryPolicy((TimeoutError,), retries=None, delay=_PUBSUB_RECONNECT),
+        )
+    )
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
