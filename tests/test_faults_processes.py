@@ -1,0 +1,189 @@
+"""Faults with real processes and signals, and Redis with ACLs and TLS."""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import anyio
+import pytest
+
+from replayhub import BackendUnavailableError, Hub, State
+from replayhub._feed import WINDOW
+from replayhub._subscription import PAGE_SIZE
+
+from .redis_server import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+LEASE = 0.5
+
+
+async def test_producers_sigkilled_at_random_moments(
+    anyio_backend: str, redis_server: RedisServer
+) -> None:
+    runs, batch = 50, 10
+    namespace = f"crash-{anyio_backend}"
+    rng = random.Random(1234)
+    tally: dict[str, int] = {}
+
+    async def one_run(hub: Hub, index: int) -> None:
+        session = f"run-{index}"
+        count = rng.choice([0, 1, 5, 30, -1, -1])  # some finish right around the kill
+        delay = rng.choice([0.0, 0.0, 0.005, 0.02, 0.05, 0.1])
+        command = [
+            sys.executable, "-m", "tests.procs", "produce", redis_server.url, namespace, session,
+            "--loop", anyio_backend, "--lease-ttl", str(LEASE), "--count", str(count),
+            "--pace", "0.001", "--report-every", "3",
+        ]  # fmt: skip
+        async with await anyio.open_process(command, cwd=ROOT) as process:
+            assert process.stdout is not None
+            with anyio.fail_after(15):
+                await process.stdout.receive()  # "claimed": the session exists
+            async with hub.subscribe(session) as events:
+                await anyio.sleep(delay)
+                if process.returncode is None:
+                    process.send_signal(signal.SIGKILL)
+                killed_at = anyio.current_time()
+                with anyio.fail_after(LEASE + 3):
+                    received = [event.data async for event in events]
+                ended_after = anyio.current_time() - killed_at
+            await process.wait()
+        assert events.outcome is not None
+        state = events.outcome.state
+        assert state in (State.ABANDONED, State.DONE), state
+        assert received == [str(i) for i in range(len(received))]  # gap-free prefix
+        assert ended_after < LEASE + 0.5
+        tally[state.value] = tally.get(state.value, 0) + 1
+
+    async with Hub.from_url(redis_server.url, namespace=namespace, lease_ttl=LEASE) as hub:
+        for start in range(0, runs, batch):
+            async with anyio.create_task_group() as tg:
+                for index in range(start, start + batch):
+                    tg.start_soon(one_run, hub, index)
+    print(f"\nSIGKILL at random moments: {runs} runs, outcomes {tally}, lost events 0")
+    assert sum(tally.values()) == runs
+
+
+async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisServer) -> None:
+    total, stall = 100_000, 10.0
+    async with Hub.from_url(
+        redis_server.url, namespace="stuck", max_events=total, buffer_size=4096
+    ) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send(0)
+            await stream.flush()
+            async with hub.subscribe("s") as events:
+                first = await events.__anext__()  # then it stops reading
+                started = anyio.current_time()
+                for i in range(1, total):
+                    await stream.send(i)
+                await stream.flush()
+                produced_in = anyio.current_time() - started
+                await anyio.sleep(stall - produced_in)
+                # Bounded memory while stuck: a page here, a window in the feed.
+                assert len(events._buffer) <= PAGE_SIZE
+                assert len(events._feed._events) <= WINDOW
+                received = [first.data]
+                async for event in events:
+                    received.append(event.data)
+                    if len(received) == total:
+                        break
+    print(f"\nstuck consumer ({stall:.0f}s): producer sent {total} events in {produced_in:.2f}s")
+    assert received == list(range(total))
+
+
+def _acl_server(directory: Path) -> RedisServer:
+    # The least a replayhub user needs: its scripts, Pub/Sub and the index
+    # listing, on its own keys and channels (documented in docs/redis.md).
+    acl = (
+        "user app on >app-secret ~app:* &app:* "
+        "+evalsha +eval +script|load +ping +hello +client|setname "
+        "+subscribe +unsubscribe +zrange +zrem "
+        # what the scripts call
+        "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +publish"
+    )
+    (directory).mkdir(parents=True, exist_ok=True)
+    (directory / "users.acl").write_text(acl + "\nuser default off\n")
+    return RedisServer(directory, extra=("--aclfile", str(directory / "users.acl")))
+
+
+async def test_an_acl_user_limited_to_its_keys_runs_everything(tmp_path: Path) -> None:
+    server = _acl_server(tmp_path / "acl").start()
+    try:
+        url = f"redis://app:app-secret@127.0.0.1:{server.port}/0"
+        async with Hub.from_url(url, namespace="app") as hub:
+            async with hub.produce("s") as stream:
+                await stream.send("ok")
+            async with hub.subscribe("s") as events:
+                assert [event.data async for event in events] == ["ok"]
+            assert await hub.cancel("s", wait=1) is not None
+            assert [info.session_id for info in await hub.sessions()] == ["s"]
+            assert await hub.remove("s")
+        with pytest.raises(BackendUnavailableError):
+            async with Hub.from_url(url, namespace="other") as hub:  # keys it may not touch
+                async with hub.produce("s"):
+                    pass
+        with anyio.fail_after(15), pytest.raises(BackendUnavailableError):
+            async with Hub.from_url(f"redis://app:wrong@127.0.0.1:{server.port}/0"):
+                pass
+    finally:
+        server.stop()
+
+
+def _certificates(directory: Path) -> tuple[Path, Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (
+        directory / name for name in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
+    )
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    extensions = directory / "san.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-days", "1", "-out", str(cert), "-extfile", str(extensions))  # fmt: skip
+    return ca, cert, key
+
+
+async def test_tls_with_a_self_signed_ca(tmp_path: Path) -> None:
+    ca, cert, key = _certificates(tmp_path / "tls")
+    server = RedisServer(tmp_path / "tls-redis")
+    tls_port = server.port
+    server.extra = (
+        "--port", "0", "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    server.start(ready=lambda: _tls_ready(tls_port, ca))
+    try:
+        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
+        async with Hub.from_url(url) as hub:
+            async with hub.produce("s") as stream:
+                await stream.send("over tls")
+            async with hub.subscribe("s") as events:
+                assert [event.data async for event in events] == ["over tls"]
+    finally:
+        server.stop()
+
+
+def _tls_ready(port: int, ca: Path) -> bool:
+    import socket
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"PING\r\n")
+            return tls.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
