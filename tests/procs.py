@@ -9,10 +9,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
+from contextlib import AsyncExitStack
 
 import anyio
 
-from replayhub import Hub, LeaseLostError
+from replayhub import Hub, LeaseLostError, SessionBusyError
 
 
 def emit(**fields: object) -> None:
@@ -57,7 +59,26 @@ async def cancel(hub: Hub, args: argparse.Namespace) -> int:
     return 0
 
 
-ROLES = {"produce": produce, "subscribe": subscribe, "cancel": cancel}
+async def race(hub: Hub, args: argparse.Namespace) -> int:
+    """Try to claim ``<session>-<round>`` for every round, all processes at
+    once; keep every claim won until told (a line on stdin), so no later
+    claim can win the same round legitimately."""
+    await anyio.sleep_until(anyio.current_time() + max(0.0, args.start_at - time.time()))
+    won = []
+    async with AsyncExitStack() as held:
+        for round_ in range(args.count):
+            try:
+                await held.enter_async_context(hub.produce(f"{args.session}-{round_}"))
+            except SessionBusyError:
+                continue
+            won.append(round_)
+        emit(won=won)
+        # Hold every claim until the test has heard from all processes.
+        await anyio.to_thread.run_sync(sys.stdin.readline)
+    return 0
+
+
+ROLES = {"produce": produce, "subscribe": subscribe, "cancel": cancel, "race": race}
 
 
 def main() -> int:
@@ -73,6 +94,7 @@ def main() -> int:
     parser.add_argument("--report-every", type=int, default=10)
     parser.add_argument("--after", default=None)
     parser.add_argument("--wait", type=float, default=None)
+    parser.add_argument("--start-at", type=float, default=0.0, help="Unix time to start at")
     args = parser.parse_args()
 
     async def run() -> int:

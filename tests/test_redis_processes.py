@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +183,28 @@ async def test_producer_paused_past_its_lease_writes_nothing_after_takeover(
         assert texts(events) == ["new-0", "new-1"]
         assert {event.id.split("-")[0] for event in events} == {str(fresh.generation)}
         assert outcome.state is State.DONE
+
+
+async def test_claim_races_across_processes_have_one_winner_per_round(
+    anyio_backend: str, redis_server: RedisServer, namespace: str
+) -> None:
+    processes, rounds = 8, 1000
+    start_at = time.time() + 3  # every process starts racing at the same moment
+    results = []
+    async with AsyncExitStack() as stack:
+        arguments = ["--count", str(rounds), "--start-at", str(start_at), "--lease-ttl", "10"]
+        racers = [
+            await stack.enter_async_context(
+                role(anyio_backend, redis_server, namespace, "race", *arguments)
+            )
+            for _ in range(processes)
+        ]
+        for racer in racers:
+            results.append((await racer.until("won", 60))["won"])
+        for racer in racers:
+            assert racer.process.stdin is not None
+            await racer.process.stdin.send(b"release\n")
+    wins = sorted(round_ for won in results for round_ in won)
+    print(f"\nclaim races: {rounds} rounds x {processes} processes; wins per process "
+          f"{[len(won) for won in results]}")  # fmt: skip
+    assert wins == list(range(rounds))  # every round won exactly once
