@@ -6,21 +6,18 @@ from collections.abc import Callable
 
 from replayhub.backends import Backend, backend_from_url
 
-from .redis_server import RedisServer
-
-BACKEND_KINDS = ["memory", "redis"]
+#: memory; Redis plain; Redis as a least-privilege ACL user; Redis over TLS.
+BACKEND_KINDS = ["memory", "redis", "redis-acl", "redis-tls"]
 
 
 class BackendServers:
-    """Makes backends of a given kind for one test; Redis ones on the test
-    session's own server, started on first use."""
+    """Makes backends of a given kind for one test; Redis ones on servers of
+    the test session, started on first use. ``url_of`` gives a kind's URL."""
 
-    def __init__(self, redis_server: Callable[[], RedisServer]) -> None:
-        self._redis_server = redis_server
+    def __init__(self, url_of: Callable[[str], str]) -> None:
+        self._url_of = url_of
 
     def backend(self, kind: str, *, namespace: str) -> Backend:
         if kind == "memory":
             return backend_from_url("memory://", namespace=namespace)
-        if kind == "redis":
-            return backend_from_url(self._redis_server().url, namespace=namespace)
-        raise AssertionError(f"unknown backend kind {kind!r}")
+        return backend_from_url(self._url_of(kind), namespace=namespace)

@@ -14,7 +14,7 @@ from replayhub import Hub, HubOptions
 from replayhub.backends import Backend
 
 from .backends import BACKEND_KINDS, BackendServers
-from .redis_server import RedisServer
+from .redis_server import RedisServer, acl_server, tls_server
 
 
 # anyio_mode = "auto" (pyproject.toml) runs every coroutine test with this
@@ -49,9 +49,32 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def redis_acl_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis whose only user may touch just the test namespaces (``t*``)."""
+    server = acl_server(tmp_path_factory.mktemp("redis-acl"), pattern="t*").start()
+    yield f"redis://app:app-secret@127.0.0.1:{server.port}/0"
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A TLS-only Redis with a CA made for it."""
+    server, url = tls_server(tmp_path_factory.mktemp("redis-tls"))
+    yield url
+    server.stop()
+
+
 @pytest.fixture
 def backend_servers(request: pytest.FixtureRequest) -> BackendServers:
-    return BackendServers(lambda: request.getfixturevalue("redis_server"))
+    def url_of(kind: str) -> str:
+        if kind == "redis":
+            server: RedisServer = request.getfixturevalue("redis_server")
+            return server.url
+        url: str = request.getfixturevalue(f"{kind.replace('-', '_')}_url")
+        return url
+
+    return BackendServers(url_of)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:

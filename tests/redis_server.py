@@ -92,3 +92,66 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait()
         self.process = None
+
+
+def acl_server(directory: Path, *, pattern: str = "app:*") -> RedisServer:
+    # The least a replayhub user needs: its scripts, Pub/Sub and the index
+    # listing, on its own keys and channels (documented in docs/redis.md).
+    acl = (
+        f"user app on >app-secret ~{pattern} &{pattern} "
+        "+evalsha +eval +script|load +ping +hello +client|setname "
+        "+subscribe +unsubscribe +zrange +zrem "
+        # what the scripts call
+        "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +publish"
+    )
+    (directory).mkdir(parents=True, exist_ok=True)
+    (directory / "users.acl").write_text(acl + "\nuser default off\n")
+    return RedisServer(directory, extra=("--aclfile", str(directory / "users.acl")))
+
+
+def certificates(directory: Path) -> tuple[Path, Path, Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (
+        directory / name for name in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
+    )
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
+        "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
+    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
+        "-keyout", str(key), "-out", str(csr))  # fmt: skip
+    extensions = directory / "san.ext"
+    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
+    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+        "-days", "1", "-out", str(cert), "-extfile", str(extensions))  # fmt: skip
+    return ca, cert, key
+
+
+def tls_server(directory: Path) -> tuple[RedisServer, str]:
+    """A started TLS-only redis-server with a CA made for it, and its URL."""
+    ca, cert, key = certificates(directory / "certs")
+    server = RedisServer(directory / "redis")
+    port = server.port
+    server.extra = (
+        "--port", "0", "--tls-port", str(port), "--tls-cert-file", str(cert),
+        "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
+    )  # fmt: skip
+    server.start(ready=lambda: tls_ready(port, ca))
+    return server, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+
+
+def tls_ready(port: int, ca: Path) -> bool:
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(ca))
+    try:
+        with (
+            socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw,
+            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+        ):
+            tls.sendall(b"PING\r\n")
+            return tls.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False

@@ -13,11 +13,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from replayhub import (
+    BackendUnavailableError,
     Event,
     Hub,
     InvalidInputError,
     LeaseLostError,
     SessionBusyError,
+    SessionInfo,
     SessionNotFoundError,
     State,
 )
@@ -64,11 +66,39 @@ async def test_client_kill_mid_stream_loses_and_duplicates_nothing(
                     await stream.send(i)
                     if i % 50 == 0:
                         await anyio.sleep(0.005)
+        # After all that, a cancel still reaches a producer, with both kinds
+        # of connection killed just before it is sent.
+        async with anyio.create_task_group() as tg:
+            await tg.start(_produce_until_cancelled, hub)
+            kills += kill_clients(fresh_redis, "pubsub") + kill_clients(fresh_redis, "normal")
+            with anyio.fail_after(5):
+                info = await _cancel_when_reachable(hub)
     print(f"\nCLIENT KILL: {kills} connections killed during {total} events")
     assert kills >= 10
     assert outcomes == [State.DONE, State.DONE]
     for sink in received:
         assert [event.data for event in sink] == list(range(total))
+    assert info.state is State.CANCELLED
+
+
+async def _produce_until_cancelled(hub: Hub, *, task_status: TaskStatus[None]) -> None:
+    async with hub.produce("stop-me") as stream:
+        task_status.started()
+        while True:
+            await stream.send("tick")
+            await anyio.sleep(0.005)
+
+
+async def _cancel_when_reachable(hub: Hub) -> SessionInfo:
+    # The hub's own cancel call may meet the killed connection first: retry it.
+    while True:
+        try:
+            info = await hub.cancel("stop-me", wait=3)
+        except BackendUnavailableError:
+            await anyio.sleep(0.05)
+            continue
+        assert info is not None
+        return info
 
 
 async def test_cancel_arrives_within_a_heartbeat_when_pubsub_is_lost(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -15,7 +14,7 @@ from replayhub import BackendUnavailableError, Hub, State
 from replayhub._feed import WINDOW
 from replayhub._subscription import PAGE_SIZE
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, acl_server, tls_server
 
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = 0.5
@@ -95,23 +94,8 @@ async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisSe
     assert received == list(range(total))
 
 
-def _acl_server(directory: Path) -> RedisServer:
-    # The least a replayhub user needs: its scripts, Pub/Sub and the index
-    # listing, on its own keys and channels (documented in docs/redis.md).
-    acl = (
-        "user app on >app-secret ~app:* &app:* "
-        "+evalsha +eval +script|load +ping +hello +client|setname "
-        "+subscribe +unsubscribe +zrange +zrem "
-        # what the scripts call
-        "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +publish"
-    )
-    (directory).mkdir(parents=True, exist_ok=True)
-    (directory / "users.acl").write_text(acl + "\nuser default off\n")
-    return RedisServer(directory, extra=("--aclfile", str(directory / "users.acl")))
-
-
 async def test_an_acl_user_limited_to_its_keys_runs_everything(tmp_path: Path) -> None:
-    server = _acl_server(tmp_path / "acl").start()
+    server = acl_server(tmp_path / "acl").start()
     try:
         url = f"redis://app:app-secret@127.0.0.1:{server.port}/0"
         async with Hub.from_url(url, namespace="app") as hub:
@@ -133,57 +117,17 @@ async def test_an_acl_user_limited_to_its_keys_runs_everything(tmp_path: Path) -
         server.stop()
 
 
-def _certificates(directory: Path) -> tuple[Path, Path, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    ca_key, ca, key, csr, cert = (
-        directory / name for name in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
-    )
-
-    def run(*args: str) -> None:
-        subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=test-ca",
-        "-keyout", str(ca_key), "-out", str(ca))  # fmt: skip
-    run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1",
-        "-keyout", str(key), "-out", str(csr))  # fmt: skip
-    extensions = directory / "san.ext"
-    extensions.write_text("subjectAltName=IP:127.0.0.1\n")
-    run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
-        "-days", "1", "-out", str(cert), "-extfile", str(extensions))  # fmt: skip
-    return ca, cert, key
-
-
 async def test_tls_with_a_self_signed_ca(tmp_path: Path) -> None:
-    ca, cert, key = _certificates(tmp_path / "tls")
-    server = RedisServer(tmp_path / "tls-redis")
-    tls_port = server.port
-    server.extra = (
-        "--port", "0", "--tls-port", str(tls_port), "--tls-cert-file", str(cert),
-        "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
-    )  # fmt: skip
-    server.start(ready=lambda: _tls_ready(tls_port, ca))
+    server, url = tls_server(tmp_path)
     try:
-        url = f"rediss://127.0.0.1:{tls_port}/0?ssl_ca_certs={ca}"
         async with Hub.from_url(url) as hub:
             async with hub.produce("s") as stream:
                 await stream.send("over tls")
             async with hub.subscribe("s") as events:
                 assert [event.data async for event in events] == ["over tls"]
+        plain = f"redis://127.0.0.1:{server.port}/0"  # no TLS: refused clearly
+        with anyio.fail_after(15), pytest.raises(BackendUnavailableError):
+            async with Hub.from_url(plain):
+                pass
     finally:
         server.stop()
-
-
-def _tls_ready(port: int, ca: Path) -> bool:
-    import socket
-    import ssl
-
-    context = ssl.create_default_context(cafile=str(ca))
-    try:
-        with (
-            socket.create_connection(("127.0.0.1", port), timeout=0.5) as raw,
-            context.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-        ):
-            tls.sendall(b"PING\r\n")
-            return tls.recv(64).startswith(b"+PONG")
-    except OSError:
-        return False
