@@ -71,6 +71,13 @@ async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisSe
     async with Hub.from_url(
         redis_server.url, namespace="stuck", max_events=total, buffer_size=4096
     ) as hub:
+        # The same producer with nobody reading, as the baseline.
+        async with hub.produce("alone") as stream:
+            baseline_started = anyio.current_time()
+            for i in range(total):
+                await stream.send(i)
+            await stream.flush()
+            baseline = anyio.current_time() - baseline_started
         async with hub.produce("s") as stream:
             await stream.send(0)
             await stream.flush()
@@ -90,7 +97,10 @@ async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisSe
                     received.append(event.data)
                     if len(received) == total:
                         break
-    print(f"\nstuck consumer ({stall:.0f}s): producer sent {total} events in {produced_in:.2f}s")
+    print(
+        f"\nstuck consumer ({stall:.0f}s): producer sent {total} events in {produced_in:.2f}s "
+        f"(alone: {baseline:.2f}s)"
+    )
     assert received == list(range(total))
 
 
