@@ -88,11 +88,11 @@ class Subscription(anyio.AsyncContextManagerMixin):
             self._feed = feed
             # Any shared fetch from now on sees what the first read sees.
             self._fresh_from = feed.ticket()
-            async with self._open(feed) as opened:
+            async with self._open() as opened:
                 yield opened
 
     @asynccontextmanager
-    async def _open(self, feed: SessionFeed) -> AsyncIterator[Subscription]:
+    async def _open(self) -> AsyncIterator[Subscription]:
         async with self._backend.watch(self._session_id) as watch:
             # The watch opens first, so no change after this read is missed.
             result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
