@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import anyio
@@ -35,6 +36,10 @@ async def test_info_describes_the_session(hub: Hub) -> None:
     done = await hub.info("s")
     assert done is not None
     assert done.state is State.DONE
+    as_json = done.to_json()
+    assert json.loads(json.dumps(as_json)) == as_json
+    assert (as_json["state"], as_json["events"], as_json["metadata"]) == ("done", 1, {"model": "m"})
+    assert as_json["created_at"] == done.created_at.isoformat()
     assert done.created_at <= done.updated_at
     assert done.outcome is not None
 

@@ -10,7 +10,15 @@ from hypothesis import strategies as st
 
 from replayhub import Event, Outcome, State
 from replayhub._events import JSON
-from replayhub.sse import BYTES_SUFFIX, END_EVENT, encode_comment, encode_event, encode_outcome
+from replayhub.sse import (
+    BYTES_SUFFIX,
+    END_EVENT,
+    ERROR_EVENT,
+    encode_comment,
+    encode_error,
+    encode_event,
+    encode_outcome,
+)
 
 from .sse_client import parse
 
@@ -57,3 +65,9 @@ def test_outcome_is_a_reserved_event_without_an_id() -> None:
 
 def test_comments_are_ignored_by_clients() -> None:
     assert parse(lines_of(encode_comment("ping\nmore"))) == []
+
+
+def test_an_error_message_cannot_break_out_of_its_event() -> None:
+    [message] = parse(lines_of(encode_error("gone\n\nevent: fake\ndata: injected")))
+    assert message.event == ERROR_EVENT
+    assert message.data == "gone\n\nevent: fake\ndata: injected"

@@ -103,6 +103,19 @@ class SessionInfo:
             return None
         return Outcome(self.state, self.error, self.metadata)
 
+    def to_json(self) -> dict[str, JSON]:
+        """The snapshot as a JSON object (times in ISO 8601), e.g. for an API."""
+        return {
+            "session_id": self.session_id,
+            "state": self.state.value,
+            "generation": self.generation,
+            "events": self.events,
+            "metadata": self.metadata,
+            "error": self.error,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+        }
+
 
 @dataclass(frozen=True, slots=True)
 class StoredEvent:

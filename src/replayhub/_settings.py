@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from ._errors import InvalidInputError
-from ._events import JSON, DataKind, Metadata
+from ._events import DataKind, Metadata
 
 MAX_SESSION_ID_LENGTH = 256
 MAX_EVENT_NAME_LENGTH = 64
@@ -161,11 +161,6 @@ def dump_json(value: object, *, what: str) -> str:
         return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInputError(f"{what} is not serialisable as JSON: {exc}") from exc
-
-
-def load_json(text: str | bytes) -> JSON:
-    value: JSON = json.loads(text)
-    return value
 
 
 def _is_control(char: str) -> bool:

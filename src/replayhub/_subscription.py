@@ -216,6 +216,6 @@ class Subscription(anyio.AsyncContextManagerMixin):
             self._fetched_seq = events[-1].seq
             return True
         if record.state.terminal and self._fetched_seq >= record.last_seq:
-            self._outcome = Outcome(record.state, record.error, record.metadata)
+            self._outcome = record.outcome_of(self._generation)
             return True
         return False

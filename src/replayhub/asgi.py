@@ -16,10 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ._errors import InvalidInputError, SessionNotFoundError
 from ._events import Event
 from ._hub import Hub
-from .sse import encode_comment, encode_event, encode_outcome
-
-ERROR_EVENT = "replayhub.error"
-"""Sent instead of the end event if the session vanished while being read."""
+from .sse import encode_comment, encode_error, encode_event, encode_outcome
 
 
 class EventStreamResponse(StreamingResponse):
@@ -71,7 +68,7 @@ class EventStreamResponse(StreamingResponse):
                 assert events.outcome is not None
                 yield encode_outcome(events.outcome)
         except SessionNotFoundError as exc:
-            yield f"event: {ERROR_EVENT}\ndata: {exc}\n\n"
+            yield encode_error(str(exc))
 
     async def _next(self, events: AsyncIterator[Event]) -> Event | None:
         # A cancelled wait loses nothing (the cursor moves only on delivery),

@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import click
 
-from . import Hub, ReplayHubError, SessionInfo, State
+from . import Hub, ReplayHubError, State
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 
@@ -131,23 +131,10 @@ def info(session_id: str, url: str, namespace: str) -> None:
         if found is None:
             click.echo(f"error: no session {session_id!r}", err=True)
             return EXIT_ERROR
-        click.echo(json.dumps(_info_dict(found), indent=2))
+        click.echo(json.dumps(found.to_json(), indent=2))
         return 0
 
     _run("asyncio", work)
-
-
-def _info_dict(info: SessionInfo) -> dict[str, object]:
-    return {
-        "session_id": info.session_id,
-        "state": info.state.value,
-        "generation": info.generation,
-        "events": info.events,
-        "metadata": info.metadata,
-        "error": info.error,
-        "created_at": info.created_at.isoformat(),
-        "updated_at": info.updated_at.isoformat(),
-    }
 
 
 @main.command()

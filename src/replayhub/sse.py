@@ -10,7 +10,7 @@ Each event becomes::
 Text is sent as is (split on line breaks, which the browser joins back with
 ``\\n``); JSON values as their JSON text; bytes as base64, with the event
 name suffixed ``;base64`` so a client can tell. The end of a session is one
-last event named ``replayhub.end`` (a name producers cannot use) whose data is
+last event named ``replayhub.end`` (producers cannot use the ``replayhub.`` prefix) whose data is
 the outcome as JSON: ``{"state": "done", "error": null, "metadata": {...}}``.
 It carries no ``id``, so a reconnecting client still resumes after the last
 real event.
@@ -23,9 +23,13 @@ import json
 import re
 
 from ._events import Event, Outcome
+from ._settings import RESERVED_EVENT_PREFIX
 
-END_EVENT = "replayhub.end"
+END_EVENT = RESERVED_EVENT_PREFIX + "end"
 """The name of the final event, which carries the session's outcome."""
+
+ERROR_EVENT = RESERVED_EVENT_PREFIX + "error"
+"""Sent instead of the end event if the session vanished while being read."""
 
 BYTES_SUFFIX = ";base64"
 """Appended to the name of an event whose data is base64-encoded bytes."""
@@ -59,9 +63,9 @@ def encode_comment(text: str = "") -> str:
     return "".join(f":{line}\n" for line in _LINE_BREAK.split(text)) + "\n"
 
 
-def encode_retry(milliseconds: int) -> str:
-    """Tell the client how long to wait before reconnecting."""
-    return f"retry: {int(milliseconds)}\n\n"
+def encode_error(message: str) -> str:
+    """The final SSE message when the session vanished while being read."""
+    return f"event: {ERROR_EVENT}\n{_data_lines(message)}\n"
 
 
 def _data_lines(text: str) -> str:

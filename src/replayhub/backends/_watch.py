@@ -34,9 +34,6 @@ class WatchRegistry:
     def __contains__(self, key: Hashable) -> bool:
         return key in self._watches
 
-    def __len__(self) -> int:
-        return len(self._watches)
-
     def __iter__(self) -> Iterator[Hashable]:
         return iter(list(self._watches))
 

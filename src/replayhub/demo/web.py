@@ -24,14 +24,7 @@ from .fake_llm import generate
 
 
 def _info_json(info: SessionInfo) -> dict[str, object]:
-    return {
-        "session_id": info.session_id,
-        "state": info.state.value,
-        "events": info.events,
-        "prompt": info.metadata.get("prompt"),
-        "error": info.error,
-        "updated_at": info.updated_at.isoformat(),
-    }
+    return {**info.to_json(), "prompt": info.metadata.get("prompt")}
 
 
 def create_app(url: str = "memory://", *, pace: float = 0.05, words: int = 60) -> Starlette:
