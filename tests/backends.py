@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 from replayhub.backends import Backend, backend_from_url
 
-#: memory; Redis plain; Redis as a least-privilege ACL user; Redis over TLS.
-BACKEND_KINDS = ["memory", "redis", "redis-acl", "redis-tls"]
+#: memory; Redis plain; Redis as a least-privilege ACL user; Redis over TLS;
+#: a Redis Cluster of three primaries.
+BACKEND_KINDS = ["memory", "redis", "redis-acl", "redis-tls", "redis-cluster"]
 
 
 class BackendServers:

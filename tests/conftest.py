@@ -14,7 +14,7 @@ from replayhub import Hub, HubOptions
 from replayhub.backends import Backend
 
 from .backends import BACKEND_KINDS, BackendServers
-from .redis_server import RedisServer, acl_server, tls_server
+from .redis_server import RedisClusterNodes, RedisServer, acl_server, tls_server
 
 
 # anyio_mode = "auto" (pyproject.toml) runs every coroutine test with this
@@ -63,6 +63,14 @@ def redis_tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server, url = tls_server(tmp_path_factory.mktemp("redis-tls"))
     yield url
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis Cluster of three primaries, shared by the test session."""
+    cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster")).start()
+    yield cluster.url
+    cluster.stop()
 
 
 @pytest.fixture

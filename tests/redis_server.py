@@ -155,3 +155,95 @@ def tls_ready(port: int, ca: Path) -> bool:
             return tls.recv(64).startswith(b"+PONG")
     except OSError:
         return False
+
+
+class RedisClusterNodes:
+    """A real Redis Cluster on loopback: ``primaries`` primaries, each with
+    ``replicas`` replicas, made with ``redis-cli --cluster create``."""
+
+    def __init__(self, directory: Path, *, primaries: int = 3, replicas: int = 0) -> None:
+        config = ("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                  "--cluster-node-timeout", "1000")  # fmt: skip
+        # The bus port is chosen too: the default (port + 10000) may not exist.
+        self.nodes = [
+            RedisServer(
+                directory / f"node{index}", extra=(*config, "--cluster-port", str(free_port()))
+            )
+            for index in range(primaries * (1 + replicas))
+        ]
+        self.replicas = replicas
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
+        return f"redis+cluster://{hosts}"
+
+    def start(self) -> RedisClusterNodes:
+        for node in self.nodes:
+            node.start()
+        cli = shutil.which("redis-cli")
+        assert cli is not None
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+             "--cluster-yes"],
+            check=True, capture_output=True, timeout=30,
+        )  # fmt: skip
+        self.wait_healthy()
+        return self
+
+    def wait_healthy(self, timeout: float = 20) -> None:
+        """Until every running node says the cluster is ok and agrees on who
+        owns every slot."""
+        deadline = time.monotonic() + timeout
+        while True:
+            running = [node for node in self.nodes if node.process is not None]
+            states = [node.command("cluster", "info") for node in running]
+            layouts = {self._slot_owners(node) for node in running}
+            if all(b"cluster_state:ok" in state for state in states) and len(layouts) == 1:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"cluster not healthy: {states!r}")
+            time.sleep(0.1)
+
+    @staticmethod
+    def _slot_owners(node: RedisServer) -> str:
+        lines = node.command("cluster", "nodes").decode().splitlines()
+        return "\n".join(
+            sorted(
+                " ".join([fields[1].split("@")[0], *fields[8:]])
+                for fields in (line.split() for line in lines)
+                if "master" in fields[2] and "fail" not in fields[2]
+            )
+        )
+
+    def node_for_slot(self, slot: int, *, primary: bool = True) -> RedisServer:
+        for line in self.nodes[0].command("cluster", "nodes").decode().splitlines():
+            fields = line.split()
+            for spec in fields[8:]:
+                start, _, end = spec.partition("-")
+                if not start.isdigit():
+                    continue
+                if int(start) <= slot <= int(end or start):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    owner = next(node for node in self.nodes if node.port == port)
+                    if primary:
+                        return owner
+                    return self.replica_of(owner)
+        raise LookupError(f"no node serves slot {slot}")
+
+    def node_id(self, node: RedisServer) -> str:
+        return node.command("cluster", "myid").decode().strip()
+
+    def replica_of(self, primary: RedisServer) -> RedisServer:
+        primary_id = self.node_id(primary)
+        for line in primary.command("cluster", "nodes").decode().splitlines():
+            fields = line.split()
+            if fields[3] == primary_id and "slave" in fields[2]:
+                port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                return next(node for node in self.nodes if node.port == port)
+        raise LookupError(f"node {primary.port} has no replica")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()

@@ -15,7 +15,10 @@ __all__ = ["Backend", "MemoryBackend", "SessionRecord", "Watch", "backend_from_u
 
 def backend_from_url(url: str, *, namespace: str) -> Backend:
     """The backend a URL names: ``memory://`` for the in-process one;
-    ``redis://``, ``rediss://`` (TLS) and ``unix://`` for Redis.
+    ``redis://``, ``rediss://`` (TLS) and ``unix://`` for one Redis server;
+    ``redis+cluster://host:port,host:port`` for Redis Cluster;
+    ``redis+sentinel://host:port,host:port/service`` for a primary found
+    through Sentinel.
 
     :raises ~replayhub.InvalidInputError: for an unknown scheme or a
         malformed URL.
@@ -30,7 +33,9 @@ def backend_from_url(url: str, *, namespace: str) -> Backend:
         if parts.netloc or parts.path not in ("", "/") or parts.query:
             raise InvalidInputError(f"memory:// takes no host, path or options: {url!r}")
         return MemoryBackend()
-    if parts.scheme in ("redis", "rediss", "unix"):
+    from .redis._connect import SCHEMES
+
+    if parts.scheme in SCHEMES:
         from .redis import RedisBackend
 
         return RedisBackend(url, namespace=namespace)

@@ -3,47 +3,77 @@ read, Pub/Sub for wake-ups, key expiry for retention.
 
 Only non-blocking commands are used (``EVALSHA`` on the client's shared,
 multiplexed connection) plus one Pub/Sub connection, so a hub holds two
-connections whatever its number of producers and subscribers, and a
-cancelled call never costs a pool slot (coredis loses a slot for each
-cancelled blocking command or pipeline).
+connections whatever its number of producers and subscribers (on a cluster:
+two per primary), and a cancelled call never costs a pool slot (coredis
+loses a slot for each cancelled blocking command or pipeline).
+
+On a Redis Cluster every key of a session shares one hash slot, so its
+scripts run on one shard; wake-ups use sharded Pub/Sub on that shard; and the
+namespace index, which lives in a slot of its own, is kept by the client
+(touched on claim, lease renewal and finish) rather than inside the scripts.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from importlib.resources import files
 from typing import Any, Self
-from urllib.parse import urlsplit
 
 import anyio
 
 from ..._errors import (
     BackendUnavailableError,
     HubClosedError,
-    InvalidInputError,
     LeaseLostError,
     SessionBusyError,
+    unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
 from .._protocol import SessionRecord, Watch
+from ._connect import SCHEMES, Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_event, session_keys
 from ._notifier import Notifier
 
-SCHEMES = ("redis", "rediss", "unix")
+__all__ = ["SCHEMES", "RedisBackend"]
+
+logger = logging.getLogger(__name__)
+
 _SCRIPTS = ("claim", "append", "renew", "finish", "read", "cancel", "remove")
 #: Seconds between attempts to reconnect the Pub/Sub connection.
 _PUBSUB_RECONNECT = 0.1
+#: Reconnect attempts of a cluster's sharded Pub/Sub before it is rebuilt.
+_CLUSTER_PUBSUB_RETRIES = 5
 #: Sessions read per round trip while listing.
 _LIST_CHUNK = 100
 
 
 @cache
-def _script_source(name: str) -> str:
+def _script_source(name: str, *, cluster: bool) -> str:
     lua = files(__package__).joinpath("lua")
-    return lua.joinpath("_common.lua").read_text() + "\n" + lua.joinpath(f"{name}.lua").read_text()
+    return "\n".join(
+        (
+            f"local CLUSTER = {'true' if cluster else 'false'}",
+            lua.joinpath("_common.lua").read_text(),
+            lua.joinpath(f"{name}.lua").read_text(),
+        )
+    )
+
+
+# On a cluster the index is a key of its own slot, kept by the client. Its
+# lifetime covers a session found abandoned late: its keys may then live on
+# for another retention period.
+_TOUCH_INDEX = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+"""
 
 
 def _ms(seconds: float) -> int:
@@ -55,68 +85,61 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     and namespace.
 
     :param url: ``redis://[user:password@]host:port/db``, ``rediss://`` for
-        TLS, or ``unix:///path/to/socket``; query options are passed to
-        coredis (e.g. ``?stream_timeout=5``).
+        TLS, or ``unix:///path/to/socket``, query options passed to coredis
+        (e.g. ``?ssl_ca_certs=ca.crt``); for a Redis Cluster
+        ``redis+cluster://host:port,host:port`` (``rediss+cluster://`` for
+        TLS); for a primary found through Sentinel
+        ``redis+sentinel://host:port,host:port/service[/db]``.
     :param namespace: prefix of every key and channel.
     :param stream_timeout: seconds to wait for a reply before the
         connection counts as broken.
     """
 
     def __init__(self, url: str, *, namespace: str, stream_timeout: float = 10.0) -> None:
-        parts = urlsplit(url)
-        if parts.scheme not in SCHEMES:
-            raise InvalidInputError(f"not a Redis URL: {url!r}")
-        if parts.scheme != "unix" and not parts.hostname:
-            raise InvalidInputError(f"Redis URL has no host: {url!r}")
-        try:
-            parts.port  # noqa: B018 - validates the port
-        except ValueError as exc:
-            raise InvalidInputError(f"bad port in Redis URL {url!r}") from exc
-        self._url = url
+        self._target = parse_url(url)
+        self._cluster = self._target.topology is Topology.CLUSTER
         self._namespace = namespace
         self._stream_timeout = stream_timeout
         self._client: Any = None
         self._scripts: dict[str, Any] = {}
+        self._touch_index: Any = None
         self._notifier: Notifier | None = None
 
     def __repr__(self) -> str:
-        parts = urlsplit(self._url)
-        where = parts.path if parts.scheme == "unix" else f"{parts.hostname}:{parts.port or 6379}"
-        return f"RedisBackend({parts.scheme}://{where}, namespace={self._namespace!r})"
+        return f"RedisBackend({self._target.where}, namespace={self._namespace!r})"
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
-        import coredis
-
-        with _translate_errors(f"cannot connect to {self!r}"):
-            client = coredis.Redis.from_url(
-                self._url,
-                stream_timeout=self._stream_timeout,
-                connect_timeout=self._stream_timeout,
-            )
-        async with _translated(client, f"cannot connect to {self!r}") as client:
+        client_context = open_client(self._target, reply_timeout=self._stream_timeout)
+        async with _translated(client_context, f"cannot connect to {self!r}") as client:
             with _translate_errors(f"cannot reach {self!r}"):
                 await client.ping()
-            # coredis stops its Pub/Sub by cancelling only the current
-            # connection attempt: one caught reconnecting would retry forever.
-            # Leaving this scope cancelled ends it whatever it is doing.
-            with anyio.CancelScope() as pubsub_scope:
-                async with (
-                    _translated(_pubsub(client), f"cannot subscribe on {self!r}") as pubsub,
-                    anyio.create_task_group() as task_group,
-                ):
-                    self._client = client
-                    self._scripts = {
-                        name: client.register_script(_script_source(name)) for name in _SCRIPTS
-                    }
-                    self._notifier = Notifier(pubsub)
-                    await task_group.start(self._notifier.run)
+            self._client = client
+            self._scripts = {
+                name: client.register_script(_script_source(name, cluster=self._cluster))
+                for name in _SCRIPTS
+            }
+            self._touch_index = client.register_script(_TOUCH_INDEX) if self._cluster else None
+            notifier = Notifier(
+                lambda: _pubsub(client, sharded=self._cluster),
+                refresh=self._refresh_layout if self._cluster else None,
+            )
+            try:
+                async with anyio.create_task_group() as task_group:
+                    with (
+                        _translate_errors(f"cannot subscribe on {self!r}"),
+                        unwrap_single_exception(),
+                    ):
+                        await task_group.start(notifier.run)
+                    self._notifier = notifier
                     try:
                         yield self
                     finally:
-                        notifier, self._notifier, self._client = self._notifier, None, None
+                        self._notifier = None
                         notifier.notify_all()  # readers still waiting see the hub is gone
-                        pubsub_scope.cancel()
+                        task_group.cancel_scope.cancel()
+            finally:
+                self._client = None
 
     # -- producer side ------------------------------------------------------
 
@@ -134,6 +157,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         )
         if reply[0] == b"busy":
             raise SessionBusyError(f"session {session_id!r} has a live producer")
+        await self._index(session_id, lease_ttl + retention)
         return _record(session_id, int(reply[1]), reply[2])
 
     async def append(
@@ -166,6 +190,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             "renew", self._keys(session_id), session_id, generation, _ms(lease_ttl)
         )
         self._check_fenced(session_id, generation, reply)
+        await self._index(session_id, lease_ttl + int(reply[2]) / 1000)
         return bool(reply[1] == b"1")
 
     async def finish(
@@ -187,6 +212,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             _ms(retention),
         )
         self._check_fenced(session_id, generation, reply)
+        await self._index(session_id, retention)
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
         return self._require_notifier().watch(self._keys(session_id).claim)
@@ -255,6 +281,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
     async def remove(self, session_id: str) -> bool:
         reply = await self._run("remove", self._keys(session_id), session_id)
+        if self._cluster:
+            with _translate_errors("removing a session from the index failed"):
+                await self._require_client().zrem(self._keys(session_id).index, [session_id])
         return bool(int(reply[1]))
 
     def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
@@ -278,8 +307,27 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
         self._require_client()
         with _translate_errors(f"Redis script {script!r} failed"):
-            reply: list[Any] = await self._scripts[script](keys=keys.all(), args=args)
+            reply: list[Any] = await self._scripts[script](
+                keys=keys.slot_keys() if self._cluster else keys.all(), args=args
+            )
         return reply
+
+    async def _index(self, session_id: str, keep: float) -> None:
+        """On a cluster, list the session in the namespace index (in-script
+        elsewhere). The write it follows has landed: a failure here only
+        costs the listing, so it is logged, not raised."""
+        if self._touch_index is None:
+            return
+        keys = self._keys(session_id)
+        # A session found abandoned late lives on for its retention again.
+        keep_ms = _ms(keep) * 2
+        try:
+            await self._touch_index(keys=[keys.index], args=[session_id, keep_ms])
+        except Exception as exc:
+            logger.warning("could not index session %r: %s", session_id, exc)
+
+    async def _refresh_layout(self) -> None:
+        await self._require_client().connection_pool.cluster_layout.initialize()
 
     @staticmethod
     def _check_fenced(session_id: str, generation: int, reply: list[Any]) -> None:
@@ -289,11 +337,13 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             )
 
 
-def _pubsub(client: Any) -> Any:
-    """coredis's Pub/Sub, reconnecting at most a second after each loss.
+def _pubsub(client: Any, *, sharded: bool) -> Any:
+    """coredis's Pub/Sub (sharded on a cluster), reconnecting every 0.1 s.
 
     Its default backs off exponentially up to 16 s and never resets, so after
     a few dropped connections readers would wait for their lease re-check.
+    On a cluster, retries are bounded: one that keeps failing is on a stale
+    layout, and the notifier rebuilds it on a fresh one.
     """
     from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.retry import (
@@ -301,12 +351,16 @@ def _pubsub(client: Any) -> Any:
         ConstantRetryPolicy,
     )
 
-    return client.pubsub(
-        retry_policy=CompositeRetryPolicy(
-            ConstantRetryPolicy((RedisConnectionError,), retries=None, delay=_PUBSUB_RECONNECT),
-            ConstantRetryPolicy((TimeoutError,), retries=None, delay=_PUBSUB_RECONNECT),
-        )
+    retries = _CLUSTER_PUBSUB_RETRIES if sharded else None
+    policy = CompositeRetryPolicy(
+        ConstantRetryPolicy((RedisConnectionError,), retries=retries, delay=_PUBSUB_RECONNECT),
+        ConstantRetryPolicy((TimeoutError,), retries=retries, delay=_PUBSUB_RECONNECT),
     )
+    if sharded:
+        from ._sharded import ClosingShardedPubSub
+
+        return ClosingShardedPubSub(client.connection_pool, retry_policy=policy)
+    return client.pubsub(retry_policy=policy)
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:

@@ -38,6 +38,10 @@ class SessionKeys:
     def all(self) -> list[str]:
         return [self.session, self.log, self.index]
 
+    def slot_keys(self) -> list[str]:
+        """The keys in the session's own hash slot (all but the index)."""
+        return [self.session, self.log]
+
 
 def session_keys(namespace: str, session_id: str) -> SessionKeys:
     base = f"{namespace}:{{{_escape(session_id)}}}"

@@ -1,19 +1,25 @@
-"""One Pub/Sub connection per hub, carrying wake-ups for all its local watches.
+"""One Pub/Sub client per hub, carrying wake-ups for all its local watches.
 
 Watches register by channel. A single task owns SUBSCRIBE and UNSUBSCRIBE, so
 a thousand subscriptions opening at once cost one command; a watch is handed
 out only once its channel's subscription is acknowledged, so no message sent
 after that is missed. Each message only sets the flags of the channel's
 watches (no buffer to grow), and each subscription acknowledgement does too:
-after coredis reconnects and resubscribes, every local reader re-reads from
-its cursor, so messages lost during the outage lose nothing.
+after a reconnect and resubscribe, every local reader re-reads from its
+cursor, so messages lost during the outage lose nothing.
+
+On a Redis Cluster the client is coredis's sharded Pub/Sub (one connection
+per primary). A failover or a slot migration makes Redis drop the shard's
+subscriptions, and coredis knows neither the new layout nor how to
+resubscribe; so a subscription dropped by the server is made again, and when
+the client cannot recover by itself it is rebuilt here on a fresh layout.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -27,11 +33,31 @@ logger = logging.getLogger(__name__)
 #: How long a new watch waits for its subscription to be acknowledged.
 SUBSCRIBE_TIMEOUT = 5.0
 _RETRY_DELAY = 0.2
+#: Failed subscription changes in a row after which the client is rebuilt.
+_FAILURES_BEFORE_REBUILD = 3
+
+_ACKS = frozenset({"subscribe", "ssubscribe"})
+_DROPS = frozenset({"unsubscribe", "sunsubscribe"})
+
+
+class _Rebuild(Exception):
+    """The Pub/Sub client is stuck: open a new one."""
 
 
 class Notifier:
-    def __init__(self, pubsub: Any) -> None:
-        self._pubsub = pubsub
+    """
+    :param open_pubsub: opens a new coredis Pub/Sub client.
+    :param refresh: called before a rebuild (the cluster layout is refreshed).
+    """
+
+    def __init__(
+        self,
+        open_pubsub: Callable[[], AbstractAsyncContextManager[Any]],
+        *,
+        refresh: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._open_pubsub = open_pubsub
+        self._refresh = refresh
         self._watches = WatchRegistry()
         self._acks: dict[str, anyio.Event] = {}
         self._subscribed: set[str] = set()
@@ -59,41 +85,85 @@ class Notifier:
         self._watches.notify_all()
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        async with anyio.create_task_group() as task_group:
-            task_group.start_soon(self._deliver_messages)
-            task_status.started()
-            await self._reconcile_forever()
+        """Keep a Pub/Sub client subscribed to the watched channels.
 
-    async def _reconcile_forever(self) -> None:
+        The first client's errors are raised (the hub cannot open); later
+        ones are logged and the client is rebuilt.
+        """
+        first = True
+        while True:
+            try:
+                await self._serve(task_status if first else anyio.TASK_STATUS_IGNORED)
+            except Exception as exc:
+                if first:
+                    raise
+                logger.warning("Pub/Sub client failed (%s); opening a new one", exc)
+            first = False
+            await anyio.sleep(_RETRY_DELAY)
+            if self._refresh is not None:
+                try:
+                    await self._refresh()
+                except Exception as exc:
+                    logger.warning("refreshing the cluster layout failed: %s", exc)
+
+    async def _serve(self, task_status: TaskStatus[None]) -> None:
+        # Leaving a cancelled scope ends coredis's Pub/Sub whatever it is
+        # doing (closing it normally hangs while it is reconnecting).
+        with anyio.CancelScope() as scope:
+            async with self._open_pubsub() as pubsub, anyio.create_task_group() as task_group:
+                self._subscribed = set()
+                self._dirty.set()
+                task_group.start_soon(self._deliver_messages, pubsub)
+                task_status.started()
+                try:
+                    await self._reconcile_forever(pubsub)
+                except _Rebuild:
+                    scope.cancel()
+                    raise
+
+    async def _reconcile_forever(self, pubsub: Any) -> None:
+        failures = 0
         while True:
             await self._dirty.wait()
             self._dirty = anyio.Event()
             try:
-                await self._reconcile()
-            except Exception:  # the connection is down: coredis reconnects
-                logger.warning("Pub/Sub subscription change failed; retrying", exc_info=True)
+                await self._reconcile(pubsub)
+            except Exception as exc:  # the connection is down: coredis reconnects
+                failures += 1
+                logger.warning("Pub/Sub subscription change failed (%s); retrying", exc)
+                if failures >= _FAILURES_BEFORE_REBUILD:
+                    raise _Rebuild from exc
                 self._dirty.set()
                 await anyio.sleep(_RETRY_DELAY)
+            else:
+                failures = 0
 
-    async def _reconcile(self) -> None:
+    async def _reconcile(self, pubsub: Any) -> None:
         wanted = {str(channel) for channel in self._watches}
         gone = self._subscribed - wanted
         if gone:
             for channel in gone:
                 self._acks.pop(channel, None)
             self._subscribed -= gone
-            await self._pubsub.unsubscribe(*gone)
+            await pubsub.unsubscribe(*gone)
         new = wanted - self._subscribed
         if new:
-            await self._pubsub.subscribe(*new)
+            await pubsub.subscribe(*new)
             self._subscribed |= new
             for channel in new:
                 self._acks.setdefault(channel, anyio.Event()).set()
 
-    async def _deliver_messages(self) -> None:
+    async def _deliver_messages(self, pubsub: Any) -> None:
         while True:
-            message = await self._pubsub.get_message()
-            if message is None or message["type"] not in ("message", "subscribe"):
+            message = await pubsub.get_message()
+            if message is None:
                 continue
-            channel = message["channel"]
-            self._watches.notify(channel.decode() if isinstance(channel, bytes) else channel)
+            kind, raw = message["type"], message["channel"]
+            channel = raw.decode() if isinstance(raw, bytes) else raw
+            if kind == "message" or kind in _ACKS:
+                self._watches.notify(channel)
+            elif kind in _DROPS and channel in self._subscribed:
+                # Not asked for (ours leave _subscribed first): the server
+                # dropped it, as a cluster node does when its slot moves.
+                self._subscribed.discard(channel)
+                self._dirty.set()

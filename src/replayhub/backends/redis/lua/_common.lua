@@ -1,6 +1,7 @@
--- Shared by every script (prepended when loaded).
--- KEYS[1] session hash, KEYS[2] event log stream, KEYS[3] namespace index.
--- ARGV[1] is always the session id (the index member).
+-- Shared by every script (prepended when loaded, after a line that sets
+-- CLUSTER). KEYS[1] session hash, KEYS[2] event log stream, KEYS[3] the
+-- namespace index (not on a Redis Cluster: it lives in another slot, and the
+-- client keeps it). ARGV[1] is always the session id (the index member).
 -- Hash fields: g generation, st state, n events stored, m metadata JSON,
 -- e error, c created ms, u updated ms, l lease deadline ms, t lease ttl ms,
 -- r retention ms, x cancel flag, pg/ps/pe/pm the previous generation's
@@ -8,6 +9,11 @@
 local session_key, log_key, index_key = KEYS[1], KEYS[2], KEYS[3]
 local base = string.sub(session_key, 1, -3)
 local change_channel, claim_channel = base .. ':n', base .. ':c'
+
+-- On a cluster, sharded Pub/Sub keeps a session's messages on its shard.
+local function publish(channel, message)
+  redis.call(CLUSTER and 'SPUBLISH' or 'PUBLISH', channel, message)
+end
 
 local function now_ms()
   local t = redis.call('TIME')
@@ -22,6 +28,9 @@ end
 -- The index lives as long as the longest-lived session it lists, so it
 -- goes away with them; members of expired sessions are dropped when listed.
 local function touch_index(now, keep_ms)
+  if CLUSTER then
+    return
+  end
   redis.call('ZADD', index_key, now, ARGV[1])
   if redis.call('PTTL', index_key) < keep_ms then
     redis.call('PEXPIRE', index_key, keep_ms)
@@ -44,7 +53,7 @@ local function load(now)
     redis.call('HSET', session_key, 'st', s.st, 'u', s.u)
     expire_in(tonumber(s.r))
     touch_index(now, tonumber(s.r))
-    redis.call('PUBLISH', change_channel, 'end')
+    publish(change_channel, 'end')
     flat = redis.call('HGETALL', session_key)
   end
   return s, flat

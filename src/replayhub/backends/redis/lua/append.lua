@@ -25,5 +25,5 @@ if ARGV[4] ~= '' then
   redis.call('HSET', session_key, 'm', ARGV[4])
 end
 touch_index(now, tonumber(s.t) + tonumber(s.r))
-redis.call('PUBLISH', change_channel, s.g .. '-' .. last)
+publish(change_channel, s.g .. '-' .. last)
 return {'ok'}

@@ -6,7 +6,7 @@ if s == nil then
 end
 if s.st == 'live' and s.x ~= '1' then
   redis.call('HSET', session_key, 'x', 1)
-  redis.call('PUBLISH', claim_channel, 'cancel')
+  publish(claim_channel, 'cancel')
   flat = redis.call('HGETALL', session_key)
 end
 return {'ok', now, flat}

@@ -21,5 +21,5 @@ end
 -- A producer that crashes leaves keys that still expire, read or not.
 redis.call('PEXPIRE', session_key, lease + retention)
 touch_index(now, lease + retention)
-redis.call('PUBLISH', change_channel, 'claim')
+publish(change_channel, 'claim')
 return {'ok', now, redis.call('HGETALL', session_key)}

@@ -9,5 +9,5 @@ if ARGV[4] ~= '' then
 end
 expire_in(tonumber(ARGV[5]))
 touch_index(now, tonumber(ARGV[5]))
-redis.call('PUBLISH', change_channel, 'end')
+publish(change_channel, 'end')
 return {'ok'}
