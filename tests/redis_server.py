@@ -43,10 +43,13 @@ class RedisServer:
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, *, ready: Callable[[], bool] | None = None) -> RedisServer:
+    def start(
+        self, *, ready: Callable[[], bool] | None = None, config: Path | None = None
+    ) -> RedisServer:
         self.directory.mkdir(parents=True, exist_ok=True)
         args = [
             redis_server_binary(),
+            *([str(config)] if config else []),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
@@ -197,7 +200,7 @@ class RedisClusterNodes:
         owns every slot."""
         deadline = time.monotonic() + timeout
         while True:
-            running = [node for node in self.nodes if node.process is not None]
+            running = self.running()
             states = [node.command("cluster", "info") for node in running]
             layouts = {self._slot_owners(node) for node in running}
             if all(b"cluster_state:ok" in state for state in states) and len(layouts) == 1:
@@ -217,8 +220,28 @@ class RedisClusterNodes:
             )
         )
 
-    def node_for_slot(self, slot: int, *, primary: bool = True) -> RedisServer:
-        for line in self.nodes[0].command("cluster", "nodes").decode().splitlines():
+    def running(self) -> list[RedisServer]:
+        return [node for node in self.nodes if node.process is not None]
+
+    def wait_replicated(self, timeout: float = 20) -> None:
+        """Until every replica's link to its primary is up."""
+        deadline = time.monotonic() + timeout
+        while True:
+            expected = len(self.nodes) * self.replicas // (1 + self.replicas)
+            infos = [node.command("info", "replication").decode() for node in self.running()]
+            linked = [info for info in infos if "master_link_status:up" in info]
+            if len(linked) >= expected:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError("replicas did not connect")
+            time.sleep(0.1)
+
+    def node_for_slot(
+        self, slot: int, *, primary: bool = True, via: RedisServer | None = None
+    ) -> RedisServer:
+        """The node serving a slot, as ``via`` (or the first running node) sees it."""
+        asked = via or self.running()[0]
+        for line in asked.command("cluster", "nodes").decode().splitlines():
             fields = line.split()
             for spec in fields[8:]:
                 start, _, end = spec.partition("-")
@@ -247,3 +270,67 @@ class RedisClusterNodes:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+class SentinelSet:
+    """A primary, its replica and three Sentinels watching them as ``service``."""
+
+    def __init__(self, directory: Path, *, service: str = "replayhub") -> None:
+        self.directory = directory
+        self.service = service
+        self.primary = RedisServer(directory / "primary")
+        self.replica = RedisServer(
+            directory / "replica", extra=("--replicaof", "127.0.0.1", str(self.primary.port))
+        )
+        self.sentinels = [RedisServer(directory / f"sentinel{index}") for index in range(3)]
+
+    @property
+    def url(self) -> str:
+        hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
+        return f"redis+sentinel://{hosts}/{self.service}"
+
+    def start(self) -> SentinelSet:
+        self.primary.start()
+        self.replica.start()
+        for sentinel in self.sentinels:
+            sentinel.directory.mkdir(parents=True, exist_ok=True)
+            config = sentinel.directory / "sentinel.conf"
+            config.write_text(
+                f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
+                f"sentinel down-after-milliseconds {self.service} 1000\n"
+                f"sentinel failover-timeout {self.service} 5000\n"
+            )
+            # redis-server <config> --sentinel: the config file must be first.
+            sentinel.extra = ("--sentinel",)
+            sentinel.start(config=config)
+        self.wait(lambda: self.primary_port() == self.primary.port and self.replicated())
+        return self
+
+    def servers(self) -> list[RedisServer]:
+        return [self.primary, self.replica, *self.sentinels]
+
+    def primary_port(self) -> int | None:
+        for sentinel in self.sentinels:
+            if sentinel.process is None:
+                continue
+            reply = sentinel.command("sentinel", "get-master-addr-by-name", self.service).split()
+            if len(reply) == 2:
+                return int(reply[1])
+        return None
+
+    def replicated(self) -> bool:
+        known = self.sentinels[0].command("sentinel", "replicas", self.service)
+        info = self.replica.command("info", "replication")
+        return str(self.replica.port).encode() in known and b"master_link_status:up" in info
+
+    @staticmethod
+    def wait(check: Callable[[], bool], timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not check():
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Sentinel set did not settle")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for server in self.servers():
+            server.stop()

@@ -12,8 +12,10 @@ from anyio.abc import TaskStatus
 
 from replayhub import BackendUnavailableError, Hub, InvalidInputError, State
 from replayhub.backends.redis import RedisBackend
+from replayhub.backends.redis._connect import MAX_CONNECTIONS
 from replayhub.backends.redis._keys import session_keys
 
+from .helpers import collect, texts
 from .redis_server import RedisServer, free_port
 
 
@@ -103,6 +105,52 @@ async def test_cancelled_operations_never_lose_pool_slots(fresh_redis: RedisServ
             assert produced is None or produced.state is State.CANCELLED
 
 
+async def test_connections_killed_while_in_use_give_their_pool_slots_back(
+    fresh_redis: RedisServer,
+) -> None:
+    # coredis drops the pool slot of a connection that dies checked out (the
+    # Pub/Sub one always is); the hub's pools give it back, or a pool of
+    # MAX_CONNECTIONS would run dry after a few kills and every call hang.
+    async with Hub.from_url(fresh_redis.url, lease_ttl=2.0) as hub:
+        slots = free_slots(hub)
+        for round_ in range(3 * MAX_CONNECTIONS):
+            fresh_redis.command("client", "kill", "type", "pubsub")
+            fresh_redis.command("client", "kill", "type", "normal", "skipme", "yes")
+            with anyio.fail_after(10):
+                async with hub.produce(f"s{round_}") as stream:
+                    await stream.send(round_)
+                events, outcome = await collect(hub, f"s{round_}")
+            assert texts(events) == [round_]
+            assert outcome.state is State.DONE
+        assert free_slots(hub) == slots
+        assert client_count(fresh_redis) <= MAX_CONNECTIONS
+
+
+async def test_events_redis_lost_make_the_producer_fail_loudly(fresh_redis: RedisServer) -> None:
+    # As when a primary dies before its replica has the last write batch:
+    # the batch is gone from the log and the count. The next write must not
+    # leave a hole: the producer fails, and says why.
+    keys = session_keys("replayhub", "s")
+    async with Hub.from_url(fresh_redis.url) as hub:
+        with pytest.raises(BackendUnavailableError, match="gap"):
+            async with hub.produce("s") as stream:
+                for index in range(3):
+                    await stream.send(index)
+                await stream.flush()
+                for index in range(3, 5):
+                    await stream.send(index)
+                await stream.flush()
+                fresh_redis.command("xdel", keys.log, f"{stream.generation}-5")
+                fresh_redis.command("hset", keys.session, "n", "3")
+                await stream.send(5)
+                await stream.flush()
+        events, outcome = await collect(hub, "s")
+    assert outcome.state is State.FAILED
+    assert outcome.error is not None
+    assert "gap" in outcome.error
+    assert texts(events) == [0, 1, 2]
+
+
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, retention=0.5, lease_ttl=0.2) as hub:
         async with hub.produce("s") as stream:
@@ -147,7 +195,20 @@ def test_session_ids_with_braces_keep_one_hash_slot(session_id: str) -> None:
     assert session_keys("ns", "%7B").session != session_keys("ns", "{").session
 
 
-@pytest.mark.parametrize("url", ["redis://", "redis://host:notaport", "rediss://:1"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://",
+        "redis://host:notaport",
+        "rediss://:1",
+        "redis+cluster://host",  # no port
+        "redis+cluster://a:1,:2",  # a host missing
+        "redis+cluster://a:1/0",  # clusters have no databases
+        "redis+sentinel://a:1",  # no service name
+        "redis+sentinel://a:1/service/db",  # db not a number
+        "redis+sentinel://a:1/service/0/more",
+    ],
+)
 def test_malformed_redis_urls_are_rejected(url: str) -> None:
     with pytest.raises(InvalidInputError):
         Hub.from_url(url)

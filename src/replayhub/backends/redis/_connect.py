@@ -130,44 +130,72 @@ def _db(text: str, url: str) -> int:
     return int(text)
 
 
+#: Pool slots per server (per node on a cluster): one for Pub/Sub, the rest
+#: for commands, which share connections (each is released once sent).
+MAX_CONNECTIONS = 4
+
+
 @asynccontextmanager
 async def open_client(target: RedisTarget, *, reply_timeout: float) -> AsyncIterator[Any]:
-    """An open coredis client for the target (entered as ``async with``)."""
+    """An open coredis client for the target (entered as ``async with``),
+    on a pool of :data:`MAX_CONNECTIONS` that keeps its slots (``_pools``)."""
     import coredis
+    from coredis.connection import TCPLocation
+    from coredis.exceptions import ClusterDownError
+    from coredis.exceptions import ConnectionError as RedisConnectionError
+    from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 
-    timeouts: dict[str, Any] = {"stream_timeout": reply_timeout, "connect_timeout": reply_timeout}
+    from ._pools import SlotReturningClusterPool, SlotReturningPool, SlotReturningSentinelPool
+
+    options: dict[str, Any] = {
+        "stream_timeout": reply_timeout,
+        "connect_timeout": reply_timeout,
+        "max_connections": MAX_CONNECTIONS,
+    }
+    # coredis's own defaults: a lost connection or a timeout is retried twice.
+    retry = ConstantRetryPolicy((RedisConnectionError, TimeoutError), retries=2, delay=0.01)
     if target.topology is Topology.SINGLE:
-        async with coredis.Redis.from_url(target.url, **timeouts) as client:
+        pool = SlotReturningPool.from_url(target.url, **options)
+        async with coredis.Redis(connection_pool=pool, retry_policy=retry) as client:
             yield client
         return
-    from coredis.connection import TCPLocation
-
     credentials: dict[str, Any] = {"username": target.username, "password": target.password}
     if target.topology is Topology.CLUSTER:
         first_host, first_port = target.hosts[0]
         scheme = "rediss" if target.url.startswith("rediss") else "redis"
         query = urlsplit(target.url).query
-        async with coredis.RedisCluster.from_url(
+        cluster_pool = SlotReturningClusterPool.from_url(
             f"{scheme}://{first_host}:{first_port}/" + (f"?{query}" if query else ""),
             startup_nodes=[TCPLocation(host, port) for host, port in target.hosts],
+            max_connections_per_node=True,
             **credentials,
-            **timeouts,
+            **options,
+        )
+        cluster_retry = CompositeRetryPolicy(
+            ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1), retry
+        )
+        async with coredis.RedisCluster(
+            connection_pool=cluster_pool, retry_policy=cluster_retry
         ) as client:
             yield client
         return
-    from coredis.sentinel import Sentinel
-
-    sentinel_options: dict[str, Any] = dict(timeouts)
+    sentinel_options: dict[str, Any] = {
+        "stream_timeout": reply_timeout,
+        "connect_timeout": reply_timeout,
+    }
     if "sentinel_password" in target.options:
         sentinel_options["password"] = target.options["sentinel_password"]
     async with AsyncExitStack() as stack:
         sentinel = await stack.enter_async_context(
-            Sentinel(
+            coredis.Sentinel(
                 [TCPLocation(host, port) for host, port in target.hosts],
                 sentinel_kwargs=sentinel_options,
+                retry_policy=retry,
                 db=target.db,
                 **credentials,
-                **timeouts,
+                **options,
             )
         )
-        yield await stack.enter_async_context(sentinel.primary_for(target.service))
+        yield await stack.enter_async_context(
+            sentinel.primary_for(target.service, connection_pool_class=SlotReturningSentinelPool)
+        )

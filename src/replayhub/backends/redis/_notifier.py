@@ -90,15 +90,21 @@ class Notifier:
         The first client's errors are raised (the hub cannot open); later
         ones are logged and the client is rebuilt.
         """
-        first = True
+        started = False
+
+        def mark_started() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
         while True:
             try:
-                await self._serve(task_status if first else anyio.TASK_STATUS_IGNORED)
+                await self._serve(mark_started)
             except Exception as exc:
-                if first:
+                if not started:
                     raise
                 logger.warning("Pub/Sub client failed (%s); opening a new one", exc)
-            first = False
             await anyio.sleep(_RETRY_DELAY)
             if self._refresh is not None:
                 try:
@@ -106,7 +112,7 @@ class Notifier:
                 except Exception as exc:
                     logger.warning("refreshing the cluster layout failed: %s", exc)
 
-    async def _serve(self, task_status: TaskStatus[None]) -> None:
+    async def _serve(self, started: Callable[[], None]) -> None:
         # Leaving a cancelled scope ends coredis's Pub/Sub whatever it is
         # doing (closing it normally hangs while it is reconnecting).
         with anyio.CancelScope() as scope:
@@ -114,7 +120,7 @@ class Notifier:
                 self._subscribed = set()
                 self._dirty.set()
                 task_group.start_soon(self._deliver_messages, pubsub)
-                task_status.started()
+                started()
                 try:
                     await self._reconcile_forever(pubsub)
                 except _Rebuild:

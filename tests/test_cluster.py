@@ -1,0 +1,209 @@
+"""Redis Cluster under change: a retried write, a slot migrated mid-stream, a
+manual failover and a killed primary, each while a session streams to live
+subscribers. Real clusters of redis-server processes on loopback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from replayhub import BackendUnavailableError, Hub, State
+from replayhub._events import DataKind, StoredEvent
+from replayhub.backends.redis import RedisBackend
+
+from .redis_server import RedisClusterNodes, RedisServer
+from .streaming import Stream, stream_with_subscribers
+
+pytestmark = pytest.mark.slow
+
+NAMESPACE = "c"
+SESSION = "chat"
+
+
+def key_slot(cluster: RedisClusterNodes, key: str) -> int:
+    return int(cluster.nodes[0].command("cluster", "keyslot", key))
+
+
+def session_slot(cluster: RedisClusterNodes) -> int:
+    return key_slot(cluster, f"{NAMESPACE}:{{{SESSION}}}:s")
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(tmp_path / "cluster").start()
+    yield nodes
+    nodes.stop()
+
+
+@pytest.fixture
+def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
+    nodes = RedisClusterNodes(tmp_path / "cluster", replicas=1).start()
+    nodes.wait_replicated()
+    yield nodes
+    nodes.stop()
+
+
+def hub_on(cluster: RedisClusterNodes) -> Hub:
+    return Hub.from_url(cluster.url, namespace=NAMESPACE, lease_ttl=8.0, retention=60.0)
+
+
+def evalsha_calls(node: RedisServer) -> int:
+    for line in node.command("info", "commandstats").decode().splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_an_append_retried_by_the_cluster_client_is_stored_once(
+    cluster: RedisClusterNodes,
+) -> None:
+    # The shard is paused past the reply timeout: the client times out and
+    # sends the same script again (coredis's retries, then the producer's
+    # own, done here as the producer does), and every copy runs once the
+    # pause ends.
+    backend = RedisBackend(cluster.url, namespace=NAMESPACE, stream_timeout=0.3)
+    node = cluster.node_for_slot(session_slot(cluster))
+    batch = [StoredEvent(seq, "", DataKind.TEXT, f"e{seq}") for seq in (2, 3, 4)]
+    async with backend:
+        record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+        first = [StoredEvent(1, "", DataKind.TEXT, "e1")]
+        await backend.append(SESSION, record.generation, first, metadata=None)
+        calls_before = evalsha_calls(node)
+        node.command("client", "pause", "1000", "write")
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    await backend.append(SESSION, record.generation, batch, metadata=None)
+                    break
+                except BackendUnavailableError:
+                    continue
+        runs = evalsha_calls(node) - calls_before
+        result = await backend.read(SESSION, after=None, limit=100)
+    assert runs >= 2, "the pause did not make the client retry"
+    assert result is not None
+    stored, events = result
+    assert stored.last_seq == 4
+    assert [(event.seq, event.payload) for event in events] == [
+        (1, "e1"),
+        (2, "e2"),
+        (3, "e3"),
+        (4, "e4"),
+    ]
+
+
+def migrate_slot(cluster: RedisClusterNodes, slot: int) -> tuple[RedisServer, RedisServer]:
+    """Move a slot to another primary, key by key, as redis-cli's resharding does."""
+    source = cluster.node_for_slot(slot)
+    target = next(node for node in cluster.nodes if node is not source)
+    source_id, target_id = cluster.node_id(source), cluster.node_id(target)
+    target.command("cluster", "setslot", str(slot), "importing", source_id)
+    source.command("cluster", "setslot", str(slot), "migrating", target_id)
+    while keys := source.command("cluster", "getkeysinslot", str(slot), "10").decode().split():
+        source.command("migrate", "127.0.0.1", str(target.port), "", "0", "5000", "keys", *keys)
+        time.sleep(0.05)  # let writes land on both sides of the move
+    for node in cluster.nodes:
+        node.command("cluster", "setslot", str(slot), "node", target_id)
+    return source, target
+
+
+async def test_slot_migration_mid_stream_leaves_no_gap_or_duplicate(
+    cluster: RedisClusterNodes,
+) -> None:
+    moved_to: list[RedisServer] = []
+
+    async def move(stream: Stream) -> None:
+        await stream.sent_at_least(300)
+        _, target = await anyio.to_thread.run_sync(migrate_slot, cluster, session_slot(cluster))
+        moved_to.append(target)
+
+    async with hub_on(cluster) as hub, hub_on(cluster) as reader:
+        result = await stream_with_subscribers(hub, reader, SESSION, count=1500, during=move)
+    result.assert_complete(State.DONE)
+    assert cluster.node_for_slot(session_slot(cluster)) is moved_to[0]
+
+
+def poll(check: Callable[[], bool], within: float = 20) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError("the cluster did not settle")
+        time.sleep(0.1)
+
+
+async def wait_for(check: Callable[[], bool]) -> None:
+    await anyio.to_thread.run_sync(poll, check)
+
+
+async def test_manual_failover_mid_stream_leaves_subscribers_complete(
+    replicated_cluster: RedisClusterNodes,
+) -> None:
+    cluster = replicated_cluster
+    slot = session_slot(cluster)
+
+    async def fail_over(stream: Stream) -> None:
+        await stream.sent_at_least(300)
+        old = cluster.node_for_slot(slot)
+        replica = cluster.replica_of(old)
+        await anyio.to_thread.run_sync(replica.command, "cluster", "failover")
+        await wait_for(lambda: cluster.node_for_slot(slot) is replica)
+
+    async with hub_on(cluster) as hub, hub_on(cluster) as reader:
+        result = await stream_with_subscribers(hub, reader, SESSION, count=1500, during=fail_over)
+    result.assert_complete(State.DONE)
+
+
+async def test_killed_primary_mid_stream_fails_over_to_its_replica(
+    replicated_cluster: RedisClusterNodes,
+) -> None:
+    # Replication is asynchronous: writes acknowledged by a primary that dies
+    # before its replica has them are lost (docs/deployment.md). So the kill
+    # comes once the replica has caught up (WAIT), while the stream is live.
+    cluster = replicated_cluster
+    slot = session_slot(cluster)
+
+    async def kill_primary(stream: Stream) -> None:
+        await stream.sent_at_least(300)
+        async with stream.paused():
+            old = cluster.node_for_slot(slot)
+            replica = cluster.replica_of(old)
+            await anyio.to_thread.run_sync(old.command, "wait", "1", "2000")
+            assert old.process is not None
+            os.kill(old.process.pid, signal.SIGKILL)
+            old.process.wait()
+            old.process = None
+            await wait_for(lambda: cluster.node_for_slot(slot, via=replica) is replica)
+
+    async with hub_on(cluster) as hub, hub_on(cluster) as reader:
+        result = await stream_with_subscribers(
+            hub, reader, SESSION, count=1500, during=kill_primary
+        )
+    result.assert_complete(State.DONE)
+
+
+async def test_a_hub_keeps_few_connections_per_node(cluster: RedisClusterNodes) -> None:
+    async with hub_on(cluster) as hub:
+        async with anyio.create_task_group() as task_group:
+            for index in range(30):
+                task_group.start_soon(_produce_some, hub, f"s{index}")
+        async with hub.subscribe("s0") as events:
+            async for _ in events:
+                pass
+        per_node = [
+            len(node.command("client", "list").decode().splitlines()) - 1  # minus redis-cli
+            for node in cluster.nodes
+        ]
+    # A command connection and a sharded Pub/Sub one per primary, plus
+    # coredis's spares under concurrency.
+    assert max(per_node) <= 4, per_node
+
+
+async def _produce_some(hub: Hub, session_id: str) -> None:
+    async with hub.produce(session_id) as stream:
+        for index in range(50):
+            await stream.send(index)
