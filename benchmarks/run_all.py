@@ -1,0 +1,149 @@
+"""Every benchmark on both event loops, then one Markdown table.
+
+    python benchmarks/run_all.py [--out benchmarks/results.md] [--quick]
+
+Runs ``redis_throughput.py`` and ``scenarios.py`` once per event loop (each
+starts its own redis-server), keeps their JSON lines in ``results.jsonl``
+next to the table, and writes the table: our figure, the issue's target, and
+where one applies the raw ceiling measured in the same run and our ratio to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+LOOPS = ("asyncio", "trio")
+
+
+def run(script: str, loop: str, extra: list[str]) -> list[dict[str, Any]]:
+    command = [sys.executable, str(HERE / script), "--loop", loop, *extra]
+    print("$", " ".join(command[1:]), file=sys.stderr, flush=True)
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def pick(rows: list[dict[str, Any]], figure: str, **match: Any) -> dict[str, Any]:
+    for row in rows:
+        if row["figure"] == figure and all(row.get(k) == v for k, v in match.items()):
+            return row
+    raise LookupError(f"{figure} {match}")
+
+
+def table(results: dict[str, list[dict[str, Any]]]) -> str:
+    lines = [
+        "| figure | target | " + " | ".join(LOOPS) + " |",
+        "|---|---|" + "---|" * len(LOOPS),
+    ]
+
+    def row(name: str, target: str, cell: Any) -> None:
+        lines.append(
+            f"| {name} | {target} | " + " | ".join(cell(results[loop]) for loop in LOOPS) + " |"
+        )
+
+    def ratio(ours: float, ceiling: float) -> str:
+        return f"{ours:,.0f} ({ours / ceiling:.0%} of {ceiling:,.0f})"
+
+    row(
+        "producer ev/s, 1 producer, 0 subscribers (vs coredis pipeline)",
+        "—",
+        lambda r: ratio(
+            pick(r, "producer_events_per_s", subscribers=0)["events_per_s"],
+            pick(r, "ceiling_coredis_pipeline_xadd")["events_per_s"],
+        ),
+    )
+    row(
+        "delivered ev/s, 1 live consumer in another process (vs redis-benchmark x16)",
+        "≥ 150,000",
+        lambda r: ratio(
+            pick(r, "producer_events_per_s", subscribers=1)["delivered_events_per_s"],
+            pick(r, "ceiling_redis_benchmark_xadd", pipeline=16)["events_per_s"],
+        ),
+    )
+    row(
+        "delivered ev/s, 100 live consumers in another process; complete",
+        "≥ 100,000",
+        lambda r: "{:,} ({}/100)".format(
+            pick(r, "producer_events_per_s", subscribers=100)["delivered_events_per_s"],
+            pick(r, "producer_events_per_s", subscribers=100)["complete_in_order"],
+        ),
+    )
+    row(
+        "live latency p50 / p99, 100 consumers @ 1,000 ev/s",
+        "≤ 1 / ≤ 5 ms",
+        lambda r: "{} / {} ms".format(
+            pick(r, "live_latency")["p50_ms"], pick(r, "live_latency")["p99_ms"]
+        ),
+    )
+    row(
+        "late replay of 10,000 events",
+        "≤ 10 ms",
+        lambda r: f"{pick(r, 'late_replay')['median_ms']} ms",
+    )
+    row(
+        "fleet: 1,000 sessions x 50 ev/s x 2 subscribers: p99, connections, CPU",
+        "≤ 20 ms, ≤ 8",
+        lambda r: "{} ms, {} conn, {}% CPU ({:,}/{:,} delivered)".format(
+            pick(r, "fleet")["p99_ms"],
+            pick(r, "fleet")["redis_connections"],
+            pick(r, "fleet")["cpu_percent_of_one_core"],
+            pick(r, "fleet")["delivered"],
+            pick(r, "fleet")["expected"],
+        ),
+    )
+    row(
+        "idle subscription, memory / Redis backend",
+        "≤ 4 KB",
+        lambda r: "{:,} / {:,} B".format(
+            pick(r, "idle_subscription_bytes", backend="memory")["bytes_each"],
+            pick(r, "idle_subscription_bytes", backend="redis")["bytes_each"],
+        ),
+    )
+    row(
+        "memory backend, 1 producer → 1 consumer, delivered ev/s",
+        "≥ 1,000,000",
+        lambda r: f"{pick(r, 'memory_backend_events_per_s')['delivered_per_s']:,}",
+    )
+    row(
+        "20 ms added RTT: producer ev/s; live p50",
+        "≥ 20,000; ≤ 25 ms",
+        lambda r: "{:,}; {} ms".format(
+            pick(r, "distance")["producer_events_per_s"], pick(r, "distance")["live_p50_ms"]
+        ),
+    )
+    row(
+        "raw ceilings: redis-benchmark XADD 1 client / x16 pipelined",
+        "—",
+        lambda r: "{:,} / {:,}".format(
+            pick(r, "ceiling_redis_benchmark_xadd", pipeline=1)["events_per_s"],
+            pick(r, "ceiling_redis_benchmark_xadd", pipeline=16)["events_per_s"],
+        ),
+    )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=HERE / "results.md")
+    parser.add_argument("--quick", action="store_true", help="a smaller fleet, for a smoke run")
+    args = parser.parse_args()
+    extra = ["--fleet-sessions", "100", "--fleet-seconds", "2"] if args.quick else []
+    results: dict[str, list[dict[str, Any]]] = {}
+    for loop in LOOPS:
+        results[loop] = run("redis_throughput.py", loop, []) + run("scenarios.py", loop, extra)
+    with (args.out.with_suffix(".jsonl")).open("w") as raw:
+        for loop in LOOPS:
+            for line in results[loop]:
+                raw.write(json.dumps({"loop": loop, **line}) + "\n")
+    markdown = table(results)
+    args.out.write_text(markdown)
+    print(markdown)
+
+
+if __name__ == "__main__":
+    main()
