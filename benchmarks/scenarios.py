@@ -22,7 +22,7 @@ import anyio
 from delay_proxy import serve_delay_proxy
 from redis_throughput import PAYLOAD, emit, redis_server
 
-from replayhub import Hub
+from replayhub import Hub, LeaseLostError
 
 
 def port_of(url: str) -> int:
@@ -145,15 +145,20 @@ async def fleet(url: str, loop: str, sessions: int, rate: float, seconds: float)
     latencies: list[float] = []
     ready = anyio.Event()
     subscribed = 0
+    lost = 0
 
     async def produce(hub: Hub, session: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        async with hub.produce(session) as stream:
-            task_status.started()
-            await ready.wait()
-            start = anyio.current_time()
-            for index in range(int(rate * seconds)):
-                await anyio.sleep_until(start + index / rate)
-                await stream.send(repr(time.perf_counter()))
+        nonlocal lost
+        try:
+            async with hub.produce(session) as stream:
+                task_status.started()
+                await ready.wait()
+                start = anyio.current_time()
+                for index in range(int(rate * seconds)):
+                    await anyio.sleep_until(start + index / rate)
+                    await stream.send(repr(time.perf_counter()))
+        except LeaseLostError:
+            lost += 1  # the process fell a whole lease behind its heartbeats
 
     async def follow(hub: Hub, session: str) -> None:
         nonlocal subscribed
@@ -192,6 +197,7 @@ async def fleet(url: str, loop: str, sessions: int, rate: float, seconds: float)
         p50_ms=round(1000 * latencies[len(latencies) // 2], 2),
         p99_ms=round(1000 * latencies[int(len(latencies) * 0.99)], 2),
         redis_connections=listing.count(b"\n") - 1,
+        producers_lost_lease=lost,
         cpu_percent_of_one_core=round(100 * used / (wall_after - wall)),
     )
 
@@ -260,7 +266,8 @@ async def main(args: argparse.Namespace, url: str) -> None:
     await memory_rate(args.loop)
     await idle_subscription_memory(None, args.loop)
     await idle_subscription_memory(url, args.loop)
-    await fleet(url, args.loop, args.fleet_sessions, 50.0, args.fleet_seconds)
+    for sessions in sorted({args.fleet_sessions, min(200, args.fleet_sessions)}):
+        await fleet(url, args.loop, sessions, 50.0, args.fleet_seconds)
     await distance(url, args.loop)
 
 

@@ -164,7 +164,14 @@ class Hub(anyio.AsyncContextManagerMixin):
         return Subscription(self, session_id, cursor, batch_replay=batch_replay)
 
     async def info(self, session_id: str) -> SessionInfo | None:
-        """The session's current state, or ``None`` if there is no such session."""
+        """The session's current state, or ``None`` if there is no such session.
+
+        :raises ~replayhub.InvalidInputError: for a bad session id.
+        :raises ~replayhub.HubClosedError: if the hub is not open.
+        :raises ~replayhub.BackendUnavailableError: if storage cannot be reached.
+
+        One read; cancelling it leaves nothing behind.
+        """
         check_session_id(session_id)
         self._require_open()
         result = await self._backend.read(session_id, after=None, limit=0)
@@ -178,6 +185,12 @@ class Hub(anyio.AsyncContextManagerMixin):
         :param state: only sessions in this state.
         :param limit: at most this many (1 to 1,000).
         :param offset: skip this many, to page through the list.
+        :raises ~replayhub.InvalidInputError: for a bad ``state``, ``limit``
+            or ``offset``.
+        :raises ~replayhub.HubClosedError: if the hub is not open.
+        :raises ~replayhub.BackendUnavailableError: if storage cannot be reached.
+
+        Reads only; cancelling it leaves nothing behind.
         """
         if state is not None and not isinstance(state, State):
             raise InvalidInputError(f"state must be a State, not {state!r}")
@@ -201,6 +214,12 @@ class Hub(anyio.AsyncContextManagerMixin):
         :returns: the session's info (its terminal state when ``wait`` is
             given), or ``None`` if there is no such session.
         :raises TimeoutError: if the session has not ended after ``wait``.
+        :raises ~replayhub.InvalidInputError: for a bad session id or ``wait``.
+        :raises ~replayhub.HubClosedError: if the hub is not open.
+        :raises ~replayhub.BackendUnavailableError: if storage cannot be reached.
+
+        Cancelling the call while it waits for the end leaves the request in
+        place: the producer still stops.
         """
         check_session_id(session_id)
         if wait is not None and (not isinstance(wait, int | float) or wait < 0):
@@ -231,7 +250,13 @@ class Hub(anyio.AsyncContextManagerMixin):
                 ) from None
 
     async def active(self, session_ids: Iterable[str]) -> dict[str, bool]:
-        """For each id, whether the session is live now."""
+        """For each id, whether the session is live now.
+
+        :raises ~replayhub.InvalidInputError: for a bad session id (before
+            anything is read).
+        :raises ~replayhub.HubClosedError: if the hub is not open.
+        :raises ~replayhub.BackendUnavailableError: if storage cannot be reached.
+        """
         ids = [check_session_id(session_id) for session_id in session_ids]
         self._require_open()
         found: dict[str, bool] = {}
@@ -245,6 +270,13 @@ class Hub(anyio.AsyncContextManagerMixin):
 
         A live producer of it loses its claim (:class:`~replayhub.LeaseLostError`)
         and its subscribers stop with :class:`~replayhub.SessionNotFoundError`.
+
+        :raises ~replayhub.InvalidInputError: for a bad session id.
+        :raises ~replayhub.HubClosedError: if the hub is not open.
+        :raises ~replayhub.BackendUnavailableError: if storage cannot be reached.
+
+        The deletion is one atomic storage call: cancelled, it either happened
+        or did not.
         """
         check_session_id(session_id)
         self._require_open()

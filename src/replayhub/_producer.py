@@ -122,6 +122,9 @@ class Producer(anyio.AsyncContextManagerMixin):
             nothing is queued.
         :raises ~replayhub.LeaseLostError: if the producer lost its claim.
         :raises ~replayhub.BackendUnavailableError: if storage failed for good.
+
+        Cancelled while it waits for buffer space, it sends nothing and uses
+        no id; otherwise the event is queued and will be stored.
         """
         self._require_open()
         if event != "message":
@@ -152,6 +155,10 @@ class Producer(anyio.AsyncContextManagerMixin):
 
         :raises ~replayhub.InvalidInputError: if the merged metadata is not a
             JSON object within ``max_metadata_bytes``; nothing changes.
+        :raises ~replayhub.LeaseLostError: if the producer lost its claim.
+
+        It does not wait for storage, so there is nothing to cancel: once it
+        returns, the metadata is queued.
         """
         self._require_open()
         merged = check_metadata(

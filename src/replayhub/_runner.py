@@ -54,6 +54,10 @@ class ProducerGroup(anyio.AsyncContextManagerMixin):
         :raises ~replayhub.SessionBusyError: if the session has a live producer.
         :raises ~replayhub.InvalidInputError: for a bad session id or metadata.
         :raises ~replayhub.HubClosedError: if the group is not open.
+
+        Cancelled while it claims, it claims nothing, or the producer it
+        started ends ``cancelled`` at once; after it returns, cancelling the
+        caller (the request) does not touch the producer.
         """
         if self._task_group is None:
             raise HubClosedError("use the ProducerGroup inside 'async with'")

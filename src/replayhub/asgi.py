@@ -96,6 +96,13 @@ async def event_stream_response(
     parameter. ``batch_replay`` defaults to the ``batch`` query parameter
     (``?batch=1``). Answers 404 for an unknown session and 400 for a bad
     cursor, before streaming starts.
+
+    :raises ~replayhub.HubClosedError: if the hub is not open.
+    :raises ~replayhub.BackendUnavailableError: if storage cannot be reached
+        (the server answers 500).
+
+    A client that disconnects ends its own stream (the server cancels the
+    response); the producer goes on.
     """
     after = request.headers.get("last-event-id") or request.query_params.get("after") or None
     if batch_replay is None:
