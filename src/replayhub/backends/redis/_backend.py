@@ -2,10 +2,10 @@
 read, Pub/Sub for wake-ups, key expiry for retention.
 
 Only non-blocking commands are used (``EVALSHA`` on the client's shared,
-multiplexed connection) plus one Pub/Sub connection, so a hub holds two
-connections whatever its number of producers and subscribers (on a cluster:
-two per primary), and a cancelled call never costs a pool slot (coredis
-loses a slot for each cancelled blocking command or pipeline).
+multiplexed connections) plus one Pub/Sub connection, so a hub holds two
+connections at rest and at most four (``_connect.MAX_CONNECTIONS``, per node
+on a cluster) whatever its number of producers and subscribers; the pools
+(``_pools``) keep their slots whatever dies or is cancelled.
 
 On a Redis Cluster every key of a session shares one hash slot, so its
 scripts run on one shard; wake-ups use sharded Pub/Sub on that shard; and the
@@ -63,19 +63,6 @@ def _script_source(name: str, *, cluster: bool) -> str:
     )
 
 
-# On a cluster the index is a key of its own slot, kept by the client. Its
-# lifetime covers a session found abandoned late: its keys may then live on
-# for another retention period.
-_TOUCH_INDEX = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-if redis.call('PTTL', KEYS[1]) < tonumber(ARGV[2]) then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-"""
-
-
 def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
@@ -119,7 +106,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 name: client.register_script(_script_source(name, cluster=self._cluster))
                 for name in _SCRIPTS
             }
-            self._touch_index = client.register_script(_TOUCH_INDEX) if self._cluster else None
+            if self._cluster:
+                lua = files(__package__).joinpath("lua", "touch_index.lua").read_text()
+                self._touch_index = client.register_script(lua)
             notifier = Notifier(
                 lambda: _pubsub(client, sharded=self._cluster),
                 refresh=self._refresh_layout if self._cluster else None,
