@@ -66,11 +66,18 @@ def redis_tls_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Redis Cluster of three primaries, shared by the test session."""
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterNodes]:
+    """A Redis Cluster of three primaries, shared by the test session (tests
+    keep apart by namespace; some pause a node or move a slot, which the
+    others do not notice)."""
     cluster = RedisClusterNodes(tmp_path_factory.mktemp("redis-cluster")).start()
-    yield cluster.url
+    yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterNodes) -> str:
+    return redis_cluster.url
 
 
 @pytest.fixture

@@ -56,6 +56,8 @@ class RedisServer:
             "--appendonly", "no",
             "--dir", str(self.directory),
             "--logfile", str(self.directory / "redis.log"),
+            # A replica syncs at once (the default waits 5 s for more replicas).
+            "--repl-diskless-sync-delay", "0",
             *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -82,6 +84,24 @@ class RedisServer:
         return subprocess.run(
             [cli, "-p", str(self.port), *args], check=True, capture_output=True, timeout=10
         ).stdout
+
+    def replication_offset(self) -> int:
+        """``master_repl_offset`` on a primary, ``slave_repl_offset`` on a replica."""
+        info = self.command("info", "replication").decode()
+        key = "slave_repl_offset:" if "role:slave" in info else "master_repl_offset:"
+        return int(info.split(key)[1].split()[0])
+
+    def wait_replicated_by(self, replica: RedisServer, timeout: float = 10) -> None:
+        """Until ``replica`` has everything this primary has taken so far.
+
+        (``WAIT`` from redis-cli would not do: it waits only for its own
+        connection's writes, and redis-cli wrote nothing.)"""
+        target = self.replication_offset()
+        deadline = time.monotonic() + timeout
+        while replica.replication_offset() < target:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the replica did not catch up")
+            time.sleep(0.02)
 
     def stop(self) -> None:
         if self.process is None:
@@ -299,6 +319,9 @@ class SentinelSet:
                 f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 2\n"
                 f"sentinel down-after-milliseconds {self.service} 1000\n"
                 f"sentinel failover-timeout {self.service} 5000\n"
+                # Known from the start, rather than from the primary's INFO
+                # a few seconds later.
+                f"sentinel known-replica {self.service} 127.0.0.1 {self.replica.port}\n"
             )
             # redis-server <config> --sentinel: the config file must be first.
             sentinel.extra = ("--sentinel",)

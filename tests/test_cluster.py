@@ -4,6 +4,7 @@ subscribers. Real clusters of redis-server processes on loopback."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -22,23 +23,27 @@ from .streaming import Stream, stream_with_subscribers
 
 pytestmark = pytest.mark.slow
 
-NAMESPACE = "c"
 SESSION = "chat"
+_namespaces = itertools.count()
 
 
 def key_slot(cluster: RedisClusterNodes, key: str) -> int:
     return int(cluster.nodes[0].command("cluster", "keyslot", key))
 
 
-def session_slot(cluster: RedisClusterNodes) -> int:
-    return key_slot(cluster, f"{NAMESPACE}:{{{SESSION}}}:s")
+@pytest.fixture
+def namespace() -> str:
+    """Each test's own: the three-primary cluster is shared by the session."""
+    return f"c{next(_namespaces)}"
+
+
+def session_slot(cluster: RedisClusterNodes, namespace: str) -> int:
+    return key_slot(cluster, f"{namespace}:{{{SESSION}}}:s")
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
-    nodes = RedisClusterNodes(tmp_path / "cluster").start()
-    yield nodes
-    nodes.stop()
+def cluster(redis_cluster: RedisClusterNodes) -> RedisClusterNodes:
+    return redis_cluster
 
 
 @pytest.fixture
@@ -49,8 +54,8 @@ def replicated_cluster(tmp_path: Path) -> Iterator[RedisClusterNodes]:
     nodes.stop()
 
 
-def hub_on(cluster: RedisClusterNodes) -> Hub:
-    return Hub.from_url(cluster.url, namespace=NAMESPACE, lease_ttl=8.0, retention=60.0)
+def hub_on(cluster: RedisClusterNodes, namespace: str) -> Hub:
+    return Hub.from_url(cluster.url, namespace=namespace, lease_ttl=8.0, retention=60.0)
 
 
 def evalsha_calls(node: RedisServer) -> int:
@@ -61,14 +66,14 @@ def evalsha_calls(node: RedisServer) -> int:
 
 
 async def test_an_append_retried_by_the_cluster_client_is_stored_once(
-    cluster: RedisClusterNodes,
+    cluster: RedisClusterNodes, namespace: str
 ) -> None:
     # The shard is paused past the reply timeout: the client times out and
     # sends the same script again (coredis's retries, then the producer's
     # own, done here as the producer does), and every copy runs once the
     # pause ends.
-    backend = RedisBackend(cluster.url, namespace=NAMESPACE, stream_timeout=0.3)
-    node = cluster.node_for_slot(session_slot(cluster))
+    backend = RedisBackend(cluster.url, namespace=namespace, stream_timeout=0.3)
+    node = cluster.node_for_slot(session_slot(cluster, namespace))
     batch = [StoredEvent(seq, "", DataKind.TEXT, f"e{seq}") for seq in (2, 3, 4)]
     async with backend:
         record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
@@ -113,19 +118,21 @@ def migrate_slot(cluster: RedisClusterNodes, slot: int) -> tuple[RedisServer, Re
 
 
 async def test_slot_migration_mid_stream_leaves_no_gap_or_duplicate(
-    cluster: RedisClusterNodes,
+    cluster: RedisClusterNodes, namespace: str
 ) -> None:
     moved_to: list[RedisServer] = []
 
     async def move(stream: Stream) -> None:
         await stream.sent_at_least(300)
-        _, target = await anyio.to_thread.run_sync(migrate_slot, cluster, session_slot(cluster))
+        _, target = await anyio.to_thread.run_sync(
+            migrate_slot, cluster, session_slot(cluster, namespace)
+        )
         moved_to.append(target)
 
-    async with hub_on(cluster) as hub, hub_on(cluster) as reader:
+    async with hub_on(cluster, namespace) as hub, hub_on(cluster, namespace) as reader:
         result = await stream_with_subscribers(hub, reader, SESSION, count=1500, during=move)
     result.assert_complete(State.DONE)
-    assert cluster.node_for_slot(session_slot(cluster)) is moved_to[0]
+    assert cluster.node_for_slot(session_slot(cluster, namespace)) is moved_to[0]
 
 
 def poll(check: Callable[[], bool], within: float = 20) -> None:
@@ -141,10 +148,10 @@ async def wait_for(check: Callable[[], bool]) -> None:
 
 
 async def test_manual_failover_mid_stream_leaves_subscribers_complete(
-    replicated_cluster: RedisClusterNodes,
+    replicated_cluster: RedisClusterNodes, namespace: str
 ) -> None:
     cluster = replicated_cluster
-    slot = session_slot(cluster)
+    slot = session_slot(cluster, namespace)
 
     async def fail_over(stream: Stream) -> None:
         await stream.sent_at_least(300)
@@ -153,41 +160,43 @@ async def test_manual_failover_mid_stream_leaves_subscribers_complete(
         await anyio.to_thread.run_sync(replica.command, "cluster", "failover")
         await wait_for(lambda: cluster.node_for_slot(slot) is replica)
 
-    async with hub_on(cluster) as hub, hub_on(cluster) as reader:
+    async with hub_on(cluster, namespace) as hub, hub_on(cluster, namespace) as reader:
         result = await stream_with_subscribers(hub, reader, SESSION, count=1500, during=fail_over)
     result.assert_complete(State.DONE)
 
 
 async def test_killed_primary_mid_stream_fails_over_to_its_replica(
-    replicated_cluster: RedisClusterNodes,
+    replicated_cluster: RedisClusterNodes, namespace: str
 ) -> None:
     # Replication is asynchronous: writes acknowledged by a primary that dies
     # before its replica has them are lost (docs/deployment.md). So the kill
-    # comes once the replica has caught up (WAIT), while the stream is live.
+    # comes once the replica has caught up, while the stream is live.
     cluster = replicated_cluster
-    slot = session_slot(cluster)
+    slot = session_slot(cluster, namespace)
 
     async def kill_primary(stream: Stream) -> None:
         await stream.sent_at_least(300)
         async with stream.paused():
             old = cluster.node_for_slot(slot)
             replica = cluster.replica_of(old)
-            await anyio.to_thread.run_sync(old.command, "wait", "1", "2000")
+            await anyio.to_thread.run_sync(old.wait_replicated_by, replica)
             assert old.process is not None
             os.kill(old.process.pid, signal.SIGKILL)
             old.process.wait()
             old.process = None
             await wait_for(lambda: cluster.node_for_slot(slot, via=replica) is replica)
 
-    async with hub_on(cluster) as hub, hub_on(cluster) as reader:
+    async with hub_on(cluster, namespace) as hub, hub_on(cluster, namespace) as reader:
         result = await stream_with_subscribers(
             hub, reader, SESSION, count=1500, during=kill_primary
         )
     result.assert_complete(State.DONE)
 
 
-async def test_a_hub_keeps_few_connections_per_node(cluster: RedisClusterNodes) -> None:
-    async with hub_on(cluster) as hub:
+async def test_a_hub_keeps_few_connections_per_node(
+    cluster: RedisClusterNodes, namespace: str
+) -> None:
+    async with hub_on(cluster, namespace) as hub:
         async with anyio.create_task_group() as task_group:
             for index in range(30):
                 task_group.start_soon(_produce_some, hub, f"s{index}")
