@@ -233,7 +233,14 @@ def cli() -> None:
     args = parser.parse_args()
     if args.role == "subscribers":
         anyio.run(subscribers, args.url, args.session, args.count, args.expected, backend=args.loop)
-    elif args.url:
+    else:
+        run_on_redis(main, args)
+
+
+def run_on_redis(main: Any, args: argparse.Namespace) -> None:
+    """``main(args, url)`` on ``args.loop``, against ``args.url`` or a
+    redis-server of its own."""
+    if args.url:
         anyio.run(main, args, args.url, backend=args.loop)
     else:
         with redis_server() as url:

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 from delay_proxy import serve_delay_proxy
-from redis_throughput import PAYLOAD, emit, redis_server
+from redis_throughput import PAYLOAD, emit, run_on_redis
 
 from replayhub import Hub, LeaseLostError
 
@@ -277,12 +277,7 @@ def cli() -> None:
     parser.add_argument("--url")
     parser.add_argument("--fleet-sessions", type=int, default=1000)
     parser.add_argument("--fleet-seconds", type=float, default=6.0)
-    args = parser.parse_args()
-    if args.url:
-        anyio.run(main, args, args.url, backend=args.loop)
-    else:
-        with redis_server() as url:
-            anyio.run(main, args, url, backend=args.loop)
+    run_on_redis(main, parser.parse_args())
 
 
 if __name__ == "__main__":
