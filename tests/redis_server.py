@@ -22,6 +22,15 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def poll_until(check: Callable[[], bool], *, within: float, what: str) -> None:
+    """Call ``check`` every 50 ms until it holds; ``RuntimeError`` after ``within`` s."""
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} within {within}s")
+        time.sleep(0.05)
+
+
 def redis_server_binary() -> str:
     binary = shutil.which("redis-server")
     if binary is None:
@@ -97,11 +106,18 @@ class RedisServer:
         (``WAIT`` from redis-cli would not do: it waits only for its own
         connection's writes, and redis-cli wrote nothing.)"""
         target = self.replication_offset()
-        deadline = time.monotonic() + timeout
-        while replica.replication_offset() < target:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the replica did not catch up")
-            time.sleep(0.02)
+        poll_until(
+            lambda: replica.replication_offset() >= target,
+            within=timeout,
+            what="the replica did not catch up",
+        )
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash: no shutdown, nothing saved."""
+        assert self.process is not None
+        self.process.kill()
+        self.process.wait()
+        self.process = None
 
     def stop(self) -> None:
         if self.process is None:
@@ -218,16 +234,14 @@ class RedisClusterNodes:
     def wait_healthy(self, timeout: float = 20) -> None:
         """Until every running node says the cluster is ok and agrees on who
         owns every slot."""
-        deadline = time.monotonic() + timeout
-        while True:
+
+        def healthy() -> bool:
             running = self.running()
             states = [node.command("cluster", "info") for node in running]
             layouts = {self._slot_owners(node) for node in running}
-            if all(b"cluster_state:ok" in state for state in states) and len(layouts) == 1:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"cluster not healthy: {states!r}")
-            time.sleep(0.1)
+            return all(b"cluster_state:ok" in state for state in states) and len(layouts) == 1
+
+        poll_until(healthy, within=timeout, what="the cluster did not become healthy")
 
     @staticmethod
     def _slot_owners(node: RedisServer) -> str:
@@ -245,16 +259,13 @@ class RedisClusterNodes:
 
     def wait_replicated(self, timeout: float = 20) -> None:
         """Until every replica's link to its primary is up."""
-        deadline = time.monotonic() + timeout
-        while True:
-            expected = len(self.nodes) * self.replicas // (1 + self.replicas)
-            infos = [node.command("info", "replication").decode() for node in self.running()]
-            linked = [info for info in infos if "master_link_status:up" in info]
-            if len(linked) >= expected:
-                return
-            if time.monotonic() > deadline:
-                raise RuntimeError("replicas did not connect")
-            time.sleep(0.1)
+        expected = len(self.nodes) * self.replicas // (1 + self.replicas)
+
+        def linked() -> bool:
+            infos = [node.command("info", "replication") for node in self.running()]
+            return sum(b"master_link_status:up" in info for info in infos) >= expected
+
+        poll_until(linked, within=timeout, what="the replicas did not connect")
 
     def node_for_slot(
         self, slot: int, *, primary: bool = True, via: RedisServer | None = None
@@ -347,12 +358,8 @@ class SentinelSet:
         return str(self.replica.port).encode() in known and b"master_link_status:up" in info
 
     @staticmethod
-    def wait(check: Callable[[], bool], timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
-            if time.monotonic() > deadline:
-                raise RuntimeError("the Sentinel set did not settle")
-            time.sleep(0.1)
+    def wait(check: Callable[[], bool]) -> None:
+        poll_until(check, within=30, what="the Sentinel set did not settle")
 
     def stop(self) -> None:
         for server in self.servers():

@@ -39,6 +39,13 @@ class Stream:
         self.sent = self._sent
         await reached.wait()
 
+    async def hold_if_paused(self, flush: Callable[[], Awaitable[None]]) -> None:
+        """The producer's side of :meth:`paused`: flush, park, wait to resume."""
+        if not self._resume.is_set():
+            await flush()
+            self._parked.set()
+            await self._resume.wait()
+
     @asynccontextmanager
     async def paused(self) -> AsyncIterator[None]:
         """The producer stops sending, with everything sent so far stored."""
@@ -96,10 +103,7 @@ async def stream_with_subscribers(
             while end is None or index < end:
                 if end is None and fault_over.is_set():
                     end = max(count, index + 200)
-                if not progress._resume.is_set():
-                    await stream.flush()
-                    progress._parked.set()
-                    await progress._resume.wait()
+                await progress.hold_if_paused(stream.flush)
                 await stream.send(index)
                 index += 1
                 progress.sent = index

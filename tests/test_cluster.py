@@ -5,10 +5,9 @@ subscribers. Real clusters of redis-server processes on loopback."""
 from __future__ import annotations
 
 import itertools
-import os
-import signal
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import anyio
@@ -18,7 +17,7 @@ from replayhub import BackendUnavailableError, Hub, State
 from replayhub._events import DataKind, StoredEvent
 from replayhub.backends.redis import RedisBackend
 
-from .redis_server import RedisClusterNodes, RedisServer
+from .redis_server import RedisClusterNodes, RedisServer, poll_until
 from .streaming import Stream, stream_with_subscribers
 
 pytestmark = pytest.mark.slow
@@ -135,16 +134,10 @@ async def test_slot_migration_mid_stream_leaves_no_gap_or_duplicate(
     assert cluster.node_for_slot(session_slot(cluster, namespace)) is moved_to[0]
 
 
-def poll(check: Callable[[], bool], within: float = 20) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        if time.monotonic() > deadline:
-            raise TimeoutError("the cluster did not settle")
-        time.sleep(0.1)
-
-
 async def wait_for(check: Callable[[], bool]) -> None:
-    await anyio.to_thread.run_sync(poll, check)
+    await anyio.to_thread.run_sync(
+        partial(poll_until, check, within=20, what="the cluster did not settle")
+    )
 
 
 async def test_manual_failover_mid_stream_leaves_subscribers_complete(
@@ -180,10 +173,7 @@ async def test_killed_primary_mid_stream_fails_over_to_its_replica(
             old = cluster.node_for_slot(slot)
             replica = cluster.replica_of(old)
             await anyio.to_thread.run_sync(old.wait_replicated_by, replica)
-            assert old.process is not None
-            os.kill(old.process.pid, signal.SIGKILL)
-            old.process.wait()
-            old.process = None
+            old.kill()
             await wait_for(lambda: cluster.node_for_slot(slot, via=replica) is replica)
 
     async with hub_on(cluster, namespace) as hub, hub_on(cluster, namespace) as reader:

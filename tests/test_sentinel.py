@@ -3,8 +3,6 @@ and a failover (ordered, then a killed primary) while a session streams."""
 
 from __future__ import annotations
 
-import os
-import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -68,11 +66,7 @@ async def test_killed_primary_mid_stream_fails_over_to_the_replica(
         await stream.sent_at_least(300)
         async with stream.paused():
             await anyio.to_thread.run_sync(sentinels.primary.wait_replicated_by, sentinels.replica)
-            process = sentinels.primary.process
-            assert process is not None
-            os.kill(process.pid, signal.SIGKILL)
-            process.wait()
-            sentinels.primary.process = None
+            sentinels.primary.kill()
             await anyio.to_thread.run_sync(
                 sentinels.wait, lambda: sentinels.primary_port() == sentinels.replica.port
             )

@@ -34,11 +34,11 @@ from ..._errors import (
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
 from .._protocol import SessionRecord, Watch
-from ._connect import SCHEMES, Topology, open_client, parse_url
+from ._connect import Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_event, session_keys
 from ._notifier import Notifier
 
-__all__ = ["SCHEMES", "RedisBackend"]
+__all__ = ["RedisBackend"]
 
 logger = logging.getLogger(__name__)
 
