@@ -25,10 +25,17 @@ def free_port() -> int:
 def poll_until(check: Callable[[], bool], *, within: float, what: str) -> None:
     """Call ``check`` every 50 ms until it holds; ``RuntimeError`` after ``within`` s."""
     deadline = time.monotonic() + within
-    while not check():
+    while not _holds(check):
         if time.monotonic() > deadline:
             raise RuntimeError(f"{what} within {within}s")
         time.sleep(0.05)
+
+
+def _holds(check: Callable[[], bool]) -> bool:
+    try:
+        return check()
+    except subprocess.CalledProcessError:
+        return False  # a server mid-change (loading a resync, say) refused redis-cli
 
 
 def redis_server_binary() -> str:
