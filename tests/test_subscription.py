@@ -193,6 +193,64 @@ async def test_cancelled_receive_loses_nothing_and_keeps_the_cursor(hub: Hub) ->
             assert events.last_event_id == f"{stream.generation}-2"
 
 
+async def test_batches_deliver_every_event_once_in_order_replay_and_live(hub: Hub) -> None:
+    count = PAGE_SIZE * 3 + 11  # a replay of several pages, then live batches
+    sizes: list[int] = []
+    received: list[Event] = []
+    async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+        for i in range(count):
+            await stream.send(i)
+        await stream.flush()
+
+        async def reader() -> None:
+            async with hub.subscribe("s") as events:
+                first = await events.__anext__()  # mixing with plain iteration
+                received.append(first)
+                async for batch in events.batches():
+                    sizes.append(len(batch))
+                    received.extend(batch)
+                assert events.last_event_id == received[-1].id
+
+        tg.start_soon(reader)
+        for i in range(count, 2 * count):
+            await stream.send(i)
+            if i % 97 == 0:
+                await anyio.sleep(0.01)
+    g = stream.generation
+    assert [e.id for e in received] == [f"{g}-{seq}" for seq in range(1, 2 * count + 1)]
+    assert texts(received) == list(range(2 * count))
+    assert all(sizes) and max(sizes) > 1
+
+
+async def test_batches_join_replayed_text_when_asked(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        for token in ["a", "b", "c"]:
+            await stream.send(token)
+    async with hub.subscribe("s", batch_replay=True) as events:
+        batches = [[(e.id, e.data) for e in batch] async for batch in events.batches()]
+    assert batches == [[(f"{stream.generation}-3", "abc")]]
+
+
+async def test_a_cancelled_batch_wait_loses_nothing(hub: Hub) -> None:
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+        await stream.flush()
+        async with hub.subscribe("s") as events:
+            batches = events.batches()
+            assert [e.data for e in await batches.__anext__()] == ["a"]
+            with anyio.move_on_after(0.05) as waited:
+                await batches.__anext__()  # nothing to read yet
+            assert waited.cancelled_caught
+            await stream.send("b")
+            await stream.send("c")
+            with anyio.fail_after(2):
+                got = [e.data for e in await batches.__anext__()]
+                while got != ["b", "c"]:  # the second may come in a batch of its own
+                    assert got == ["b"]
+                    got += [e.data for e in await batches.__anext__()]
+            assert events.last_event_id == f"{stream.generation}-3"
+
+
 async def test_subscription_to_a_removed_session_ends(hub: Hub) -> None:
     with pytest.raises(LeaseLostError):
         async with hub.produce("s") as stream:

@@ -16,11 +16,13 @@ from ._hub import HubOptions as HubOptions
 from ._producer import Producer as Producer
 from ._runner import ProducerGroup as ProducerGroup
 from ._settings import Settings as Settings
+from ._subscription import EventBatches as EventBatches
 from ._subscription import Subscription as Subscription
 
 __all__ = [
     "BackendUnavailableError",
     "Event",
+    "EventBatches",
     "Hub",
     "HubClosedError",
     "HubOptions",

@@ -129,13 +129,25 @@ class StoredEvent:
     event: str
     kind: DataKind
     payload: str | bytes
+    shared: Event | None = field(default=None, compare=False, repr=False)
+    """The event as every reader of its generation receives it, when the
+    backend built it once for all of them (never for JSON, see below)."""
 
     def to_event(self, generation: int) -> Event:
+        if self.shared is not None:
+            return self.shared
         data: JSON | bytes = self.payload
         if self.kind is DataKind.JSON:
             # Decoded per reader so no two readers share a mutable value.
             data = json.loads(self.payload)
         return Event(format_event_id(generation, self.seq), self.event, data)
+
+    def for_readers(self, generation: int) -> StoredEvent:
+        """This event with :attr:`shared` built, for a backend to store or hand out."""
+        if self.kind is DataKind.JSON or self.shared is not None:
+            return self
+        shared = Event(format_event_id(generation, self.seq), self.event, self.payload)
+        return StoredEvent(self.seq, self.event, self.kind, self.payload, shared)
 
 
 @dataclass(frozen=True, slots=True)

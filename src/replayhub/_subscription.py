@@ -53,7 +53,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._generation = 0
         self._delivered_seq = 0  # last seq handed to the caller: the resume point
         self._fetched_seq = 0  # last seq in the buffer
-        self._replay_end = 0
+        self._join_until = 0  # events up to this seq are joined (batch replay)
         self._buffer: deque[StoredEvent] = deque()
         self._record: SessionRecord | None = None
         self._feed: SessionFeed
@@ -111,7 +111,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
             self._generation = record.generation
             if after is not None and after.generation == record.generation:
                 self._delivered_seq = self._fetched_seq = after.seq
-            self._replay_end = record.last_seq
+            self._join_until = record.last_seq if self._batch_replay else 0
             self._accept(record, events)
             self._watch = watch
             try:
@@ -123,6 +123,12 @@ class Subscription(anyio.AsyncContextManagerMixin):
         return self
 
     async def __anext__(self) -> Event:
+        buffer = self._buffer
+        if buffer and self._watch is not None and buffer[0].seq > self._join_until:
+            # The hot path: an event already fetched, handed over as is.
+            stored = buffer.popleft()
+            self._delivered_seq = stored.seq
+            return stored.to_event(self._generation)
         if self._watch is None:
             raise RuntimeError("iterate a subscription inside its async with block")
         while not self._buffer:
@@ -133,9 +139,33 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 with anyio.move_on_after(self._record.recheck_after(self._lease_ttl)):
                     await self._watch.wait()
                 self._fresh_from = self._feed.ticket()
-        if self._batch_replay and self._buffer[0].seq <= self._replay_end:
+        if self._buffer[0].seq <= self._join_until:
             return await self._next_replayed()
         return self._deliver(1)
+
+    def batches(self) -> EventBatches:
+        """Iterate in lists of events instead of one event at a time.
+
+        ``async for batch in events.batches():`` yields every event the
+        subscription would, in order, each once, grouped as they were
+        fetched: a reader at the head of a live stream gets each write batch
+        as one list; a replay comes a page at a time. Each list is non-empty.
+        Worth it when events come faster than one ``await`` each can take
+        (forwarding to a socket, say: one write per list). Mixing it with
+        plain iteration is allowed; both move the same cursor.
+        """
+        return EventBatches(self)
+
+    def _take_buffered(self) -> list[Event]:
+        """Every buffered event that needs no joining, delivered now."""
+        buffer = self._buffer
+        if not buffer or buffer[0].seq <= self._join_until:
+            return []
+        generation = self._generation
+        taken = [stored.to_event(generation) for stored in buffer]
+        self._delivered_seq = buffer[-1].seq
+        buffer.clear()
+        return taken
 
     async def _next_replayed(self) -> Event:
         """Join a run of text events of one name into one event with the last id."""
@@ -146,13 +176,13 @@ class Subscription(anyio.AsyncContextManagerMixin):
         while True:
             for stored in itertools.islice(self._buffer, count, None):
                 if (
-                    stored.seq > self._replay_end
+                    stored.seq > self._join_until
                     or stored.kind is not DataKind.TEXT
                     or stored.event != first.event
                 ):
                     return self._deliver(count)
                 count += 1
-            if self._fetched_seq >= self._replay_end or not await self._fetch():
+            if self._fetched_seq >= self._join_until or not await self._fetch():
                 return self._deliver(count)
 
     def _deliver(self, count: int) -> Event:
@@ -219,3 +249,26 @@ class Subscription(anyio.AsyncContextManagerMixin):
             self._outcome = record.outcome_of(self._generation)
             return True
         return False
+
+
+class EventBatches:
+    """The iterator of :meth:`Subscription.batches`: lists of events.
+
+    Cancelling a pending ``__anext__`` loses nothing, as with the
+    subscription itself.
+    """
+
+    def __init__(self, subscription: Subscription) -> None:
+        self._subscription = subscription
+
+    def __aiter__(self) -> EventBatches:
+        return self
+
+    async def __anext__(self) -> list[Event]:
+        subscription = self._subscription
+        first = await subscription.__anext__()
+        rest = subscription._take_buffered()
+        if rest:
+            rest.insert(0, first)
+            return rest
+        return [first]

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from ._errors import InvalidInputError, SessionNotFoundError
 from ._events import Event
 from ._hub import Hub
+from ._subscription import EventBatches
 from .sse import encode_comment, encode_error, encode_event, encode_outcome
 
 
@@ -57,25 +58,27 @@ class EventStreamResponse(StreamingResponse):
         )
         try:
             async with subscription as events:
+                batches = events.batches()
                 while True:
-                    event = await self._next(events)
-                    if event is None:
+                    batch = await self._next(batches)
+                    if batch is None:
                         if events.outcome is not None:
                             break
                         yield encode_comment("ping")
                         continue
-                    yield encode_event(event)
+                    # One chunk per batch: one write to the socket, not one per event.
+                    yield "".join([encode_event(event) for event in batch])
                 assert events.outcome is not None
                 yield encode_outcome(events.outcome)
         except SessionNotFoundError as exc:
             yield encode_error(str(exc))
 
-    async def _next(self, events: AsyncIterator[Event]) -> Event | None:
+    async def _next(self, batches: EventBatches) -> list[Event] | None:
         # A cancelled wait loses nothing (the cursor moves only on delivery),
         # so the ping timeout is safe; no cancel scope spans a yield.
         with anyio.move_on_after(self._ping_interval):
             try:
-                return await events.__anext__()
+                return await batches.__anext__()
             except StopAsyncIteration:
                 return None
         return None

@@ -8,9 +8,10 @@ of the previous generation, and a cancel flag. Its duties:
 * **Fencing.** ``append``, ``renew`` and ``finish`` act only if ``generation``
   is the session's current one, it is live and its lease has not expired;
   otherwise they raise :class:`~replayhub.LeaseLostError` and change nothing.
-* **Idempotent appends.** ``append`` stores only the events whose ``seq``
-  follows the last stored one, so a batch retried after an unknown result
-  (a cancelled or timed-out call) is never stored twice.
+* **Idempotent appends.** ``append`` stores a batch whole, once: a batch
+  retried after an unknown result (a cancelled or timed-out call) and
+  already stored is skipped; one that would leave a gap or overlap the log
+  part-way raises :class:`RuntimeError` (:func:`check_batch_follows`).
 * **Stored abandonment.** Any operation that finds a live session whose lease
   has expired first writes ``abandoned`` (fenced on the generation), so every
   reader sees the same state.
@@ -191,3 +192,19 @@ class Backend(Protocol):
         at any moment is seen.
         """
         ...
+
+
+def check_batch_follows(events: Sequence[StoredEvent], *, stored: int) -> None:
+    """Raise unless ``events`` start right after the ``stored`` events, or
+    are a batch already stored whole (a retry).
+
+    :raises RuntimeError: on a gap or a part-way overlap.
+    """
+    first, last = events[0].seq, events[-1].seq
+    if first > stored + 1:
+        raise RuntimeError(f"event {first} would leave a gap after event {stored}")
+    if first <= stored < last:
+        raise RuntimeError(
+            f"events {first}-{last} overlap the stored log, which ends at event {stored}: "
+            "a retried batch must be sent unchanged"
+        )

@@ -19,7 +19,7 @@ from anyio.lowlevel import checkpoint
 
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import Cursor, Metadata, Outcome, State, StoredEvent
-from ._protocol import SessionRecord, Watch
+from ._protocol import SessionRecord, Watch, check_batch_follows
 from ._watch import WatchRegistry
 
 
@@ -127,10 +127,10 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         await checkpoint()
         session = self._owned(session_id, generation)
         log = session.events
-        if events and events[0].seq > len(log) + 1:
-            raise RuntimeError(f"event {events[0].seq} would leave a gap after event {len(log)}")
-        # Skip what a retried batch already stored.
-        log.extend(events[len(log) + 1 - events[0].seq :] if events else ())
+        if events:
+            check_batch_follows(events, stored=len(log))
+            if events[0].seq == len(log) + 1:  # else a retried batch, already stored
+                log.extend(event.for_readers(generation) for event in events)
         if metadata is not None:
             session.metadata = metadata
         session.updated_at = time.time()

@@ -33,9 +33,9 @@ from ..._errors import (
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
-from .._protocol import SessionRecord, Watch
+from .._protocol import SessionRecord, Watch, check_batch_follows
 from ._connect import Topology, open_client, parse_url
-from ._keys import SessionKeys, decode_entries, encode_event, session_keys
+from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
 
 __all__ = ["RedisBackend"]
@@ -157,22 +157,21 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         *,
         metadata: Metadata | None,
     ) -> None:
-        args: list[str | bytes | int] = [
+        reply = await self._run(
+            "append",
+            self._keys(session_id),
             session_id,
             generation,
             events[0].seq if events else 0,
+            len(events),
             ""
             if metadata is None
             else json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
-        ]
-        for event in events:
-            args.extend(encode_event(event))
-        reply = await self._run("append", self._keys(session_id), *args)
+            encode_batch(events) if events else "",
+        )
         self._check_fenced(session_id, generation, reply)
-        if reply[0] == b"gap":
-            raise RuntimeError(
-                f"event {events[0].seq} would leave a gap after event {int(reply[1])}"
-            )
+        if reply[0] == b"refused":
+            check_batch_follows(events, stored=int(reply[1]))  # raises why
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
         reply = await self._run(

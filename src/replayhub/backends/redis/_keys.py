@@ -1,4 +1,4 @@
-"""Key and channel names, and the encoding of events in stream entries.
+"""Key and channel names, and the packing of write batches in stream entries.
 
 All keys of one session share a hash tag, ``{<session id>}``, with ``%``,
 ``{`` and ``}`` percent-escaped so a user's braces cannot break the tag; so a
@@ -7,9 +7,13 @@ session's keys live in one Redis Cluster slot and one script can touch them.
 
 from __future__ import annotations
 
+import itertools
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
-from ..._events import DataKind, StoredEvent
+from ..._events import DataKind, Event, StoredEvent
 
 
 def _escape(session_id: str) -> str:
@@ -21,7 +25,8 @@ class SessionKeys:
     session: str
     """The hash: state, generation, metadata, lease, cancel flag."""
     log: str
-    """The stream: one entry per write batch, id ``<generation>-<last seq>``."""
+    """The stream: one entry per write batch, id ``<generation>-<last seq>``,
+    one field ``b`` holding the batch (:func:`encode_batch`)."""
     index: str
     """The namespace's sorted set of session ids by last activity."""
 
@@ -48,31 +53,71 @@ def session_keys(namespace: str, session_id: str) -> SessionKeys:
     return SessionKeys(session=f"{base}:s", log=f"{base}:l", index=f"{namespace}:index")
 
 
-def encode_event(event: StoredEvent) -> tuple[bytes, bytes]:
-    """A stream field (kind digit and name) and value (the payload) for one event."""
-    field = b"%d%s" % (event.kind, event.event.encode())
-    payload = event.payload
-    return field, payload.encode() if isinstance(payload, str) else payload
+def encode_batch(events: Sequence[StoredEvent]) -> bytes:
+    """One write batch as one stream value.
+
+    Stored per event, a 10,000-event log costs Redis and every reader 20,000
+    bulk strings to parse; packed, it costs ten. The value is a JSON header,
+    a newline, then the payloads back to back. The header lists runs of
+    events of one kind and name: ``[kind, name, run byte length, [lengths]]``,
+    lengths in characters for text and JSON (each run is decoded as one
+    UTF-8 string, then sliced), in bytes for bytes.
+    """
+    header: list[list[object]] = []
+    chunks: list[bytes] = []
+    for (kind, name), run in itertools.groupby(events, lambda event: (event.kind, event.event)):
+        payloads = [event.payload for event in run]
+        if kind is DataKind.BYTES:
+            chunk = b"".join(cast(list[bytes], payloads))
+        else:
+            chunk = "".join(cast(list[str], payloads)).encode()
+        header.append([int(kind), name, len(chunk), [len(payload) for payload in payloads]])
+        chunks.append(chunk)
+    return b"%b\n%b" % (
+        json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode(),
+        b"".join(chunks),
+    )
 
 
 def decode_entries(
     entries: list[tuple[bytes, list[bytes]]], *, after_seq: int, limit: int
 ) -> list[StoredEvent]:
-    """The events of raw ``XRANGE`` entries that follow ``after_seq``, at most ``limit``."""
+    """The events of raw ``XRANGE`` entries that follow ``after_seq``, at most ``limit``.
+
+    Each event carries its :class:`~replayhub.Event`, built here once for
+    every subscription of this process that delivers it.
+    """
     events: list[StoredEvent] = []
+    append = events.append
     for entry_id, fields in entries:
-        last_seq = int(entry_id.split(b"-")[1])
-        count = len(fields) // 2
-        seq = last_seq - count
-        for index in range(0, len(fields), 2):
-            seq += 1
-            if seq <= after_seq:
+        generation_text, _, last_text = entry_id.decode().partition("-")
+        generation = int(generation_text)
+        value = fields[1]
+        split = value.index(b"\n")
+        runs = json.loads(value[:split])
+        seq = int(last_text) - sum(len(run[3]) for run in runs)  # before the first
+        position = split + 1
+        for kind_number, name, size, lengths in runs:
+            chunk = value[position : position + size]
+            position += size
+            if seq + len(lengths) <= after_seq:
+                seq += len(lengths)
                 continue
-            field, value = fields[index], fields[index + 1]
-            kind = DataKind(field[0] - 48)
-            name = field[1:].decode()
-            payload: str | bytes = value if kind is DataKind.BYTES else value.decode()
-            events.append(StoredEvent(seq, name, kind, payload))
-            if len(events) == limit:
-                return events
+            kind = DataKind(kind_number)
+            data: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
+            start = 0
+            for length in lengths:
+                seq += 1
+                end = start + length
+                if seq > after_seq:
+                    payload = data[start:end]
+                    shared = (
+                        None
+                        if kind is DataKind.JSON
+                        else Event(f"{generation}-{seq}", name, payload)
+                    )
+                    append(StoredEvent(seq, name, kind, payload, shared))
+                    if len(events) == limit:
+                        return events
+                start = end
     return events

@@ -1,28 +1,24 @@
--- ARGV: session id, generation, first seq, metadata JSON or '', then one
--- field/value pair per event (field = kind digit .. name, value = payload).
--- Idempotent: events already stored (a retried batch) are skipped.
+-- ARGV: session id, generation, first seq, event count, metadata JSON or '',
+-- the packed batch (_keys.encode_batch). Idempotent: a retried batch whose
+-- events are already stored is skipped (a batch is stored whole or not at
+-- all, so a retry never lands part-way).
 local now, s, lost = owned(ARGV[2])
 if lost then
   return {'lost', lost}
 end
-local last, first = tonumber(s.n), tonumber(ARGV[3])
-local count = (#ARGV - 4) / 2
-if count > 0 and first > last + 1 then
-  return {'gap', last}
+local last, first, count = tonumber(s.n), tonumber(ARGV[3]), tonumber(ARGV[4])
+-- A gap, or a part-way overlap: the client says which.
+if count > 0 and (first > last + 1 or (first <= last and first + count - 1 > last)) then
+  return {'refused', last}
 end
-local skip = last + 1 - first
-if skip < count then
-  local pairs_ = {}
-  for i = 5 + skip * 2, #ARGV do
-    pairs_[#pairs_ + 1] = ARGV[i]
-  end
+if count > 0 and first == last + 1 then
   last = first + count - 1
-  redis.call('XADD', log_key, s.g .. '-' .. last, unpack(pairs_))
+  redis.call('XADD', log_key, s.g .. '-' .. last, 'b', ARGV[6])
   redis.call('PEXPIRE', log_key, tonumber(s.t) + tonumber(s.r))
 end
 redis.call('HSET', session_key, 'n', last, 'u', now)
-if ARGV[4] ~= '' then
-  redis.call('HSET', session_key, 'm', ARGV[4])
+if ARGV[5] ~= '' then
+  redis.call('HSET', session_key, 'm', ARGV[5])
 end
 touch_index(now, tonumber(s.t) + tonumber(s.r))
 publish(change_channel, s.g .. '-' .. last)

@@ -1,5 +1,5 @@
 -- ARGV: session id, cursor generation or '', cursor seq, most events to return.
--- Returns the session and the log entries (one per write batch) that hold
+-- Returns the session and the log entries (one packed write batch each) that hold
 -- the events after the cursor, in one atomic snapshot.
 local now = now_ms()
 local s, flat = load(now)
@@ -19,7 +19,8 @@ if from ~= nil and limit > 0 and from <= tonumber(s.n) then
     local chunk = redis.call('XRANGE', log_key, start, '+', 'COUNT', 16)
     for _, entry in ipairs(chunk) do
       entries[#entries + 1] = entry
-      found = found + #entry[2] / 2
+      -- An entry's id is <generation>-<its last seq>.
+      found = tonumber(string.match(entry[1], '-(%d+)$')) - from + 1
     end
     if #chunk < 16 then
       break

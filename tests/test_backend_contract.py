@@ -1,0 +1,88 @@
+"""Backend duties checked on the backend itself, on every kind: write
+batches are stored whole and once, and read back exactly, at any cursor."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from replayhub._events import Cursor, DataKind, StoredEvent
+from replayhub.backends import Backend
+
+from .backends import BackendServers
+
+SESSION = "contract"
+
+# Runs of several kinds and names, multi-byte text, empty payloads, newlines
+# and bytes that are not UTF-8: what packing batches must not mangle.
+MIXED: list[tuple[str, DataKind, str | bytes]] = [
+    ("message", DataKind.TEXT, "héllo"),
+    ("message", DataKind.TEXT, ""),
+    ("message", DataKind.TEXT, "line\nbreak 🙂"),
+    ("tool", DataKind.JSON, '{"a":[1,"ü"]}'),
+    ("tool", DataKind.JSON, "null"),
+    ("audio", DataKind.BYTES, b"\x00\xff\n\x80"),
+    ("audio", DataKind.BYTES, b""),
+    ("ünïcode name", DataKind.TEXT, "x" * 300),
+    ("message", DataKind.TEXT, "end"),
+]
+
+
+def stored(first_seq: int, items: list[tuple[str, DataKind, str | bytes]]) -> list[StoredEvent]:
+    return [
+        StoredEvent(first_seq + index, name, kind, payload)
+        for index, (name, kind, payload) in enumerate(items)
+    ]
+
+
+@pytest.fixture
+async def backend(backend_kind: str, backend_servers: BackendServers) -> AsyncIterator[Backend]:
+    async with backend_servers.backend(backend_kind, namespace=f"t{uuid.uuid4().hex}") as opened:
+        yield opened
+
+
+async def test_batches_read_back_exactly_at_every_cursor_and_limit(backend: Backend) -> None:
+    record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    generation = record.generation
+    sent = stored(1, MIXED[:4]) + stored(5, MIXED[4:5]) + stored(6, MIXED[5:])
+    for batch in (sent[:4], sent[4:5], sent[5:]):
+        await backend.append(SESSION, generation, batch, metadata=None)
+    expected = [(event.seq, event.event, event.kind, event.payload) for event in sent]
+    for after in range(len(sent) + 1):
+        for limit in (1, 2, 5, 100):
+            result = await backend.read(SESSION, after=Cursor(generation, after), limit=limit)
+            assert result is not None
+            record, events = result
+            assert record.last_seq == len(sent)
+            got = [(event.seq, event.event, event.kind, event.payload) for event in events]
+            assert got == expected[after : after + limit], (after, limit)
+            for event in events:
+                delivered = event.to_event(generation)
+                assert delivered.id == f"{generation}-{event.seq}"
+                assert delivered.event == event.event
+
+
+async def test_a_retried_batch_is_stored_once_and_a_bad_one_changes_nothing(
+    backend: Backend,
+) -> None:
+    record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    generation = record.generation
+    first, second = stored(1, MIXED[:2]), stored(3, MIXED[2:5])
+    await backend.append(SESSION, generation, first, metadata=None)
+    await backend.append(SESSION, generation, second, metadata=None)
+    await backend.append(SESSION, generation, second, metadata=None)  # a retry
+    await backend.append(SESSION, generation, first, metadata=None)  # an older retry
+    with pytest.raises(RuntimeError, match="overlap"):
+        await backend.append(SESSION, generation, stored(5, MIXED[4:6]), metadata={"x": 1})
+    with pytest.raises(RuntimeError, match="gap"):
+        await backend.append(SESSION, generation, stored(7, MIXED[6:7]), metadata={"x": 1})
+    result = await backend.read(SESSION, after=None, limit=100)
+    assert result is not None
+    record, events = result
+    assert record.last_seq == 5
+    assert record.metadata == {}
+    assert [(event.seq, event.payload) for event in events] == [
+        (seq, payload) for seq, (_, _, payload) in enumerate(MIXED[:5], start=1)
+    ]
