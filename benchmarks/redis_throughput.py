@@ -27,9 +27,11 @@ from typing import Any
 import anyio
 from anyio.streams.buffered import BufferedByteReceiveStream
 
-from replayhub import Hub
+from replayhub import Event, Hub
 
 PAYLOAD = "x" * 20
+#: How subscribers read: one event per ``await``, or ``batches()``.
+MODES = ("events", "batches")
 
 
 def emit(**fields: Any) -> None:
@@ -66,28 +68,52 @@ def redis_server() -> Iterator[str]:
 # -- the subscriber process -----------------------------------------------------
 
 
-async def subscribers(url: str, session: str, count: int, expected: int) -> None:
-    """Open ``count`` subscriptions, say "ready", read to the end, report."""
+async def subscribers(
+    url: str, session: str, count: int, expected: int, mode: str, timed: bool
+) -> None:
+    """Open ``count`` subscriptions, say "ready", read to the end, report.
+
+    ``mode`` is ``events`` (``async for event in events``) or ``batches``
+    (``async for batch in events.batches()``). Either way every event's id is
+    checked against the expected sequence, so "complete" means every event,
+    once, in order.
+    """
     latencies: list[float] = []
     complete = 0
     ready = 0
+    finished_at = 0.0
     all_ready = anyio.Event()
+    suffixes = [f"-{seq}" for seq in range(1, expected + 1)]
 
     async def one(hub: Hub) -> None:
-        nonlocal complete, ready
-        seqs: list[int] = []
+        nonlocal complete, ready, finished_at
+        received: list[Event] = []
+        arrivals: list[tuple[float, int]] = []  # (when, events received by then)
         async with hub.subscribe(session) as events:
             ready += 1
             if ready == count:
                 all_ready.set()
-            async for event in events:
-                data = event.data
-                assert isinstance(data, str)
-                if data[0] == "{":
-                    latencies.append(time.time() - json.loads(data)["t"])
-                seqs.append(int(event.id.rsplit("-", 1)[1]))
-        if seqs == list(range(1, expected + 1)):
+            # Only keep what arrives while the clock runs; check it after.
+            if mode == "batches":
+                async for batch in events.batches():
+                    received += batch
+                    if timed:
+                        arrivals.append((time.time(), len(received)))
+            else:
+                async for event in events:
+                    received.append(event)
+                    if timed:
+                        arrivals.append((time.time(), len(received)))
+            finished_at = max(finished_at, time.time())
+            prefix = f"{events.generation}"
+        if [event.id for event in received] == [prefix + suffix for suffix in suffixes]:
             complete += 1
+        start = 0
+        for arrived, end in arrivals:
+            for event in received[start:end]:
+                assert isinstance(event.data, str)
+                latencies.append(arrived - json.loads(event.data)["t"])
+            start = end
 
     async with Hub.from_url(url, namespace="bench") as hub, anyio.create_task_group() as tg:
         for _ in range(count):
@@ -99,6 +125,7 @@ async def subscribers(url: str, session: str, count: int, expected: int) -> None
         json.dumps(
             {
                 "complete_in_order": complete,
+                "finished_at": finished_at,
                 "p50_ms": 1000 * latencies[len(latencies) // 2] if latencies else None,
                 "p99_ms": 1000 * latencies[int(len(latencies) * 0.99)] if latencies else None,
             }
@@ -111,10 +138,21 @@ async def subscribers(url: str, session: str, count: int, expected: int) -> None
 
 
 class SubscriberProcess:
-    def __init__(self, args: argparse.Namespace, url: str, session: str, count: int, expected: int):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        url: str,
+        session: str,
+        count: int,
+        expected: int,
+        mode: str,
+        *,
+        timed: bool = False,
+    ):
         self.command = [
             sys.executable, __file__, "--role", "subscribers", "--url", url, "--loop", args.loop,
             "--session", session, "--count", str(count), "--expected", str(expected),
+            "--mode", mode, *(["--timed"] if timed else []),
         ]  # fmt: skip
 
     async def __aenter__(self) -> SubscriberProcess:
@@ -137,15 +175,20 @@ class SubscriberProcess:
         await self.process.aclose()
 
 
-async def throughput(args: argparse.Namespace, hub: Hub, url: str, subscribers_: int) -> None:
-    session = f"rate-{subscribers_}"
+async def throughput(
+    args: argparse.Namespace, hub: Hub, url: str, subscribers_: int, mode: str = "events"
+) -> None:
+    """One producer sending as fast as it can. With subscribers, the
+    delivered rate is the events over the time from the first send to the
+    moment the last subscriber had the last event (clocks of one machine)."""
+    session = f"rate-{subscribers_}-{mode}"
     events = args.events
     async with hub.produce(session) as stream:
         if subscribers_:
             watchers = await SubscriberProcess(
-                args, url, session, subscribers_, events
+                args, url, session, subscribers_, events, mode
             ).__aenter__()
-        started = time.perf_counter()
+        started, started_at = time.perf_counter(), time.time()
         for _ in range(events):
             await stream.send(PAYLOAD)
         await stream.flush()
@@ -160,15 +203,18 @@ async def throughput(args: argparse.Namespace, hub: Hub, url: str, subscribers_:
     if subscribers_:
         result = await watchers.result()
         await watchers.__aexit__()
-        figures["delivered_events_per_s"] = round(events / (time.perf_counter() - started))
+        figures["mode"] = mode
+        figures["delivered_events_per_s"] = round(events / (result["finished_at"] - started_at))
         figures["complete_in_order"] = result["complete_in_order"]
     emit(**figures)
 
 
-async def latency(args: argparse.Namespace, hub: Hub, url: str, count: int) -> None:
-    session, events, rate = "latency", 1000, 1000.0
+async def latency(args: argparse.Namespace, hub: Hub, url: str, count: int, mode: str) -> None:
+    session, events, rate = f"latency-{mode}", 1000, 1000.0
     async with hub.produce(session) as stream:
-        watchers = await SubscriberProcess(args, url, session, count, events).__aenter__()
+        watchers = await SubscriberProcess(
+            args, url, session, count, events, mode, timed=True
+        ).__aenter__()
         start = anyio.current_time()
         for i in range(events):
             await anyio.sleep_until(start + i / rate)
@@ -179,6 +225,7 @@ async def latency(args: argparse.Namespace, hub: Hub, url: str, count: int) -> N
         figure="live_latency",
         loop=args.loop,
         subscribers=count,
+        mode=mode,
         rate_per_s=rate,
         p50_ms=round(result["p50_ms"], 3),
         p99_ms=round(result["p99_ms"], 3),
@@ -214,9 +261,12 @@ async def connections(args: argparse.Namespace, hub: Hub, url: str) -> None:
 
 async def main(args: argparse.Namespace, url: str) -> None:
     async with Hub.from_url(url, namespace="bench", max_events=1_000_000) as hub:
-        for count in (0, 1, 100):
-            await throughput(args, hub, url, count)
-        await latency(args, hub, url, 100)
+        await throughput(args, hub, url, 0)
+        for mode in MODES:
+            for count in (1, 100):
+                await throughput(args, hub, url, count, mode)
+        for mode in MODES:
+            await latency(args, hub, url, 100, mode)
         await late_replay(args, hub)
         await connections(args, hub, url)
 
@@ -230,9 +280,20 @@ def cli() -> None:
     parser.add_argument("--session")
     parser.add_argument("--count", type=int)
     parser.add_argument("--expected", type=int)
+    parser.add_argument("--mode", choices=MODES, default="events")
+    parser.add_argument("--timed", action="store_true", help="note each arrival's time")
     args = parser.parse_args()
     if args.role == "subscribers":
-        anyio.run(subscribers, args.url, args.session, args.count, args.expected, backend=args.loop)
+        anyio.run(
+            subscribers,
+            args.url,
+            args.session,
+            args.count,
+            args.expected,
+            args.mode,
+            args.timed,
+            backend=args.loop,
+        )
     else:
         run_on_redis(main, args)
 

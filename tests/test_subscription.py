@@ -329,7 +329,7 @@ async def test_subscribers_of_one_session_share_reads(make_hub: HubFactory) -> N
 async def test_a_reader_behind_the_shared_window_still_gets_everything(
     make_hub: HubFactory,
 ) -> None:
-    total = WINDOW * 2 + 100
+    total = WINDOW * 3 + 100  # past the window even just before a trim
     async with make_hub(max_events=total) as hub:
         async with anyio.create_task_group() as tg, hub.produce("s") as stream:
             await stream.send(0)

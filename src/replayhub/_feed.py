@@ -13,15 +13,13 @@ change that woke it is in what it reads.
 
 from __future__ import annotations
 
-import itertools
-from collections import deque
-
 import anyio
 
 from ._events import Cursor, StoredEvent
 from .backends import Backend, SessionRecord
 
-#: Events the feed keeps: several pages, so readers a little behind still share.
+#: Events the feed keeps (up to twice as many between trims): several pages,
+#: so readers a little behind still share.
 WINDOW = 2048
 
 
@@ -37,7 +35,7 @@ class SessionFeed:
         self.users = 0
         self._record: SessionRecord | None = None
         self._removed = False
-        self._events: deque[StoredEvent] = deque(maxlen=WINDOW)
+        self._events: list[StoredEvent] = []  # at most 2 * WINDOW
         self._last_seq = 0  # of the newest event in the window (its generation's)
         self._tickets = 0  # fetches started
         self._done = 0  # ticket of the newest completed fetch
@@ -72,8 +70,7 @@ class SessionFeed:
                     raise BehindWindow
                 if after_seq < self._last_seq:
                     start = after_seq + 1 - first_seq
-                    page = itertools.islice(self._events, start, start + self._page_size)
-                    return record, list(page)
+                    return record, self._events[start : start + self._page_size]
                 if after_seq == record.last_seq:
                     return record, []  # caught up with storage as of that fetch
                 fresh_from = self.ticket()  # storage holds more than the window
@@ -116,5 +113,7 @@ class SessionFeed:
         self._last_seq = start
         self._record = record
         if events:
-            self._events.extend(events)
+            self._events += events
             self._last_seq = events[-1].seq
+            if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per fetch
+                del self._events[:-WINDOW]

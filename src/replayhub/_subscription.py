@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import anyio
 
@@ -17,6 +18,8 @@ from .backends import SessionRecord, Watch
 
 if TYPE_CHECKING:
     from ._hub import Hub
+
+_shared_event = operator.attrgetter("shared")
 
 #: Events fetched per read: the bound on what a subscription holds in memory.
 PAGE_SIZE = 512
@@ -161,11 +164,15 @@ class Subscription(anyio.AsyncContextManagerMixin):
         buffer = self._buffer
         if not buffer or buffer[0].seq <= self._join_until:
             return []
-        generation = self._generation
-        taken = [stored.to_event(generation) for stored in buffer]
+        # Events the backend built once for all readers, taken in C; the few
+        # it could not share (JSON, decoded per reader) are built here.
+        taken: list[Event | None] = list(map(_shared_event, buffer))
+        if not all(taken):  # (not `None in`: that would call Event.__eq__ per event)
+            generation = self._generation
+            taken = [stored.to_event(generation) for stored in buffer]
         self._delivered_seq = buffer[-1].seq
         buffer.clear()
-        return taken
+        return cast(list[Event], taken)
 
     async def _next_replayed(self) -> Event:
         """Join a run of text events of one name into one event with the last id."""
@@ -204,12 +211,14 @@ class Subscription(anyio.AsyncContextManagerMixin):
         Storage errors are retried for up to ``lease_ttl`` (storage restarting,
         a connection being replaced), then raised.
         """
-        delay, give_up = _RETRY_FIRST, anyio.current_time() + self._lease_ttl
+        delay, give_up = _RETRY_FIRST, None
         while True:
             try:
                 result = await self._read_next()
                 break
             except BackendUnavailableError:
+                if give_up is None:
+                    give_up = anyio.current_time() + self._lease_ttl
                 if anyio.current_time() + delay > give_up:
                     raise
                 await anyio.sleep(delay)
