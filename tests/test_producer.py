@@ -367,8 +367,13 @@ async def test_large_buffers_are_written_in_bounded_batches(make_hub: HubFactory
 
 
 class _DeafWatch:
+    """A watch whose every wake-up is lost."""
+
     async def wait(self) -> None:
         await anyio.sleep_forever()
+
+    def notify(self) -> None:
+        pass
 
 
 async def test_a_cancel_whose_wake_up_is_lost_is_seen_by_the_heartbeat(

@@ -11,6 +11,7 @@ import anyio
 from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
 from ._feed import SessionFeed
+from ._recheck import RecheckTimer
 from ._producer import Producer, _Stop
 from ._settings import Settings, check_metadata, check_session_id
 from ._subscription import PAGE_SIZE, Subscription
@@ -58,6 +59,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         self._entered = False
         self._producers: set[Producer] = set()
         self._feeds: dict[str, SessionFeed] = {}
+        self._rechecks = RecheckTimer()
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[HubOptions]) -> Hub:
@@ -84,8 +86,12 @@ class Hub(anyio.AsyncContextManagerMixin):
         # Backends hold task groups; what leaves them (the exception of the
         # hub's own block included) is raised as itself, not as a group.
         with unwrap_single_exception():
-            async with self._open_backend():
-                yield self
+            async with self._open_backend(), anyio.create_task_group() as task_group:
+                task_group.start_soon(self._rechecks.run)
+                try:
+                    yield self
+                finally:
+                    task_group.cancel_scope.cancel()
 
     @asynccontextmanager
     async def _open_backend(self) -> AsyncIterator[None]:

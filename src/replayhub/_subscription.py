@@ -121,6 +121,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 yield self
             finally:
                 self._watch = None
+                self._hub._rechecks.forget(watch)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -139,8 +140,11 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 raise StopAsyncIteration
             if not await self._fetch():
                 assert self._record is not None
-                with anyio.move_on_after(self._record.recheck_after(self._lease_ttl)):
-                    await self._watch.wait()
+                self._hub._rechecks.wake_at(
+                    anyio.current_time() + self._record.recheck_after(self._lease_ttl),
+                    self._watch,
+                )
+                await self._watch.wait()
                 self._fresh_from = self._feed.ticket()
         if self._buffer[0].seq <= self._join_until:
             return await self._next_replayed()

@@ -97,9 +97,13 @@ class Watch(Protocol):
         """Wait until the flag is set, then clear it.
 
         A change after the previous ``wait`` returned (or after the watch was
-        opened) makes the next ``wait`` return at once. Callers bound the wait
-        with a cancel scope; a cancelled wait leaves the flag as it was.
+        opened) makes the next ``wait`` return at once. A cancelled wait
+        leaves the flag as it was.
         """
+        ...
+
+    def notify(self) -> None:
+        """Set the flag now: a wake-up from the caller's own timer."""
         ...
 
 
