@@ -11,8 +11,8 @@ import anyio
 from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
 from ._feed import SessionFeed
-from ._recheck import RecheckTimer
 from ._producer import Producer, _Stop
+from ._recheck import RecheckTimer
 from ._settings import Settings, check_metadata, check_session_id
 from ._subscription import PAGE_SIZE, Subscription
 from .backends import Backend, backend_from_url
