@@ -22,7 +22,7 @@ import anyio
 from delay_proxy import serve_delay_proxy
 from redis_throughput import PAYLOAD, emit, run_on_redis
 
-from replayhub import Hub, LeaseLostError
+from replayhub import BackendUnavailableError, Hub, LeaseLostError
 
 
 def port_of(url: str) -> int:
@@ -63,8 +63,9 @@ async def coredis_pipeline_ceiling(url: str, loop: str) -> None:
 # -- the memory backend ---------------------------------------------------------------
 
 
-async def memory_rate(loop: str, events: int = 200_000) -> None:
-    """1 producer → 1 live consumer, in process, on the memory backend."""
+async def memory_rate(loop: str, mode: str, events: int = 200_000) -> None:
+    """1 producer → 1 live consumer, in process, on the memory backend; the
+    consumer reads per event or with ``batches()`` (``mode``)."""
     async with Hub(max_events=events) as hub, anyio.create_task_group() as task_group:
         received = 0
         claimed = anyio.Event()
@@ -73,8 +74,12 @@ async def memory_rate(loop: str, events: int = 200_000) -> None:
             nonlocal received
             await claimed.wait()
             async with hub.subscribe("rate") as stream:
-                async for _ in stream:
-                    received += 1
+                if mode == "batches":
+                    async for batch in stream.batches():
+                        received += len(batch)
+                else:
+                    async for _ in stream:
+                        received += 1
 
         task_group.start_soon(consume)
         started = time.perf_counter()
@@ -88,6 +93,7 @@ async def memory_rate(loop: str, events: int = 200_000) -> None:
     emit(
         figure="memory_backend_events_per_s",
         loop=loop,
+        mode=mode,
         events=events,
         produced_per_s=round(events / produced),
         delivered_per_s=round(events / delivered),
@@ -145,10 +151,10 @@ async def fleet(url: str, loop: str, sessions: int, rate: float, seconds: float)
     latencies: list[float] = []
     ready = anyio.Event()
     subscribed = 0
-    lost = 0
+    lost = unfinished = 0
 
     async def produce(hub: Hub, session: str, *, task_status: anyio.abc.TaskStatus[None]) -> None:
-        nonlocal lost
+        nonlocal lost, unfinished
         try:
             async with hub.produce(session) as stream:
                 task_status.started()
@@ -159,6 +165,8 @@ async def fleet(url: str, loop: str, sessions: int, rate: float, seconds: float)
                     await stream.send(repr(time.perf_counter()))
         except LeaseLostError:
             lost += 1  # the process fell a whole lease behind its heartbeats
+        except BackendUnavailableError:
+            unfinished += 1  # its terminal write waited past finalize_timeout
 
     async def follow(hub: Hub, session: str) -> None:
         nonlocal subscribed
@@ -198,6 +206,7 @@ async def fleet(url: str, loop: str, sessions: int, rate: float, seconds: float)
         p99_ms=round(1000 * latencies[int(len(latencies) * 0.99)], 2),
         redis_connections=listing.count(b"\n") - 1,
         producers_lost_lease=lost,
+        producers_unfinished=unfinished,
         cpu_percent_of_one_core=round(100 * used / (wall_after - wall)),
     )
 
@@ -263,7 +272,8 @@ async def main(args: argparse.Namespace, url: str) -> None:
     await redis_benchmark_ceiling(url, 1)
     await redis_benchmark_ceiling(url, 16)
     await coredis_pipeline_ceiling(url, args.loop)
-    await memory_rate(args.loop)
+    for mode in ("events", "batches"):
+        await memory_rate(args.loop, mode)
     await idle_subscription_memory(None, args.loop)
     await idle_subscription_memory(url, args.loop)
     for sessions in sorted({args.fleet_sessions, min(200, args.fleet_sessions)}):
