@@ -128,11 +128,21 @@ class Subscription(anyio.AsyncContextManagerMixin):
 
     async def __anext__(self) -> Event:
         buffer = self._buffer
-        if buffer and self._watch is not None and buffer[0].seq > self._join_until:
-            # The hot path: an event already fetched, handed over as is.
-            stored = buffer.popleft()
-            self._delivered_seq = stored.seq
-            return stored.to_event(self._generation)
+        if not buffer or buffer[0].seq <= self._join_until or self._watch is None:
+            await self._wait_for_events()
+            if buffer[0].seq <= self._join_until:
+                return await self._next_replayed()
+        # Handed over as fetched; nothing awaits between taking it and moving
+        # the cursor, so a cancelled __anext__ never loses or repeats one.
+        stored = buffer.popleft()
+        self._delivered_seq = stored.seq
+        return stored.to_event(self._generation)
+
+    async def _wait_for_events(self) -> None:
+        """Fetch, and wait for wake-ups, until the buffer holds an event.
+
+        :raises StopAsyncIteration: once the outcome is known and all is delivered.
+        """
         if self._watch is None:
             raise RuntimeError("iterate a subscription inside its async with block")
         while not self._buffer:
@@ -146,9 +156,6 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 )
                 await self._watch.wait()
                 self._fresh_from = self._feed.ticket()
-        if self._buffer[0].seq <= self._join_until:
-            return await self._next_replayed()
-        return self._deliver(1)
 
     def batches(self) -> EventBatches:
         """Iterate in lists of events instead of one event at a time.
