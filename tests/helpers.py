@@ -12,7 +12,7 @@ import anyio
 
 from replayhub import Event, Hub, Outcome
 from replayhub._events import Cursor, Metadata, State, StoredEvent
-from replayhub.backends import Backend, SessionRecord, Watch
+from replayhub.backends import AppendListener, Backend, SessionRecord, Watch
 
 
 async def collect(
@@ -30,11 +30,14 @@ def texts(events: Sequence[Event]) -> list[object]:
 
 
 class FaultyBackend:
-    """Delegates to a real backend; appends can be held or made to fail."""
+    """Delegates to a real backend; appends can be held or made to fail,
+    hand-overs of stored batches withheld or lost."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
         self.append_gate: anyio.Event | None = None
+        self.hand_over_batches = True
+        self.lose_every_nth_hand_over = 0  # lost outright, as a dropped message is
         self.append_error: Exception | None = None
         self.finish_error: Exception | None = None
         self.appends = 0
@@ -111,8 +114,26 @@ class FaultyBackend:
     async def remove(self, session_id: str) -> bool:
         return await self.inner.remove(session_id)
 
-    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
-        return self.inner.watch(session_id)
+    def watch(
+        self, session_id: str, *, on_append: AppendListener | None = None
+    ) -> AbstractAsyncContextManager[Watch]:
+        # Without hand-overs the readers learn of every batch by a wake-up.
+        listener = on_append if self.hand_over_batches else None
+        if listener is not None and self.lose_every_nth_hand_over:
+            listener = self._losing(listener, self.lose_every_nth_hand_over)
+        return self.inner.watch(session_id, on_append=listener)
+
+    @staticmethod
+    def _losing(listener: AppendListener, nth: int) -> AppendListener:
+        count = 0
+
+        def losing(generation: int, events: list[StoredEvent]) -> None:
+            nonlocal count
+            count += 1
+            if count % nth:
+                listener(generation, events)
+
+        return losing
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
         return self.inner.watch_claim(session_id)

@@ -10,10 +10,11 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from replayhub import BackendUnavailableError, Hub, InvalidInputError, State
+from replayhub import BackendUnavailableError, Event, Hub, InvalidInputError, State
+from replayhub._events import DataKind, StoredEvent
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
-from replayhub.backends.redis._keys import session_keys
+from replayhub.backends.redis._keys import decode_notification, encode_batch, session_keys
 
 from .helpers import collect, texts
 from .redis_server import RedisServer, free_port
@@ -149,6 +150,60 @@ async def test_events_redis_lost_make_the_producer_fail_loudly(fresh_redis: Redi
     assert outcome.error is not None
     assert "gap" in outcome.error
     assert texts(events) == [0, 1, 2]
+
+
+async def test_notifications_that_do_not_follow_cost_a_read_never_an_event(
+    fresh_redis: RedisServer,
+) -> None:
+    # A batch rides in its notification; one the hub cannot read, one that
+    # repeats what it has, or one past a gap must not reach a reader as is.
+    keys = session_keys("replayhub", "s")
+    received: list[object] = []
+    got_first = anyio.Event()
+
+    async def reader(hub: Hub, *, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            async for event in events:
+                received.append(event.data)
+                got_first.set()
+
+    def forged(generation: int, first: int, texts: list[str]) -> bytes:
+        events = [
+            StoredEvent(first + index, "message", DataKind.TEXT, text)
+            for index, text in enumerate(texts)
+        ]
+        return b"%d-%d " % (generation, first + len(texts) - 1) + encode_batch(events)
+
+    async with Hub.from_url(fresh_redis.url) as hub, anyio.create_task_group() as tg:
+        async with hub.produce("s") as stream:
+            await tg.start(reader, hub)
+            await stream.send("a")
+            await stream.flush()
+            with anyio.fail_after(5):
+                await got_first.wait()
+            generation = stream.generation
+            for message in (
+                b"%d-2 not a batch" % generation,
+                forged(generation, 1, ["repeated"]),
+                forged(generation, 5, ["past", "a", "gap"]),
+                forged(generation + 1, 1, ["other generation"]),
+            ):
+                fresh_redis.command("PUBLISH", keys.changes, message.decode())
+            await anyio.sleep(0.1)
+            await stream.send("b")
+    assert received == ["a", "b"]
+
+
+def test_a_change_notification_carries_its_batch_or_nothing() -> None:
+    events = [
+        StoredEvent(3, "message", DataKind.TEXT, "é\n"),
+        StoredEvent(4, "bin", DataKind.BYTES, b"\xff"),
+    ]
+    decoded = decode_notification(b"7-4 " + encode_batch(events))
+    assert decoded == (7, events)
+    assert decoded[1][0].shared == Event("7-3", "message", "é\n")
+    assert decode_notification(b"7-4") is None
 
 
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:

@@ -327,6 +327,66 @@ async def test_subscribers_of_one_session_share_reads(make_hub: HubFactory) -> N
     assert shared_reads < readers + batches * 5, shared_reads
 
 
+async def _stream_to_readers(
+    hub: Hub, *, readers: int, batches: int, storage_reads: FaultyWrap | None = None
+) -> int:
+    """Send ``batches`` one-event batches to ``readers`` live readers; check
+    each got all of them in order; return the storage reads made meanwhile."""
+    received: dict[int, list[object]] = {}
+
+    async def reader(index: int, *, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            received[index] = [event.data async for event in events]
+
+    reads_before = 0
+    async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+        for index in range(readers):
+            await tg.start(reader, index)
+        if storage_reads is not None:
+            reads_before = storage_reads.backend.reads
+        for batch in range(batches):
+            await stream.send(batch)
+            await stream.flush()
+            await anyio.sleep(0.002)
+        reads = 0 if storage_reads is None else storage_reads.backend.reads - reads_before
+    assert len(received) == readers
+    assert all(data == list(range(batches)) for data in received.values())
+    return reads
+
+
+async def test_live_readers_take_batches_from_the_notification_not_storage(
+    make_hub: HubFactory,
+) -> None:
+    wrap = FaultyWrap()
+    async with make_hub(wrap=wrap) as hub:
+        reads = await _stream_to_readers(hub, readers=10, batches=30, storage_reads=wrap)
+    # Each batch reaches the feed with its notification; reading it back
+    # would cost at least one read per batch.
+    assert reads <= 3, reads
+
+
+async def test_readers_lose_nothing_when_batch_notifications_are_lost(
+    make_hub: HubFactory,
+) -> None:
+    wrap = FaultyWrap()
+    hub = make_hub(wrap=wrap)
+    wrap.backend.lose_every_nth_hand_over = 3
+    async with hub:
+        reads = await _stream_to_readers(hub, readers=5, batches=30, storage_reads=wrap)
+    assert reads >= 5, reads  # the lost batches were read from storage instead
+
+
+async def test_readers_get_everything_from_a_backend_that_hands_nothing_over(
+    make_hub: HubFactory,
+) -> None:
+    wrap = FaultyWrap()
+    hub = make_hub(wrap=wrap)
+    wrap.backend.hand_over_batches = False
+    async with hub:
+        await _stream_to_readers(hub, readers=5, batches=30)
+
+
 async def test_a_reader_behind_the_shared_window_still_gets_everything(
     make_hub: HubFactory,
 ) -> None:

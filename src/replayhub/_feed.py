@@ -1,26 +1,41 @@
-"""One shared reader per session for all of a hub's subscriptions to it.
+"""One follower per session for all of a hub's subscriptions to it.
 
-A hundred browsers on one reply should cost one storage read per write
-batch, not a hundred. The feed keeps a window of the session's newest events
-(as read by the latest fetch) and serves every subscription whose cursor lies
-inside it; one that fell behind the window reads storage itself, at its own
-pace, so a slow reader still gets everything with bounded memory.
+A hundred browsers on one reply should cost one wake-up each per write batch
+and no storage read at all. The feed holds the hub's one watch on the session
+and a window of its newest events. Batches the backend hands over as they are
+stored (the Redis notification carries them) extend the window at once; any
+other change (a state change, a batch the feed missed) makes the feed's task
+read storage from the window's end. Subscriptions wait on :attr:`changed` and
+take their slice of the window; one whose cursor is older than the window
+reads storage itself, at its own pace, so a slow reader still gets everything
+with bounded memory.
 
-No wake-up is lost: a subscription that was woken asks for data from a fetch
-that *started after* its wake-up (``fresh_from``, a fetch ticket), so the
-change that woke it is in what it reads.
+No change is lost: the watch opens before any subscription's first read, so
+whatever is stored after that read reaches the feed, as a batch or a wake-up.
+The feed also re-reads once the producer's lease would have run out, so a
+producer that vanished is noticed (and stored as abandoned) even if no
+message ever comes.
 """
 
 from __future__ import annotations
 
-import anyio
+import logging
 
+import anyio
+from anyio.abc import TaskStatus
+
+from ._errors import BackendUnavailableError, HubClosedError, SessionNotFoundError
 from ._events import Cursor, StoredEvent
-from .backends import Backend, SessionRecord
+from ._recheck import RecheckTimer
+from .backends import Backend, SessionRecord, Watch
+
+logger = logging.getLogger(__name__)
 
 #: Events the feed keeps (up to twice as many between trims): several pages,
 #: so readers a little behind still share.
 WINDOW = 2048
+#: Retry delays of a read that failed for want of storage.
+RETRY_FIRST, RETRY_MAX = 0.05, 1.0
 
 
 class BehindWindow(Exception):
@@ -28,92 +43,194 @@ class BehindWindow(Exception):
 
 
 class SessionFeed:
-    def __init__(self, backend: Backend, session_id: str, *, page_size: int) -> None:
+    """
+    :param lease_ttl: how long a failing storage is retried before waiting
+        readers are told; also the longest a reader waits without a re-read.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        session_id: str,
+        *,
+        page_size: int,
+        lease_ttl: float,
+        rechecks: RecheckTimer,
+    ) -> None:
         self._backend = backend
-        self._session_id = session_id
+        self.session_id = session_id
         self._page_size = page_size
+        self._lease_ttl = lease_ttl
+        self._rechecks = rechecks
         self.users = 0
-        self._record: SessionRecord | None = None
+        self.started = anyio.Event()
+        """Set once the task has started, or failed to."""
+        self.running = False
+        self.changed = anyio.Event()
+        """Set, and replaced, whenever the feed moves: wait on it after a
+        :meth:`read` that found nothing."""
+        self._record: SessionRecord | None = None  # as of the latest read
         self._removed = False
+        self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
+        self._ended: tuple[str, BaseException] | None = None  # the task ended
         self._events: list[StoredEvent] = []  # at most 2 * WINDOW
         self._last_seq = 0  # of the newest event in the window (its generation's)
-        self._tickets = 0  # fetches started
-        self._done = 0  # ticket of the newest completed fetch
-        self._inflight: tuple[int, anyio.Event] | None = None
+        self._missed = False  # a batch came that did not follow the window
+        self._watch: Watch | None = None
+        self._scope = anyio.CancelScope()
 
-    def ticket(self) -> int:
-        """The ticket of the next fetch to start: one that sees every change so far."""
-        return self._tickets + 1
-
-    async def read(
-        self, generation: int, after_seq: int, *, fresh_from: int
+    def read(
+        self, generation: int, after_seq: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
-        """Events of ``generation`` after ``after_seq`` (up to a page) and the
-        record, from a fetch numbered ``fresh_from`` or later.
+        """The record and up to a page of events of ``generation`` after
+        ``after_seq``, from the window; no events when the reader is level
+        with storage; ``None`` while the feed has yet to catch up with the
+        reader. After either of the last two, wait for :attr:`changed`.
 
         :raises BehindWindow: if the cursor is older than the window.
-        :returns: ``None`` if the session no longer exists.
+        :raises SessionNotFoundError: if the session was removed or expired.
+        :raises BackendUnavailableError: if storage has failed for ``lease_ttl``.
+        :raises HubClosedError: if the hub closed.
         """
+        if self._ended is not None:
+            message, cause = self._ended
+            if isinstance(cause, HubClosedError):
+                raise HubClosedError(message)
+            raise BackendUnavailableError(message) from cause
+        if self._unreachable is not None:
+            raise BackendUnavailableError(str(self._unreachable)) from self._unreachable
+        if self._removed:
+            raise SessionNotFoundError(
+                f"session {self.session_id!r} was removed or expired while being read"
+            )
+        record = self._record
+        if record is None or record.generation < generation:
+            return None  # the feed has yet to read what the reader read
+        if record.generation > generation:
+            return record, []  # the reader's generation was replaced
+        last_seq = self._last_seq
+        if after_seq < last_seq:
+            start = after_seq + len(self._events) - last_seq
+            if start < 0:
+                raise BehindWindow
+            return record, self._events[start : start + self._page_size]
+        if after_seq == last_seq >= record.last_seq:
+            return record, []
+        return None  # storage holds more than the window: being read
+
+    # -- the feed's task ---------------------------------------------------------
+
+    def stop(self) -> None:
+        self._scope.cancel()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Follow the session until :meth:`stop`; started once the watch is open."""
+        with self._scope:
+            try:
+                async with self._backend.watch(self.session_id, on_append=self._on_append) as watch:
+                    self._watch = watch
+                    self.running = True
+                    task_status.started()
+                    try:
+                        await self._follow(watch)
+                    finally:
+                        self._rechecks.forget(watch)
+            except Exception as exc:  # a bug, or a backend gone: readers are told
+                if not self.running:
+                    raise  # not started: to the subscription starting the feed
+                logger.exception("following session %r failed", self.session_id)
+                self._ended = (f"following session {self.session_id!r} failed: {exc}", exc)
+            finally:
+                self.running = False
+                if self._ended is None:
+                    self._ended = ("the hub was closed", HubClosedError())
+                self._moved()
+
+    async def _follow(self, watch: Watch) -> None:
         while True:
-            if self._done >= fresh_from:
-                if self._removed:
-                    return None
-                record = self._record
-                assert record is not None
-                if record.generation != generation:
-                    if record.generation > generation:
-                        return record, []  # the reader's generation was replaced
-                    fresh_from = self.ticket()  # the window is older than the reader
-                    continue
-                first_seq = self._last_seq - len(self._events) + 1
-                if after_seq < first_seq - 1:
-                    raise BehindWindow
-                if after_seq < self._last_seq:
-                    start = after_seq + 1 - first_seq
-                    return record, self._events[start : start + self._page_size]
-                if after_seq == record.last_seq:
-                    return record, []  # caught up with storage as of that fetch
-                fresh_from = self.ticket()  # storage holds more than the window
-                continue
-            inflight = self._inflight
-            if inflight is not None:
-                await inflight[1].wait()
-            else:
-                await self._fetch(Cursor(generation, after_seq))
-
-    async def _fetch(self, reader: Cursor) -> None:
-        self._tickets += 1
-        ticket, finished = self._tickets, anyio.Event()
-        self._inflight = (ticket, finished)
-        try:
+            self._missed = False
+            await self._catch_up()
+            if self._missed:
+                continue  # a batch came that the read may not have covered
             record = self._record
-            after = reader
-            if record is not None and record.generation == reader.generation:
-                # Read on from the window's end, or jump ahead to a reader
-                # that is past it rather than crawl the log up to it.
-                after = Cursor(reader.generation, max(self._last_seq, reader.seq))
-            result = await self._backend.read(self._session_id, after=after, limit=self._page_size)
-            if result is None:
-                self._removed = True
-            else:
-                self._removed = False
-                self._accept(after, *result)
-            self._done = ticket
-        finally:
-            # If the fetch was cancelled, waiters wake and one of them fetches.
-            self._inflight = None
-            finished.set()
+            wait = self._lease_ttl if record is None else record.recheck_after(self._lease_ttl)
+            self._rechecks.wake_at(anyio.current_time() + wait, watch)
+            await watch.wait()
 
-    def _accept(self, after: Cursor, record: SessionRecord, events: list[StoredEvent]) -> None:
-        start = after.seq if after.generation == record.generation else 0
-        if start != self._last_seq or (
-            self._record is not None and record.generation != self._record.generation
-        ):
-            self._events.clear()  # a jump, or a new generation from its start
-        self._last_seq = start
-        self._record = record
-        if events:
-            self._events += events
-            self._last_seq = events[-1].seq
-            if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per fetch
-                del self._events[:-WINDOW]
+    async def _catch_up(self) -> None:
+        """Read until level with storage, retrying while it is unreachable."""
+        delay, give_up = RETRY_FIRST, None
+        while True:
+            try:
+                if await self._fetch():
+                    return
+            except BackendUnavailableError as exc:
+                now = anyio.current_time()
+                if give_up is None:
+                    give_up = now + self._lease_ttl
+                elif now >= give_up and self._unreachable is None:
+                    self._unreachable = exc  # waiting readers give up; the feed goes on
+                    self._moved()
+                await anyio.sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
+
+    async def _fetch(self) -> bool:
+        """Read on from the window's end; ``True`` once level with storage."""
+        record = self._record
+        after = None if record is None else Cursor(record.generation, self._last_seq)
+        # The first read only finds the head: readers behind it read storage.
+        limit = 0 if after is None else self._page_size
+        result = await self._backend.read(self.session_id, after=after, limit=limit)
+        self._unreachable = None
+        if result is None:
+            self._record, self._removed = None, True
+            self._moved()
+            return True
+        record, events = result
+        self._accept(after, record, events)
+        return self._last_seq >= record.last_seq
+
+    def _accept(
+        self, after: Cursor | None, record: SessionRecord, events: list[StoredEvent]
+    ) -> None:
+        old = self._record
+        if after is None or old is None:
+            self._events = []  # start at the head
+            self._last_seq = record.last_seq
+        elif record.generation != old.generation:
+            self._events = list(events)  # a new generation, from its start
+            self._last_seq = events[-1].seq if events else 0
+        else:
+            # Batches handed over during the read may have moved the window on.
+            fresh = events[self._last_seq - after.seq :]
+            if fresh:
+                self._extend(fresh)
+        self._record, self._removed = record, False
+        self._moved()
+
+    def _on_append(self, generation: int, events: list[StoredEvent]) -> None:
+        """A batch just stored, handed over by the backend."""
+        record = self._record
+        last_seq = self._last_seq
+        if record is not None and record.generation == generation:
+            if events[-1].seq <= last_seq:
+                return  # read already
+            if events[0].seq <= last_seq + 1:
+                self._extend(events[last_seq + 1 - events[0].seq :])
+                self._moved()
+                return
+        # It does not follow the window (one was missed, or a generation the
+        # feed has not read yet): read storage instead.
+        self._missed = True
+        if self._watch is not None:
+            self._watch.notify()
+
+    def _extend(self, events: list[StoredEvent]) -> None:
+        self._events += events
+        self._last_seq = events[-1].seq
+        if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per batch
+            del self._events[:-WINDOW]
+
+    def _moved(self) -> None:
+        changed, self.changed = self.changed, anyio.Event()
+        changed.set()

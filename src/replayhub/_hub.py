@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from typing import Any, TypedDict, Unpack
 
 import anyio
+from anyio.abc import TaskGroup
 
 from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
@@ -60,6 +61,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         self._producers: set[Producer] = set()
         self._feeds: dict[str, SessionFeed] = {}
         self._rechecks = RecheckTimer()
+        self._task_group: TaskGroup
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[HubOptions]) -> Hub:
@@ -86,43 +88,67 @@ class Hub(anyio.AsyncContextManagerMixin):
         # Backends hold task groups; what leaves them (the exception of the
         # hub's own block included) is raised as itself, not as a group.
         with unwrap_single_exception():
-            async with self._open_backend(), anyio.create_task_group() as task_group:
+            async with self._backend, anyio.create_task_group() as task_group:
                 task_group.start_soon(self._rechecks.run)
+                self._task_group = task_group
+                self._open = True
                 try:
                     yield self
                 finally:
+                    self._open = False
+                    # Feeds still follow the sessions, so readers see how the
+                    # producers stopped by this end.
+                    await self._stop_producers()
                     task_group.cancel_scope.cancel()
 
-    @asynccontextmanager
-    async def _open_backend(self) -> AsyncIterator[None]:
-        async with self._backend:
-            self._open = True
-            try:
-                yield
-            finally:
-                self._open = False
-                with anyio.move_on_after(self._settings.finalize_timeout, shield=True):
-                    producers = list(self._producers)
-                    for producer in producers:
-                        producer._request_stop(_Stop.HUB_CLOSING)
-                    for producer in producers:
-                        await producer._closed.wait()
+    async def _stop_producers(self) -> None:
+        with anyio.move_on_after(self._settings.finalize_timeout, shield=True):
+            producers = list(self._producers)
+            for producer in producers:
+                producer._request_stop(_Stop.HUB_CLOSING)
+            for producer in producers:
+                await producer._closed.wait()
 
-    @contextmanager
-    def _feed(self, session_id: str) -> Iterator[SessionFeed]:
-        """The shared reader of ``session_id`` for as long as the block lasts."""
-        feed = self._feeds.get(session_id)
-        if feed is None:
-            feed = self._feeds[session_id] = SessionFeed(
-                self._backend, session_id, page_size=PAGE_SIZE
-            )
-        feed.users += 1
+    @asynccontextmanager
+    async def _feed(self, session_id: str) -> AsyncIterator[SessionFeed]:
+        """The hub's follower of ``session_id`` for as long as the block lasts,
+        its watch open."""
+        while True:
+            feed = self._feeds.get(session_id)
+            if feed is None:
+                feed = self._feeds[session_id] = SessionFeed(
+                    self._backend,
+                    session_id,
+                    page_size=PAGE_SIZE,
+                    lease_ttl=self._settings.lease_ttl,
+                    rechecks=self._rechecks,
+                )
+                feed.users += 1
+                try:
+                    await self._task_group.start(feed.run)
+                except BaseException:
+                    del self._feeds[session_id]  # others waiting try again
+                    self._leave(feed)
+                    raise
+                finally:
+                    feed.started.set()
+                break
+            feed.users += 1
+            await feed.started.wait()
+            if feed.running:
+                break
+            self._leave(feed)  # it failed to start: try again, to get the error first-hand
         try:
             yield feed
         finally:
-            feed.users -= 1
-            if not feed.users:
-                del self._feeds[session_id]
+            self._leave(feed)
+
+    def _leave(self, feed: SessionFeed) -> None:
+        feed.users -= 1
+        if not feed.users:
+            feed.stop()
+            if self._feeds.get(feed.session_id) is feed:
+                del self._feeds[feed.session_id]
 
     def _require_open(self) -> None:
         if not self._open:

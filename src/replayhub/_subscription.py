@@ -13,8 +13,8 @@ import anyio
 
 from ._errors import BackendUnavailableError, InvalidInputError, SessionNotFoundError
 from ._events import Cursor, DataKind, Event, Outcome, StoredEvent, format_event_id
-from ._feed import BehindWindow, SessionFeed
-from .backends import SessionRecord, Watch
+from ._feed import RETRY_FIRST, RETRY_MAX, BehindWindow, SessionFeed
+from .backends import SessionRecord
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -23,8 +23,6 @@ _shared_event = operator.attrgetter("shared")
 
 #: Events fetched per read: the bound on what a subscription holds in memory.
 PAGE_SIZE = 512
-#: Retry delays of a read that failed for want of storage.
-_RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
 
 
 class Subscription(anyio.AsyncContextManagerMixin):
@@ -52,7 +50,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._session_id = session_id
         self._after = after
         self._batch_replay = batch_replay
-        self._watch: Watch | None = None
+        self._inside = False  # the async with block is running
         self._generation = 0
         self._delivered_seq = 0  # last seq handed to the caller: the resume point
         self._fetched_seq = 0  # last seq in the buffer
@@ -60,7 +58,6 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._buffer: deque[StoredEvent] = deque()
         self._record: SessionRecord | None = None
         self._feed: SessionFeed
-        self._fresh_from = 0
         self._outcome: Outcome | None = None
 
     @property
@@ -87,17 +84,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Subscription]:
         self._hub._require_open()
-        with self._hub._feed(self._session_id) as feed:
+        # The feed's watch opens first, so no change after this read is missed.
+        async with self._hub._feed(self._session_id) as feed:
             self._feed = feed
-            # Any shared fetch from now on sees what the first read sees.
-            self._fresh_from = feed.ticket()
-            async with self._open() as opened:
-                yield opened
-
-    @asynccontextmanager
-    async def _open(self) -> AsyncIterator[Subscription]:
-        async with self._backend.watch(self._session_id) as watch:
-            # The watch opens first, so no change after this read is missed.
             result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
             if result is None:
                 raise SessionNotFoundError(f"no session {self._session_id!r}")
@@ -116,19 +105,18 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 self._delivered_seq = self._fetched_seq = after.seq
             self._join_until = record.last_seq if self._batch_replay else 0
             self._accept(record, events)
-            self._watch = watch
+            self._inside = True
             try:
                 yield self
             finally:
-                self._watch = None
-                self._hub._rechecks.forget(watch)
+                self._inside = False
 
     def __aiter__(self) -> Subscription:
         return self
 
     async def __anext__(self) -> Event:
         buffer = self._buffer
-        if not buffer or buffer[0].seq <= self._join_until or self._watch is None:
+        if not buffer or buffer[0].seq <= self._join_until or not self._inside:
             await self._wait_for_events()
             if buffer[0].seq <= self._join_until:
                 return await self._next_replayed()
@@ -139,23 +127,24 @@ class Subscription(anyio.AsyncContextManagerMixin):
         return stored.to_event(self._generation)
 
     async def _wait_for_events(self) -> None:
-        """Fetch, and wait for wake-ups, until the buffer holds an event.
+        """Take events from the feed, or storage, until the buffer holds one.
 
         :raises StopAsyncIteration: once the outcome is known and all is delivered.
         """
-        if self._watch is None:
+        if not self._inside:
             raise RuntimeError("iterate a subscription inside its async with block")
+        feed = self._feed
         while not self._buffer:
             if self._outcome is not None:
                 raise StopAsyncIteration
-            if not await self._fetch():
-                assert self._record is not None
-                self._hub._rechecks.wake_at(
-                    anyio.current_time() + self._record.recheck_after(self._lease_ttl),
-                    self._watch,
-                )
-                await self._watch.wait()
-                self._fresh_from = self._feed.ticket()
+            changed = feed.changed  # taken before looking, so no change slips by
+            try:
+                result = feed.read(self._generation, self._fetched_seq)
+            except BehindWindow:  # a slow reader reads storage at its own pace
+                await self._read_storage()
+                continue
+            if result is None or not self._accept(*result):
+                await changed.wait()
 
     def batches(self) -> EventBatches:
         """Iterate in lists of events instead of one event at a time.
@@ -200,7 +189,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 ):
                     return self._deliver(count)
                 count += 1
-            if self._fetched_seq >= self._join_until or not await self._fetch():
+            if self._fetched_seq >= self._join_until or not await self._fetch_stored():
                 return self._deliver(count)
 
     def _deliver(self, count: int) -> Event:
@@ -216,16 +205,28 @@ class Subscription(anyio.AsyncContextManagerMixin):
         text = "".join(str(stored.payload) for stored in taken)
         return Event(format_event_id(self._generation, taken[-1].seq), taken[0].event, text)
 
-    async def _fetch(self) -> bool:
-        """Read the next page; ``True`` if it brought events or an outcome.
+    async def _fetch_stored(self) -> bool:
+        """The next page of what was stored when the subscription began (to
+        join): from the feed's window if it has it, else from storage."""
+        try:
+            result = self._feed.read(self._generation, self._fetched_seq)
+        except BehindWindow:
+            result = None
+        if result is not None and result[1]:
+            return self._accept(*result)
+        return await self._read_storage()
+
+    async def _read_storage(self) -> bool:
+        """Read the next page from storage; ``True`` if it brought events or an outcome.
 
         Storage errors are retried for up to ``lease_ttl`` (storage restarting,
         a connection being replaced), then raised.
         """
-        delay, give_up = _RETRY_FIRST, None
+        after = Cursor(self._generation, self._fetched_seq)
+        delay, give_up = RETRY_FIRST, None
         while True:
             try:
-                result = await self._read_next()
+                result = await self._backend.read(self._session_id, after=after, limit=PAGE_SIZE)
                 break
             except BackendUnavailableError:
                 if give_up is None:
@@ -233,22 +234,12 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 if anyio.current_time() + delay > give_up:
                     raise
                 await anyio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
+                delay = min(delay * 2, RETRY_MAX)
         if result is None:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was removed or expired while being read"
             )
         return self._accept(*result)
-
-    async def _read_next(self) -> tuple[SessionRecord, list[StoredEvent]] | None:
-        try:
-            return await self._feed.read(
-                self._generation, self._fetched_seq, fresh_from=self._fresh_from
-            )
-        except BehindWindow:  # a slow reader reads storage at its own pace
-            return await self._backend.read(
-                self._session_id, after=Cursor(self._generation, self._fetched_seq), limit=PAGE_SIZE
-            )
 
     def _accept(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
         self._record = record

@@ -8,9 +8,17 @@ from .._errors import InvalidInputError
 from ._protocol import Backend as Backend
 from ._protocol import SessionRecord as SessionRecord
 from ._protocol import Watch as Watch
+from ._watch import AppendListener as AppendListener
 from .memory import MemoryBackend as MemoryBackend
 
-__all__ = ["Backend", "MemoryBackend", "SessionRecord", "Watch", "backend_from_url"]
+__all__ = [
+    "AppendListener",
+    "Backend",
+    "MemoryBackend",
+    "SessionRecord",
+    "Watch",
+    "backend_from_url",
+]
 
 
 def backend_from_url(url: str, *, namespace: str) -> Backend:

@@ -20,6 +20,9 @@ of the previous generation, and a cancel flag. Its duties:
   are all the generation will ever have.
 * **Wake-ups.** Watches are signalled after every change they cover. A
   signal may be spurious or coalesced, never lost while the watch is open.
+  A watch opened with ``on_append`` may get a stored batch handed to that
+  listener instead of a signal; batches can be missed (then a later signal
+  follows), never reordered.
 * **Retention.** A finished session, with its log, disappears ``retention``
   seconds after it ended; a live one never while its lease is renewed.
 
@@ -35,6 +38,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from .._events import Cursor, Metadata, Outcome, SessionInfo, State, StoredEvent, utc_datetime
+from ._watch import AppendListener
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,8 +189,19 @@ class Backend(Protocol):
         """Delete the session and its log; its producer loses its claim."""
         ...
 
-    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
-        """Wake-ups on every change of the session: events, state, removal."""
+    def watch(
+        self, session_id: str, *, on_append: AppendListener | None = None
+    ) -> AbstractAsyncContextManager[Watch]:
+        """Wake-ups on every change of the session: events, state, removal.
+
+        :param on_append: called, synchronously and without raising, with
+            ``(generation, events)`` for a batch just stored, in place of the
+            wake-up, where the backend can carry the events (always in
+            process; on Redis, in the notification). It is not called for a
+            retried batch already stored, nor for one stored with new
+            metadata. A listener that finds a batch does not follow what it
+            has (one was missed) calls :meth:`Watch.notify` and reads.
+        """
         ...
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:

@@ -1,21 +1,32 @@
-"""Wake-up flags shared by the backends: one flag per open watch, set by a
-notification, so a reader needs no buffer of messages and loses no wake-up."""
+"""Wake-ups shared by the backends: one flag per open watch, set by a
+notification, so a reader needs no buffer of messages and loses no wake-up.
+
+A watch may also take stored batches as they come (``on_append``): the
+backend hands them over instead of setting the flag, so a reader that keeps a
+copy of the log's head needs no read to learn what was written.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Hashable, Iterator
+from collections.abc import AsyncIterator, Callable, Hashable, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
+
+from .._events import StoredEvent
+
+AppendListener = Callable[[int, list[StoredEvent]], None]
+"""Called with a generation and a batch of its events just stored, in order."""
 
 
 class FlagWatch:
     """A :class:`~replayhub.backends.Watch` backed by an :class:`anyio.Event`."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_event", "on_append")
 
-    def __init__(self) -> None:
+    def __init__(self, on_append: AppendListener | None = None) -> None:
         self._event = anyio.Event()
+        self.on_append = on_append
 
     def notify(self) -> None:
         self._event.set()
@@ -38,8 +49,10 @@ class WatchRegistry:
         return iter(list(self._watches))
 
     @asynccontextmanager
-    async def open(self, key: Hashable) -> AsyncIterator[FlagWatch]:
-        watch = FlagWatch()
+    async def open(
+        self, key: Hashable, *, on_append: AppendListener | None = None
+    ) -> AsyncIterator[FlagWatch]:
+        watch = FlagWatch(on_append)
         self._watches.setdefault(key, set()).add(watch)
         try:
             yield watch
@@ -52,6 +65,21 @@ class WatchRegistry:
     def notify(self, key: Hashable) -> None:
         for watch in self._watches.get(key, ()):
             watch.notify()
+
+    def push(self, key: Hashable, batch: Callable[[], tuple[int, list[StoredEvent]]]) -> None:
+        """Hand a stored batch to the watches on ``key`` that take batches
+        and wake the others; ``batch`` is called (to decode it) at most once."""
+        watches = self._watches.get(key)
+        if not watches:
+            return
+        decoded: tuple[int, list[StoredEvent]] | None = None
+        for watch in watches:
+            if watch.on_append is None:
+                watch.notify()
+                continue
+            if decoded is None:
+                decoded = batch()
+            watch.on_append(*decoded)
 
     def notify_all(self) -> None:
         for watches in self._watches.values():

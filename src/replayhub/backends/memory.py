@@ -20,7 +20,7 @@ from anyio.lowlevel import checkpoint
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import Cursor, Metadata, Outcome, State, StoredEvent
 from ._protocol import SessionRecord, Watch, check_batch_follows
-from ._watch import WatchRegistry
+from ._watch import AppendListener, WatchRegistry
 
 
 @dataclass(slots=True)
@@ -127,14 +127,19 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         await checkpoint()
         session = self._owned(session_id, generation)
         log = session.events
+        stored: list[StoredEvent] = []
         if events:
             check_batch_follows(events, stored=len(log))
             if events[0].seq == len(log) + 1:  # else a retried batch, already stored
-                log.extend(event.for_readers(generation) for event in events)
+                stored = [event.for_readers(generation) for event in events]
+                log += stored
         if metadata is not None:
             session.metadata = metadata
         session.updated_at = time.time()
-        self._changed(session_id)
+        if stored and metadata is None:
+            self._watches.push(session_id, lambda: (generation, stored))
+        else:
+            self._changed(session_id)
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
         await checkpoint()
@@ -214,8 +219,10 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         self._claim_watches.notify(session_id)
         return True
 
-    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
-        return self._watches.open(session_id)
+    def watch(
+        self, session_id: str, *, on_append: AppendListener | None = None
+    ) -> AbstractAsyncContextManager[Watch]:
+        return self._watches.open(session_id, on_append=on_append)
 
     # -- internals ------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from ..._errors import (
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
 from .._protocol import SessionRecord, Watch, check_batch_follows
+from .._watch import AppendListener
 from ._connect import Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
@@ -222,6 +223,8 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             return None
         record = _record(session_id, int(reply[1]), reply[2])
         after_seq = after.seq if after is not None and after.generation == record.generation else 0
+        if not limit:
+            return record, []
         return record, decode_entries(reply[3], after_seq=after_seq, limit=limit)
 
     async def list_sessions(
@@ -274,8 +277,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 await self._require_client().zrem(self._keys(session_id).index, [session_id])
         return bool(int(reply[1]))
 
-    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
-        return self._require_notifier().watch(self._keys(session_id).changes)
+    def watch(
+        self, session_id: str, *, on_append: AppendListener | None = None
+    ) -> AbstractAsyncContextManager[Watch]:
+        return self._require_notifier().watch(self._keys(session_id).changes, on_append=on_append)
 
     # -- internals ------------------------------------------------------------
 

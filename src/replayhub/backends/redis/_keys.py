@@ -79,10 +79,24 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
     )
 
 
+def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:
+    """The generation and events a change notification carries, if any.
+
+    ``append.lua`` publishes a stored batch as its entry id, a space and the
+    packed value; every other change as a bare id.
+    """
+    entry_id, space, value = message.partition(b" ")
+    if not space:
+        return None
+    generation = int(entry_id.partition(b"-")[0])
+    return generation, decode_entries([(entry_id, [b"b", value])], after_seq=0, limit=0)
+
+
 def decode_entries(
     entries: list[tuple[bytes, list[bytes]]], *, after_seq: int, limit: int
 ) -> list[StoredEvent]:
-    """The events of raw ``XRANGE`` entries that follow ``after_seq``, at most ``limit``.
+    """The events of raw ``XRANGE`` entries that follow ``after_seq``, at
+    most ``limit`` (no bound if 0).
 
     Each event carries its :class:`~replayhub.Event`, built here once for
     every subscription of this process that delivers it.
@@ -117,7 +131,7 @@ def decode_entries(
                         else Event(f"{generation}-{seq}", name, payload)
                     )
                     append(StoredEvent(seq, name, kind, payload, shared))
-                    if len(events) == limit:
+                    if len(events) == limit:  # never when 0
                         return events
                 start = end
     return events

@@ -4,7 +4,8 @@ Watches register by channel. A single task owns SUBSCRIBE and UNSUBSCRIBE, so
 a thousand subscriptions opening at once cost one command; a watch is handed
 out only once its channel's subscription is acknowledged, so no message sent
 after that is missed. Each message only sets the flags of the channel's
-watches (no buffer to grow), and each subscription acknowledgement does too:
+watches (no buffer to grow), or hands the batch it carries to the watches
+that take batches; each subscription acknowledgement sets the flags too:
 after a reconnect and resubscribe, every local reader re-reads from its
 cursor, so messages lost during the outage lose nothing.
 
@@ -26,7 +27,8 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._errors import BackendUnavailableError
-from .._watch import FlagWatch, WatchRegistry
+from .._watch import AppendListener, FlagWatch, WatchRegistry
+from ._keys import decode_notification
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +66,10 @@ class Notifier:
         self._dirty = anyio.Event()
 
     @asynccontextmanager
-    async def watch(self, channel: str) -> AsyncIterator[FlagWatch]:
-        async with self._watches.open(channel) as watch:
+    async def watch(
+        self, channel: str, *, on_append: AppendListener | None = None
+    ) -> AsyncIterator[FlagWatch]:
+        async with self._watches.open(channel, on_append=on_append) as watch:
             ack = self._acks.get(channel)
             if ack is None:
                 ack = self._acks[channel] = anyio.Event()
@@ -166,10 +170,25 @@ class Notifier:
                 continue
             kind, raw = message["type"], message["channel"]
             channel = raw.decode() if isinstance(raw, bytes) else raw
-            if kind == "message" or kind in _ACKS:
+            if kind == "message":
+                self._deliver(channel, message["data"])
+            elif kind in _ACKS:
                 self._watches.notify(channel)
             elif kind in _DROPS and channel in self._subscribed:
                 # Not asked for (ours leave _subscribed first): the server
                 # dropped it, as a cluster node does when its slot moves.
                 self._subscribed.discard(channel)
                 self._dirty.set()
+
+    def _deliver(self, channel: str, data: bytes) -> None:
+        if channel not in self._watches:
+            return
+        try:
+            batch = decode_notification(data)  # once for all the channel's watches
+        except (ValueError, TypeError):  # the readers read instead
+            logger.warning("unreadable change notification on %s", channel)
+            batch = None
+        if batch is None:
+            self._watches.notify(channel)
+        else:
+            self._watches.push(channel, lambda: batch)

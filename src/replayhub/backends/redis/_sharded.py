@@ -4,17 +4,20 @@ coredis 6.9's ``ShardedPubSub.run`` acquires one pooled connection per
 primary through an ``AsyncExitStack`` that it never closes: every reconnect
 leaks those pool leases (and, under Trio, their unfinished async generators
 are collected with a ``ResourceWarning``). This subclass is the same loop
-with the stack closed on every exit.
+with the stack closed on every exit, and a cleanup that cannot fail the close.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 from anyio.abc import TaskStatus
 from coredis.patterns.pubsub import ShardedPubSub
+
+logger = logging.getLogger(__name__)
 
 
 class ClosingShardedPubSub(ShardedPubSub[Any]):
@@ -50,6 +53,17 @@ class ClosingShardedPubSub(ShardedPubSub[Any]):
                 finally:
                     if self._current_scope.cancel_called:
                         with anyio.CancelScope(shield=True):
-                            await self._cleanup()
+                            await self._cleanup_quietly()
 
         await self._retry_policy.call_with_retries(run_once)
+
+    async def _cleanup_quietly(self) -> None:
+        """Unsubscribe on the way out, if the shards can still be told.
+
+        On a layout gone stale (a failover) coredis cannot route the
+        unsubscribe and raises; the connections close anyway.
+        """
+        try:
+            await self._cleanup()
+        except Exception as exc:
+            logger.debug("sharded Pub/Sub cleanup failed: %s", exc)

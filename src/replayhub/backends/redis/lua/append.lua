@@ -11,7 +11,8 @@ local last, first, count = tonumber(s.n), tonumber(ARGV[3]), tonumber(ARGV[4])
 if count > 0 and (first > last + 1 or (first <= last and first + count - 1 > last)) then
   return {'refused', last}
 end
-if count > 0 and first == last + 1 then
+local stored = count > 0 and first == last + 1
+if stored then
   last = first + count - 1
   redis.call('XADD', log_key, s.g .. '-' .. last, 'b', ARGV[6])
   redis.call('PEXPIRE', log_key, tonumber(s.t) + tonumber(s.r))
@@ -21,5 +22,11 @@ if ARGV[5] ~= '' then
   redis.call('HSET', session_key, 'm', ARGV[5])
 end
 touch_index(now, tonumber(s.t) + tonumber(s.r))
-publish(change_channel, s.g .. '-' .. last)
+-- Readers elsewhere take a new batch from the notification itself (the
+-- entry's id, a space, its value) and need not read it back.
+if stored and ARGV[5] == '' then
+  publish(change_channel, s.g .. '-' .. last .. ' ' .. ARGV[6])
+else
+  publish(change_channel, s.g .. '-' .. last)
+end
 return {'ok'}
