@@ -223,6 +223,39 @@ async def test_batches_deliver_every_event_once_in_order_replay_and_live(hub: Hu
     assert max(sizes) > 1
 
 
+async def test_live_batch_readers_of_mixed_kinds_get_everything_and_own_their_json(
+    hub: Hub,
+) -> None:
+    # Text and bytes reach every reader as one shared, immutable Event; a
+    # JSON value is decoded for each reader, so none can change another's.
+    sent: list[object] = []
+    got: dict[int, list[Event]] = {}
+
+    async def reader(index: int, *, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            got[index] = [event async for batch in events.batches() for event in batch]
+
+    async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+        for index in range(3):
+            await tg.start(reader, index)
+        for round_ in range(40):
+            for data in (f"t{round_}", {"n": [round_]}, bytes([round_])):
+                await stream.send(data)
+                sent.append(data)
+            if round_ % 7 == 0:
+                await stream.flush()
+                await anyio.sleep(0.005)
+    g = stream.generation
+    for received in got.values():
+        assert [e.id for e in received] == [f"{g}-{seq}" for seq in range(1, len(sent) + 1)]
+        assert texts(received) == sent
+    first, second = got[0], got[1]
+    assert all(
+        a.data is not b.data for a, b in zip(first, second, strict=True) if isinstance(a.data, dict)
+    )
+
+
 async def test_batches_join_replayed_text_when_asked(hub: Hub) -> None:
     async with hub.produce("s") as stream:
         for token in ["a", "b", "c"]:

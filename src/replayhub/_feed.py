@@ -20,16 +20,19 @@ message ever comes.
 from __future__ import annotations
 
 import logging
+import operator
+from typing import cast
 
 import anyio
 from anyio.abc import TaskStatus
 
 from ._errors import BackendUnavailableError, HubClosedError, SessionNotFoundError
-from ._events import Cursor, StoredEvent
+from ._events import Cursor, Event, StoredEvent
 from ._recheck import RecheckTimer
 from .backends import Backend, SessionRecord, Watch
 
 logger = logging.getLogger(__name__)
+_shared_event = operator.attrgetter("shared")
 
 #: Events the feed keeps (up to twice as many between trims): several pages,
 #: so readers a little behind still share.
@@ -74,6 +77,10 @@ class SessionFeed:
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
         self._ended: tuple[str, BaseException] | None = None  # the task ended
         self._events: list[StoredEvent] = []  # at most 2 * WINDOW
+        # The same events as every reader receives them, for readers taking
+        # whole slices (JSON events have none: each reader decodes its own).
+        self._shared: list[Event | None] = []
+        self._unshared_through = 0  # seq of the newest JSON event in the window
         self._last_seq = 0  # of the newest event in the window (its generation's)
         self._missed = False  # a batch came that did not follow the window
         self._watch: Watch | None = None
@@ -117,6 +124,25 @@ class SessionFeed:
         if after_seq == last_seq >= record.last_seq:
             return record, []
         return None  # storage holds more than the window: being read
+
+    def take_shared(self, generation: int, after_seq: int) -> list[Event]:
+        """Up to a page of the events after ``after_seq``, as readers receive
+        them, if the window holds them all ready-made; else nothing (then
+        :meth:`read` tells what to do)."""
+        record = self._record
+        if (
+            record is None
+            or record.generation != generation
+            or after_seq < self._unshared_through
+            or self._removed
+            or self._ended is not None
+            or self._unreachable is not None
+        ):
+            return []
+        start = after_seq + len(self._shared) - self._last_seq
+        if start < 0:
+            return []
+        return cast(list[Event], self._shared[start : start + self._page_size])
 
     # -- the feed's task ---------------------------------------------------------
 
@@ -195,11 +221,14 @@ class SessionFeed:
     ) -> None:
         old = self._record
         if after is None or old is None:
-            self._events = []  # start at the head
+            self._events, self._shared = [], []  # start at the head
+            self._unshared_through = 0
             self._last_seq = record.last_seq
         elif record.generation != old.generation:
-            self._events = list(events)  # a new generation, from its start
-            self._last_seq = events[-1].seq if events else 0
+            self._events, self._shared = [], []  # a new generation, from its start
+            self._last_seq = self._unshared_through = 0
+            if events:
+                self._extend(events)
         else:
             # Batches handed over during the read may have moved the window on.
             fresh = events[self._last_seq - after.seq :]
@@ -228,8 +257,15 @@ class SessionFeed:
     def _extend(self, events: list[StoredEvent]) -> None:
         self._events += events
         self._last_seq = events[-1].seq
+        shared = list(map(_shared_event, events))
+        self._shared += shared
+        if not all(shared):  # (not `None in`: that would call Event.__eq__ per event)
+            self._unshared_through = next(
+                event.seq for event in reversed(events) if event.shared is None
+            )
         if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per batch
             del self._events[:-WINDOW]
+            del self._shared[:-WINDOW]
 
     def _moved(self) -> None:
         changed, self.changed = self.changed, anyio.Event()

@@ -159,6 +159,16 @@ class Subscription(anyio.AsyncContextManagerMixin):
         """
         return EventBatches(self)
 
+    def _take_shared(self) -> list[Event]:
+        """Events ready-made in the feed's window right after the cursor,
+        delivered now (the cheapest way to a batch: one slice for all)."""
+        if self._buffer or not self._inside or self._fetched_seq < self._join_until:
+            return []
+        taken = self._feed.take_shared(self._generation, self._fetched_seq)
+        if taken:
+            self._delivered_seq = self._fetched_seq = self._fetched_seq + len(taken)
+        return taken
+
     def _take_buffered(self) -> list[Event]:
         """Every buffered event that needs no joining, delivered now."""
         buffer = self._buffer
@@ -277,6 +287,9 @@ class EventBatches:
 
     async def __anext__(self) -> list[Event]:
         subscription = self._subscription
+        taken = subscription._take_shared()
+        if taken:
+            return taken
         first = await subscription.__anext__()
         rest = subscription._take_buffered()
         if rest:
