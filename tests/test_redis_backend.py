@@ -206,6 +206,39 @@ def test_a_change_notification_carries_its_batch_or_nothing() -> None:
     assert decode_notification(b"7-4") is None
 
 
+def evalsha_calls(server: RedisServer) -> int:
+    stats = server.command("INFO", "commandstats").decode()
+    line = next(line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:"))
+    return int(line.split("calls=")[1].split(",")[0])
+
+
+async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisServer) -> None:
+    producers, batches = 50, 20
+    async with Hub.from_url(fresh_redis.url) as hub:
+        started = anyio.Event()
+
+        async def produce(name: str, *, task_status: TaskStatus[None]) -> None:
+            async with hub.produce(name) as stream:
+                task_status.started()
+                await started.wait()
+                for index in range(batches):
+                    await stream.send(index)
+                    await stream.flush()  # one append per event
+
+        async with anyio.create_task_group() as tg:
+            for index in range(producers):
+                await tg.start(produce, f"s{index}")
+            calls_before = evalsha_calls(fresh_redis)
+            started.set()
+        calls = evalsha_calls(fresh_redis) - calls_before
+        for index in range(producers):
+            events, outcome = await collect(hub, f"s{index}")
+            assert outcome.state is State.DONE
+            assert texts(events) == list(range(batches))
+    # Alone, each append is a call: 1,000, plus the terminal writes.
+    assert calls < producers * batches // 2, calls
+
+
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, retention=0.5, lease_ttl=0.2) as hub:
         async with hub.produce("s") as stream:

@@ -35,6 +35,7 @@ from ..._errors import (
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
 from .._protocol import SessionRecord, Watch, check_batch_follows
 from .._watch import AppendListener
+from ._appends import AppendQueue
 from ._connect import Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
@@ -43,7 +44,9 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger(__name__)
 
-_SCRIPTS = ("claim", "append", "renew", "finish", "read", "cancel", "remove")
+_SCRIPTS = ("claim", "append", "append_many", "renew", "finish", "read", "cancel", "remove")
+#: Fragments a script needs besides _common.lua.
+_FRAGMENTS = {"append": ("_append",), "append_many": ("_append",)}
 #: Seconds between attempts to reconnect the Pub/Sub connection.
 _PUBSUB_RECONNECT = 0.1
 #: Reconnect attempts of a cluster's sharded Pub/Sub before it is rebuilt.
@@ -59,6 +62,7 @@ def _script_source(name: str, *, cluster: bool) -> str:
         (
             f"local CLUSTER = {'true' if cluster else 'false'}",
             lua.joinpath("_common.lua").read_text(),
+            *(lua.joinpath(f"{part}.lua").read_text() for part in _FRAGMENTS.get(name, ())),
             lua.joinpath(f"{name}.lua").read_text(),
         )
     )
@@ -92,6 +96,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self._scripts: dict[str, Any] = {}
         self._touch_index: Any = None
         self._notifier: Notifier | None = None
+        self._appends: AppendQueue | None = None
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._target.where}, namespace={self._namespace!r})"
@@ -122,10 +127,13 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                     ):
                         await task_group.start(notifier.run)
                     self._notifier = notifier
+                    if not self._cluster:
+                        self._appends = AppendQueue(self._run_append_many)
+                        task_group.start_soon(self._appends.run)
                     try:
                         yield self
                     finally:
-                        self._notifier = None
+                        self._notifier = self._appends = None
                         notifier.notify_all()  # readers still waiting see the hub is gone
                         task_group.cancel_scope.cancel()
             finally:
@@ -158,9 +166,8 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         *,
         metadata: Metadata | None,
     ) -> None:
-        reply = await self._run(
-            "append",
-            self._keys(session_id),
+        keys = self._keys(session_id)
+        args = (
             session_id,
             generation,
             events[0].seq if events else 0,
@@ -170,6 +177,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             else json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
             encode_batch(events) if events else "",
         )
+        if self._appends is None:  # a cluster: one session per call
+            reply = await self._run("append", keys, *args)
+        else:
+            self._require_client()
+            reply = await self._appends.append(keys, args)
         self._check_fenced(session_id, generation, reply)
         if reply[0] == b"refused":
             check_batch_follows(events, stored=int(reply[1]))  # raises why
@@ -304,6 +316,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 keys=keys.slot_keys() if self._cluster else keys.all(), args=args
             )
         return reply
+
+    async def _run_append_many(self, keys: list[str], args: list[str | bytes | int]) -> list[Any]:
+        with _translate_errors("Redis script 'append_many' failed"):
+            replies: list[Any] = await self._scripts["append_many"](keys=keys, args=args)
+        return replies
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script

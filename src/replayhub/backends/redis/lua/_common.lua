@@ -2,13 +2,23 @@
 -- CLUSTER). KEYS[1] session hash, KEYS[2] event log stream, KEYS[3] the
 -- namespace index (not on a Redis Cluster: it lives in another slot, and the
 -- client keeps it). ARGV[1] is always the session id (the index member).
+-- A script acting on several sessions (append_many) has each session's hash
+-- and log in turn, then the index, and selects each with select_session.
 -- Hash fields: g generation, st state, n events stored, m metadata JSON,
 -- e error, c created ms, u updated ms, l lease deadline ms, t lease ttl ms,
 -- r retention ms, x cancel flag, pg/ps/pe/pm the previous generation's
 -- number, state, error and metadata.
-local session_key, log_key, index_key = KEYS[1], KEYS[2], KEYS[3]
-local base = string.sub(session_key, 1, -3)
-local change_channel, claim_channel = base .. ':n', base .. ':c'
+local session_key, log_key, index_key, session_id, change_channel, claim_channel
+
+-- Make the `i`th session of the call the one the functions below act on.
+local function select_session(i, id)
+  session_key, log_key = KEYS[2 * i - 1], KEYS[2 * i]
+  index_key = (not CLUSTER) and KEYS[#KEYS] or nil
+  session_id = id
+  local base = string.sub(session_key, 1, -3)
+  change_channel, claim_channel = base .. ':n', base .. ':c'
+end
+select_session(1, ARGV[1])
 
 -- On a cluster, sharded Pub/Sub keeps a session's messages on its shard.
 local function publish(channel, message)
@@ -31,7 +41,7 @@ local function touch_index(now, keep_ms)
   if CLUSTER then
     return
   end
-  redis.call('ZADD', index_key, now, ARGV[1])
+  redis.call('ZADD', index_key, now, session_id)
   if redis.call('PTTL', index_key) < keep_ms then
     redis.call('PEXPIRE', index_key, keep_ms)
   end

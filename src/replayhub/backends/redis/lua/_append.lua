@@ -1,0 +1,34 @@
+-- Store a write batch of the selected session: the body of append and
+-- append_many. Idempotent: a retried batch whose events are already stored
+-- is skipped (a batch is stored whole or not at all, so a retry never lands
+-- part-way). Returns {'ok'}, {'lost', why} or {'refused', events stored}.
+local function append(generation, first_seq, count_text, metadata, batch)
+  local now, s, lost = owned(generation)
+  if lost then
+    return {'lost', lost}
+  end
+  local last, first, count = tonumber(s.n), tonumber(first_seq), tonumber(count_text)
+  -- A gap, or a part-way overlap: the client says which.
+  if count > 0 and (first > last + 1 or (first <= last and first + count - 1 > last)) then
+    return {'refused', last}
+  end
+  local stored = count > 0 and first == last + 1
+  if stored then
+    last = first + count - 1
+    redis.call('XADD', log_key, s.g .. '-' .. last, 'b', batch)
+    redis.call('PEXPIRE', log_key, tonumber(s.t) + tonumber(s.r))
+  end
+  redis.call('HSET', session_key, 'n', last, 'u', now)
+  if metadata ~= '' then
+    redis.call('HSET', session_key, 'm', metadata)
+  end
+  touch_index(now, tonumber(s.t) + tonumber(s.r))
+  -- Readers elsewhere take a new batch from the notification itself (the
+  -- entry's id, a space, its value) and need not read it back.
+  if stored and metadata == '' then
+    publish(change_channel, s.g .. '-' .. last .. ' ' .. batch)
+  else
+    publish(change_channel, s.g .. '-' .. last)
+  end
+  return {'ok'}
+end
