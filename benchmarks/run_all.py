@@ -126,17 +126,23 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
         "≤ 20 ms, ≤ 8",
         lambda r: fleet_cell(pick(r, "fleet", sessions=1000)),
     )
+    for sessions in (200, 100):
+        row(
+            f"fleet, {sessions} sessions x 50 ev/s x 2 subscribers",
+            "—",
+            lambda r, sessions=sessions: fleet_cell(pick(r, "fleet", sessions=sessions)),
+        )
+    def idle_cell(figure: dict[str, Any]) -> str:
+        return "{:,} B ({:,} task + {:,} subscription)".format(
+            figure["bytes_each"], figure["waiting_task_alone"], figure["subscription_alone"]
+        )
+
     row(
-        "fleet, 200 sessions x 50 ev/s x 2 subscribers",
-        "—",
-        lambda r: fleet_cell(pick(r, "fleet", sessions=200)),
-    )
-    row(
-        "idle subscription, memory / Redis backend",
+        "idle subscription with its waiting task, memory; Redis backend",
         "≤ 4 KB",
-        lambda r: "{:,} / {:,} B".format(
-            pick(r, "idle_subscription_bytes", backend="memory")["bytes_each"],
-            pick(r, "idle_subscription_bytes", backend="redis")["bytes_each"],
+        lambda r: "{}; {}".format(
+            idle_cell(pick(r, "idle_subscription_bytes", backend="memory")),
+            idle_cell(pick(r, "idle_subscription_bytes", backend="redis")),
         ),
     )
     row(

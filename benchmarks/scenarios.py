@@ -105,14 +105,13 @@ async def memory_rate(loop: str, mode: str, events: int = 200_000) -> None:
 
 async def idle_subscription_memory(url: str | None, loop: str, count: int = 10_000) -> None:
     """Python memory per idle subscription (waiting on a live session),
-    opened 500 at a time."""
+    opened 500 at a time; and, in the same run, per task that waits on
+    nothing, the part of each figure that is the caller's task, not replayhub."""
     hub = Hub.from_url(url, namespace="idle") if url else Hub()
     async with hub, hub.produce("idle") as producer:
         await producer.send(PAYLOAD)
         await producer.flush()
-        gc.collect()
-        tracemalloc.start()
-        before = tracemalloc.get_traced_memory()[0]
+        never = anyio.Event()
 
         async def idle(*, task_status: anyio.abc.TaskStatus[None]) -> None:
             async with hub.subscribe("idle", after=f"{producer.generation}-1") as events:
@@ -120,26 +119,43 @@ async def idle_subscription_memory(url: str | None, loop: str, count: int = 10_0
                 async for _ in events:
                     pass
 
-        async def open_batch(task_group: anyio.abc.TaskGroup) -> None:
-            async with anyio.create_task_group() as batch:
-                for _ in range(500):
-                    batch.start_soon(task_group.start, idle)
+        async def bare_task(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            task_status.started()
+            await never.wait()
 
-        async with anyio.create_task_group() as task_group:
-            for _ in range(count // 500):
-                await open_batch(task_group)
-            await anyio.sleep(0.2)
-            gc.collect()
-            after = tracemalloc.get_traced_memory()[0]
-            tracemalloc.stop()
-            task_group.cancel_scope.cancel()
+        with_subscription = await _bytes_per_task(idle, count)
+        task_alone = await _bytes_per_task(bare_task, count)
     emit(
         figure="idle_subscription_bytes",
         loop=loop,
         backend="redis" if url else "memory",
         subscriptions=count,
-        bytes_each=round((after - before) / count),
+        bytes_each=with_subscription,
+        waiting_task_alone=task_alone,
+        subscription_alone=with_subscription - task_alone,
     )
+
+
+async def _bytes_per_task(body: Any, count: int) -> int:
+    """Python memory each of ``count`` tasks running ``body`` holds once started."""
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+
+    async def open_batch(task_group: anyio.abc.TaskGroup) -> None:
+        async with anyio.create_task_group() as batch:
+            for _ in range(500):
+                batch.start_soon(task_group.start, body)
+
+    async with anyio.create_task_group() as task_group:
+        for _ in range(count // 500):
+            await open_batch(task_group)
+        await anyio.sleep(0.2)
+        gc.collect()
+        after = tracemalloc.get_traced_memory()[0]
+        tracemalloc.stop()
+        task_group.cancel_scope.cancel()
+    return round((after - before) / count)
 
 
 # -- a realistic fleet -----------------------------------------------------------------
@@ -276,7 +292,7 @@ async def main(args: argparse.Namespace, url: str) -> None:
         await memory_rate(args.loop, mode)
     await idle_subscription_memory(None, args.loop)
     await idle_subscription_memory(url, args.loop)
-    for sessions in sorted({args.fleet_sessions, min(200, args.fleet_sessions)}):
+    for sessions in sorted({args.fleet_sessions, min(200, args.fleet_sessions), 100}):
         await fleet(url, args.loop, sessions, 50.0, args.fleet_seconds)
     await distance(url, args.loop)
 
