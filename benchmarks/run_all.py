@@ -132,6 +132,7 @@ def table(results: dict[str, list[dict[str, Any]]]) -> str:
             "—",
             lambda r, sessions=sessions: fleet_cell(pick(r, "fleet", sessions=sessions)),
         )
+
     def idle_cell(figure: dict[str, Any]) -> str:
         return "{:,} B ({:,} task + {:,} subscription)".format(
             figure["bytes_each"], figure["waiting_task_alone"], figure["subscription_alone"]
