@@ -39,6 +39,7 @@ class FaultyBackend:
         self.hand_over_batches = True
         self.lose_every_nth_hand_over = 0  # lost outright, as a dropped message is
         self.append_error: Exception | None = None
+        self.read_error: Exception | None = None
         self.finish_error: Exception | None = None
         self.appends = 0
         self.reads = 0
@@ -101,6 +102,8 @@ class FaultyBackend:
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
         self.reads += 1
+        if self.read_error is not None:
+            raise self.read_error
         return await self.inner.read(session_id, after=after, limit=limit)
 
     async def list_sessions(

@@ -7,7 +7,15 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from replayhub import Event, Hub, InvalidInputError, LeaseLostError, SessionNotFoundError, State
+from replayhub import (
+    BackendUnavailableError,
+    Event,
+    Hub,
+    InvalidInputError,
+    LeaseLostError,
+    SessionNotFoundError,
+    State,
+)
 from replayhub._feed import WINDOW
 from replayhub._subscription import PAGE_SIZE
 
@@ -418,6 +426,30 @@ async def test_readers_get_everything_from_a_backend_that_hands_nothing_over(
     wrap.backend.hand_over_batches = False
     async with hub:
         await _stream_to_readers(hub, readers=5, batches=30)
+
+
+async def test_a_follower_that_failed_is_replaced_for_new_subscriptions(
+    make_hub: HubFactory,
+) -> None:
+    wrap = FaultyWrap()
+    hub = make_hub(wrap=wrap)
+    wrap.backend.hand_over_batches = False  # so the follower reads each batch
+    async with hub, hub.produce("s") as stream:
+        await stream.send("a")
+        await stream.flush()
+        async with hub.subscribe("s") as first:
+            assert (await first.__anext__()).data == "a"
+            wrap.backend.read_error = RuntimeError("a bug in a backend")
+            await stream.send("b")
+            with anyio.fail_after(5), pytest.raises(BackendUnavailableError, match="a bug"):
+                await first.__anext__()
+            wrap.backend.read_error = None
+            # The first still holds the failed follower; a new one starts.
+            with anyio.fail_after(5):
+                async with hub.subscribe("s") as second:
+                    assert [(await second.__anext__()).data for _ in range(2)] == ["a", "b"]
+                    await stream.send("c")
+                    assert (await second.__anext__()).data == "c"
 
 
 async def test_a_reader_behind_the_shared_window_still_gets_everything(

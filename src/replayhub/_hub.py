@@ -137,7 +137,11 @@ class Hub(anyio.AsyncContextManagerMixin):
             await feed.started.wait()
             if feed.running:
                 break
-            self._leave(feed)  # it failed to start: try again, to get the error first-hand
+            # It failed to start, or its task ended: start another (and get
+            # any error first-hand).
+            if self._feeds.get(session_id) is feed:
+                del self._feeds[session_id]
+            self._leave(feed)
         try:
             yield feed
         finally:
