@@ -99,17 +99,8 @@ class SessionFeed:
         :raises BackendUnavailableError: if storage has failed for ``lease_ttl``.
         :raises HubClosedError: if the hub closed.
         """
-        if self._ended is not None:
-            message, cause = self._ended
-            if isinstance(cause, HubClosedError):
-                raise HubClosedError(message)
-            raise BackendUnavailableError(message) from cause
-        if self._unreachable is not None:
-            raise BackendUnavailableError(str(self._unreachable)) from self._unreachable
-        if self._removed:
-            raise SessionNotFoundError(
-                f"session {self.session_id!r} was removed or expired while being read"
-            )
+        if self._troubled:
+            self._raise_trouble()
         record = self._record
         if record is None or record.generation < generation:
             return None  # the feed has yet to read what the reader read
@@ -125,6 +116,23 @@ class SessionFeed:
             return record, []
         return None  # storage holds more than the window: being read
 
+    @property
+    def _troubled(self) -> bool:
+        """Readers must be told something rather than served."""
+        return self._removed or self._ended is not None or self._unreachable is not None
+
+    def _raise_trouble(self) -> None:
+        if self._ended is not None:
+            message, cause = self._ended
+            if isinstance(cause, HubClosedError):
+                raise HubClosedError(message)
+            raise BackendUnavailableError(message) from cause
+        if self._unreachable is not None:
+            raise BackendUnavailableError(str(self._unreachable)) from self._unreachable
+        raise SessionNotFoundError(
+            f"session {self.session_id!r} was removed or expired while being read"
+        )
+
     def take_shared(self, generation: int, after_seq: int) -> list[Event]:
         """Up to a page of the events after ``after_seq``, as readers receive
         them, if the window holds them all ready-made; else nothing (then
@@ -134,11 +142,9 @@ class SessionFeed:
             record is None
             or record.generation != generation
             or after_seq < self._unshared_through
-            or self._removed
-            or self._ended is not None
-            or self._unreachable is not None
+            or self._troubled
         ):
-            return []
+            return []  # read() says what to do
         start = after_seq + len(self._shared) - self._last_seq
         if start < 0:
             return []

@@ -56,7 +56,6 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._fetched_seq = 0  # last seq in the buffer
         self._join_until = 0  # events up to this seq are joined (batch replay)
         self._buffer: deque[StoredEvent] = deque()
-        self._record: SessionRecord | None = None
         self._feed: SessionFeed
         self._outcome: Outcome | None = None
 
@@ -252,7 +251,6 @@ class Subscription(anyio.AsyncContextManagerMixin):
         return self._accept(*result)
 
     def _accept(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
-        self._record = record
         if record.generation != self._generation:
             outcome = record.outcome_of(self._generation)
             if outcome is None:

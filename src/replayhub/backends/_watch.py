@@ -66,20 +66,14 @@ class WatchRegistry:
         for watch in self._watches.get(key, ()):
             watch.notify()
 
-    def push(self, key: Hashable, batch: Callable[[], tuple[int, list[StoredEvent]]]) -> None:
+    def push(self, key: Hashable, generation: int, events: list[StoredEvent]) -> None:
         """Hand a stored batch to the watches on ``key`` that take batches
-        and wake the others; ``batch`` is called (to decode it) at most once."""
-        watches = self._watches.get(key)
-        if not watches:
-            return
-        decoded: tuple[int, list[StoredEvent]] | None = None
-        for watch in watches:
+        and wake the others."""
+        for watch in self._watches.get(key, ()):
             if watch.on_append is None:
                 watch.notify()
-                continue
-            if decoded is None:
-                decoded = batch()
-            watch.on_append(*decoded)
+            else:
+                watch.on_append(generation, events)
 
     def notify_all(self) -> None:
         for watches in self._watches.values():

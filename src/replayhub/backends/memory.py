@@ -137,7 +137,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             session.metadata = metadata
         session.updated_at = time.time()
         if stored and metadata is None:
-            self._watches.push(session_id, lambda: (generation, stored))
+            self._watches.push(session_id, generation, stored)
         else:
             self._changed(session_id)
 

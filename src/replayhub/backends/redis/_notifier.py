@@ -191,4 +191,4 @@ class Notifier:
         if batch is None:
             self._watches.notify(channel)
         else:
-            self._watches.push(channel, lambda: batch)
+            self._watches.push(channel, *batch)
