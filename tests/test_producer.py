@@ -268,10 +268,12 @@ async def test_producer_paused_past_its_lease_cannot_write(make_hub: HubFactory)
 
 
 async def test_heartbeat_keeps_a_slow_producer_alive(make_hub: HubFactory) -> None:
-    async with make_hub(lease_ttl=0.2) as hub:
+    # Each pause is most of a lease; a renewal still has 0.15 s or more to
+    # land (0.2 s leases were once too tight for a 3-node cluster under CI).
+    async with make_hub(lease_ttl=0.5) as hub:
         async with hub.produce("s") as stream:
             for i in range(5):
-                await anyio.sleep(0.15)  # 0.75 s in all: several leases
+                await anyio.sleep(0.35)  # 1.75 s in all: several leases
                 await stream.send(i)
         events, outcome = await collect(hub, "s")
         assert texts(events) == [0, 1, 2, 3, 4]
