@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, cast
 import anyio
 
 from ._errors import BackendUnavailableError, InvalidInputError, SessionNotFoundError
-from ._events import Cursor, DataKind, Event, Outcome, StoredEvent, format_event_id
+from ._events import KIND_TEXT, Cursor, Event, Outcome, StoredEvent, format_event_id
 from ._feed import RETRY_FIRST, RETRY_MAX, BehindWindow, SessionFeed
 from .backends import SessionRecord
 
@@ -186,14 +186,14 @@ class Subscription(anyio.AsyncContextManagerMixin):
     async def _next_replayed(self) -> Event:
         """Join a run of text events of one name into one event with the last id."""
         first = self._buffer[0]
-        if first.kind is not DataKind.TEXT:
+        if first.kind is not KIND_TEXT:
             return self._deliver(1)
         count = 1
         while True:
             for stored in itertools.islice(self._buffer, count, None):
                 if (
                     stored.seq > self._join_until
-                    or stored.kind is not DataKind.TEXT
+                    or stored.kind is not KIND_TEXT
                     or stored.event != first.event
                 ):
                     return self._deliver(count)

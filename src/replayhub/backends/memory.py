@@ -131,7 +131,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         if events:
             check_batch_follows(events, stored=len(log))
             if events[0].seq == len(log) + 1:  # else a retried batch, already stored
-                stored = [event.for_readers(generation) for event in events]
+                stored = [event.share(generation) for event in events]
                 log += stored
         if metadata is not None:
             session.metadata = metadata

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from ..._events import DataKind, Event, StoredEvent
+from ..._events import KIND_BYTES, KIND_JSON, DataKind, Event, StoredEvent
 
 
 def _escape(session_id: str) -> str:
@@ -67,7 +67,7 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
     chunks: list[bytes] = []
     for (kind, name), run in itertools.groupby(events, lambda event: (event.kind, event.event)):
         payloads = [event.payload for event in run]
-        if kind is DataKind.BYTES:
+        if kind is KIND_BYTES:
             chunk = b"".join(cast(list[bytes], payloads))
         else:
             chunk = "".join(cast(list[str], payloads)).encode()
@@ -118,7 +118,7 @@ def decode_entries(
                 seq += len(lengths)
                 continue
             kind = DataKind(kind_number)
-            data: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
+            data: str | bytes = chunk if kind is KIND_BYTES else chunk.decode()
             start = 0
             for length in lengths:
                 seq += 1
@@ -127,7 +127,7 @@ def decode_entries(
                     payload = data[start:end]
                     shared = (
                         None
-                        if kind is DataKind.JSON
+                        if kind is KIND_JSON
                         else Event(f"{generation}-{seq}", name, payload)
                     )
                     append(StoredEvent(seq, name, kind, payload, shared))
