@@ -126,9 +126,7 @@ def decode_entries(
                 if seq > after_seq:
                     payload = data[start:end]
                     shared = (
-                        None
-                        if kind is KIND_JSON
-                        else Event(f"{generation}-{seq}", name, payload)
+                        None if kind is KIND_JSON else Event(f"{generation}-{seq}", name, payload)
                     )
                     append(StoredEvent(seq, name, kind, payload, shared))
                     if len(events) == limit:  # never when 0
