@@ -233,6 +233,45 @@ async def test_outer_cancellation_is_cancelled_and_propagates(hub: Hub) -> None:
     assert outcome.state is State.CANCELLED
 
 
+async def test_a_loop_of_sends_is_cancelled_from_outside_within_64_events(hub: Hub) -> None:
+    returned: list[str] = []
+    async with hub.produce("s") as stream:
+        with anyio.CancelScope() as scope:
+            for i in range(1000):
+                if i == 10:
+                    scope.cancel()  # no other task runs meanwhile: only a send can deliver it
+                returned.append(await stream.send(f"t{i}"))
+        assert scope.cancelled_caught
+        await stream.send("after")
+    events, outcome = await collect(hub, "s")
+    assert 10 <= len(returned) < 64
+    # The send that delivered the cancellation had queued its event: stored,
+    # in order, once; the block went on and ended normally.
+    ids = [event.id for event in events]
+    assert ids[: len(returned)] == returned
+    assert texts(events) == [f"t{i}" for i in range(len(returned) + 1)] + ["after"]
+    assert outcome.state is State.DONE
+
+
+async def test_a_cancel_request_stops_a_loop_of_sends_on_the_next_send(hub: Hub) -> None:
+    sent = 0
+    async with hub.produce("s") as stream:
+        await stream.send("first")
+        await hub.cancel("s")
+        # Shielded, so the request lands while the body is not at a checkpoint.
+        with anyio.CancelScope(shield=True), anyio.fail_after(5):
+            while not stream._body_scope.cancel_called:
+                await anyio.sleep(0.01)
+        for i in range(1000):
+            await stream.send(f"t{i}")
+            sent += 1
+    assert stream.cancel_requested
+    assert sent == 0  # not 64 sends later
+    events, outcome = await collect(hub, "s")
+    assert texts(events) == ["first", "t0"]  # queued before the cancellation landed
+    assert outcome.state is State.CANCELLED
+
+
 async def test_cancel_request_after_the_body_finished_leaves_done(hub: Hub) -> None:
     async with hub.produce("s") as stream:
         await stream.send("a")

@@ -149,9 +149,11 @@ class Producer(anyio.AsyncContextManagerMixin):
         seq = self._seq
         self._pending.append(StoredEvent(seq, event, kind, payload))
         self._work.set()
-        if not seq % _YIELD_EVERY or self._body_scope.cancel_called:
-            # A cancel request, a lost claim or the hub closing cancels the
-            # body's scope: that lands on the next send, not 64 sends later.
+        if not seq % _YIELD_EVERY or self._stop is not None or self._lost is not None:
+            # A cancel request, the hub closing (both _request_stop) or a lost
+            # claim cancelled the body's scope: that lands on the next send,
+            # not 64 sends later. (Our own fields: the scope's cancel_called
+            # is two property calls, per send.)
             await checkpoint()
         return f"{self._generation}-{seq}"  # format_event_id, inline (per event)
 
