@@ -260,7 +260,7 @@ async def test_a_cancel_request_stops_a_loop_of_sends_on_the_next_send(hub: Hub)
         await hub.cancel("s")
         # Shielded, so the request lands while the body is not at a checkpoint.
         with anyio.CancelScope(shield=True), anyio.fail_after(5):
-            while not stream._body_scope.cancel_called:
+            while not stream._body_scope.cancel_called:  # noqa: ASYNC110 - no event tells
                 await anyio.sleep(0.01)
         for i in range(1000):
             await stream.send(f"t{i}")
