@@ -34,8 +34,8 @@ from .backends import Backend, SessionRecord, Watch
 logger = logging.getLogger(__name__)
 _shared_event = operator.attrgetter("shared")
 
-#: Events the feed keeps (up to twice as many between trims): several pages,
-#: so readers a little behind still share.
+#: Events the feed keeps (up to twice as many between trims): a reader up to
+#: this far behind the head still shares the window instead of reading storage.
 WINDOW = 2048
 #: Retry delays of a read that failed for want of storage.
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0
