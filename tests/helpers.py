@@ -10,7 +10,7 @@ from typing import Self
 
 import anyio
 
-from replayhub import Event, Hub, Outcome
+from replayhub import ErrorType, Event, Hub, Outcome
 from replayhub._events import Cursor, Metadata, State, StoredEvent
 from replayhub.backends import AppendListener, Backend, SessionRecord, Watch
 
@@ -89,12 +89,18 @@ class FaultyBackend:
         *,
         state: State,
         error: str | None,
+        error_type: ErrorType | None,
         retention: float,
     ) -> None:
         if self.finish_error is not None:
             raise self.finish_error
         await self.inner.finish(
-            session_id, generation, state=state, error=error, retention=retention
+            session_id,
+            generation,
+            state=state,
+            error=error,
+            error_type=error_type,
+            retention=retention,
         )
         self.finished.append((session_id, state))
 

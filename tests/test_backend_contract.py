@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from replayhub import ErrorType, Outcome, State
 from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends import Backend
 
@@ -86,3 +87,57 @@ async def test_a_retried_batch_is_stored_once_and_a_bad_one_changes_nothing(
     assert [(event.seq, event.payload) for event in events] == [
         (seq, payload) for seq, (_, _, payload) in enumerate(MIXED[:5], start=1)
     ]
+
+
+async def test_a_failure_category_is_stored_and_kept_as_the_previous_outcome(
+    backend: Backend,
+) -> None:
+    record = await backend.claim(SESSION, metadata={"k": 1}, lease_ttl=30, retention=60)
+    await backend.finish(
+        SESSION,
+        record.generation,
+        state=State.FAILED,
+        error="RateLimitError: slow down",
+        error_type=ErrorType.RATE_LIMIT,
+        retention=60,
+    )
+    result = await backend.read(SESSION, after=None, limit=0)
+    assert result is not None
+    assert result[0].info().error_type is ErrorType.RATE_LIMIT
+    assert result[0].info().outcome == Outcome(
+        State.FAILED, "RateLimitError: slow down", {"k": 1}, ErrorType.RATE_LIMIT
+    )
+    again = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    assert again.error_type is None
+    assert again.previous == (
+        record.generation,
+        Outcome(State.FAILED, "RateLimitError: slow down", {"k": 1}, ErrorType.RATE_LIMIT),
+    )
+    await backend.finish(
+        SESSION, again.generation, state=State.DONE, error=None, error_type=None, retention=60
+    )
+    result = await backend.read(SESSION, after=None, limit=0)
+    assert result is not None
+    assert result[0].error_type is None
+
+
+async def test_changing_what_a_read_returned_does_not_change_the_session(
+    backend: Backend,
+) -> None:
+    record = await backend.claim(SESSION, metadata={"k": [1]}, lease_ttl=30, retention=60)
+    record.metadata["k"] = 999
+    result = await backend.read(SESSION, after=None, limit=0)
+    assert result is not None
+    info = result[0].info()
+    assert info.metadata == {"k": [1]}
+    info.metadata["k"].append(2)  # type: ignore[union-attr]
+    await backend.finish(
+        SESSION, record.generation, state=State.DONE, error=None, error_type=None, retention=60
+    )
+    again = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    assert again.previous is not None
+    again.previous[1].metadata["k"] = "changed"
+    result = await backend.read(SESSION, after=None, limit=0)
+    assert result is not None
+    assert result[0].previous is not None
+    assert result[0].previous[1].metadata == {"k": [1]}

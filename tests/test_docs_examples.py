@@ -148,3 +148,56 @@ async def test_worker_produces_what_the_web_tier_asked_for(
         assert info is not None
         assert info.state is State.CANCELLED
         task_group.cancel_scope.cancel()
+
+
+async def test_the_llm_guide_producers_relay_the_real_sdks(
+    examples: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from replayhub import llm
+
+    from .llm_sdks import RecordedBody, anthropic_client, openai_client, sample
+
+    producers = example("llm_producers")
+    async with Hub() as hub:
+        body = RecordedBody(sample("openai_chat_tool_usage.sse"))
+        await producers.answer_with_openai(hub, openai_client(body), "a", "Weather?")
+        assert "Let me check the weather." in capsys.readouterr().out
+        body = RecordedBody(sample("openai_responses_reasoning_text_tool.sse"))
+        await producers.answer_with_responses(hub, openai_client(body), "b", "Weather?")
+        body = RecordedBody(sample("anthropic_thinking_text_tool.sse"))
+        await producers.answer_with_claude(hub, anthropic_client(body), "c", "Weather?")
+        assert "toolu_01X get_weather {'city': 'Paris'}" in capsys.readouterr().out
+        replies = [await llm.collect(hub, chat_id) for chat_id in "abc"]
+    assert [reply.finish_reason for reply in replies] == ["tool-calls"] * 3
+    assert replies[1].reasoning == "Need the weather tool."
+
+
+async def test_the_llm_guide_by_hand_readers_and_errors(
+    examples: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    by_hand = example("llm_by_hand")
+    async with Hub() as hub:
+        await by_hand.produce_by_hand(hub, "chat:1")
+        await by_hand.print_reply(hub, "chat:1")
+        printed = capsys.readouterr().out
+        assert printed == (
+            "[thinking] The user wants the weather...\n"
+            "Let me check. [calls get_weather with {'city': 'Paris'}]\n"
+            "It is 21 °C in Paris.\n[52 tokens]\n[done]\n"
+        )
+        saved = await by_hand.save_reply(hub, "chat:1")
+    assert saved == {
+        "id": "m1",
+        "text": "Let me check. It is 21 °C in Paris.",
+        "reasoning": "The user wants the weather...",
+        "tool_calls": [("c1", "get_weather", {"city": "Paris"})],
+        "usage": {
+            "input_tokens": 12,
+            "output_tokens": 40,
+            "reasoning_tokens": None,
+            "cached_input_tokens": None,
+        },
+        "state": "done",
+    }
+    await by_hand.main()
+    assert capsys.readouterr().out == "The model is busy: try again in a minute.\n"

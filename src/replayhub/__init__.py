@@ -1,5 +1,6 @@
 """replayhub: resumable, cancellable event streams for asyncio and Trio apps."""
 
+from ._error_types import ErrorType as ErrorType
 from ._errors import BackendUnavailableError as BackendUnavailableError
 from ._errors import HubClosedError as HubClosedError
 from ._errors import InvalidInputError as InvalidInputError
@@ -8,6 +9,7 @@ from ._errors import ReplayHubError as ReplayHubError
 from ._errors import SessionBusyError as SessionBusyError
 from ._errors import SessionNotFoundError as SessionNotFoundError
 from ._events import Event as Event
+from ._events import EventLike as EventLike
 from ._events import Outcome as Outcome
 from ._events import SessionInfo as SessionInfo
 from ._events import State as State
@@ -21,7 +23,9 @@ from ._subscription import Subscription as Subscription
 
 __all__ = [
     "BackendUnavailableError",
+    "ErrorType",
     "Event",
+    "EventLike",
     "EventBatches",
     "Hub",
     "HubClosedError",

@@ -14,8 +14,9 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeAlias, cast
+from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
+from ._error_types import ErrorType
 from ._errors import InvalidInputError
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
@@ -23,9 +24,21 @@ JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | 
 
 Metadata: TypeAlias = dict[str, JSON]
 
-SendData: TypeAlias = str | bytes | Mapping[str, Any] | Sequence[Any] | int | float | bool | None
-"""What :meth:`Producer.send` accepts: text, bytes, or a JSON value (checked
-when sent, so nested values are typed loosely)."""
+
+@runtime_checkable
+class EventLike(Protocol):
+    """A value that names its own event: what :meth:`Producer.send` stores for
+    it is ``__replayhub_event__()``, an ``(event name, data)`` pair. The typed
+    LLM events of :mod:`replayhub.llm` are such values."""
+
+    def __replayhub_event__(self) -> tuple[str, object]: ...
+
+
+SendData: TypeAlias = (
+    str | bytes | Mapping[str, Any] | Sequence[Any] | int | float | bool | EventLike | None
+)
+"""What :meth:`Producer.send` accepts: text, bytes, a JSON value (checked
+when sent, so nested values are typed loosely), or an :class:`EventLike`."""
 
 
 class State(enum.StrEnum):
@@ -105,6 +118,10 @@ class Outcome:
     """The exception's description when :attr:`state` is ``failed``."""
     metadata: Metadata = field(default_factory=dict)
     """The session's metadata at the end, with every ``set_metadata`` applied."""
+    error_type: ErrorType | None = None
+    """What kind of failure it was when :attr:`state` is ``failed``: a
+    timeout, the network, a rate limit, an overloaded provider, a provider's
+    API error, or anything else (``internal``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,13 +140,15 @@ class SessionInfo:
     """When the current generation was claimed (UTC)."""
     updated_at: datetime
     """When the session last changed (UTC)."""
+    error_type: ErrorType | None = None
+    """The category of the failure when :attr:`state` is ``failed``."""
 
     @property
     def outcome(self) -> Outcome | None:
         """The outcome if the session has ended, else ``None``."""
         if self.state is State.LIVE:
             return None
-        return Outcome(self.state, self.error, self.metadata)
+        return Outcome(self.state, self.error, self.metadata, self.error_type)
 
     def to_json(self) -> dict[str, JSON]:
         """The snapshot as a JSON object (times in ISO 8601), e.g. for an API."""
@@ -140,6 +159,7 @@ class SessionInfo:
             "events": self.events,
             "metadata": self.metadata,
             "error": self.error,
+            "error_type": None if self.error_type is None else self.error_type.value,
             "created_at": self.created_at.isoformat(),
             "updated_at": self.updated_at.isoformat(),
         }

@@ -9,6 +9,7 @@ from typing import Any, TypedDict, Unpack
 import anyio
 from anyio.abc import TaskGroup
 
+from ._error_types import ErrorClassifier
 from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
 from ._feed import SessionFeed
@@ -30,6 +31,7 @@ class HubOptions(TypedDict, total=False):
     max_metadata_bytes: int
     buffer_size: int
     finalize_timeout: float
+    classify_error: ErrorClassifier | None
 
 
 class Hub(anyio.AsyncContextManagerMixin):
@@ -45,7 +47,8 @@ class Hub(anyio.AsyncContextManagerMixin):
     :param options: keyword-only options, each described in
         :class:`~replayhub.Settings`: ``namespace``, ``lease_ttl``,
         ``retention``, ``max_event_bytes``, ``max_events``,
-        ``max_metadata_bytes``, ``buffer_size``, ``finalize_timeout``.
+        ``max_metadata_bytes``, ``buffer_size``, ``finalize_timeout``,
+        ``classify_error``.
     :raises ~replayhub.InvalidInputError: if an option is out of range.
     """
 

@@ -12,6 +12,7 @@ import anyio
 from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
+from ._error_types import ErrorType, classify_error
 from ._errors import BackendUnavailableError, InvalidInputError, LeaseLostError, ReplayHubError
 from ._events import Metadata, SendData, State, StoredEvent
 from ._settings import check_event_name, check_metadata, encode_data
@@ -120,8 +121,11 @@ class Producer(anyio.AsyncContextManagerMixin):
         Waits only while the producer's buffer (``buffer_size`` events) is
         full. Events are stored in the order they were sent.
 
-        :param data: a :class:`str`, :class:`bytes`, or a JSON value.
-        :param event: the event name, 1 to 64 printable characters.
+        :param data: a :class:`str`, :class:`bytes`, a JSON value, or a value
+            that names its own event (an :class:`~replayhub.EventLike`, such
+            as ``llm.TextDelta("Hel")``).
+        :param event: the event name, 1 to 64 printable characters; not with
+            a value that names its own event.
         :raises ~replayhub.InvalidInputError: if the event is rejected (bad
             name, unserialisable or oversize data, ``max_events`` reached);
             nothing is queued.
@@ -135,6 +139,14 @@ class Producer(anyio.AsyncContextManagerMixin):
         no id; otherwise the event is queued and will be stored.
         """
         self._require_open()
+        if data.__class__ is not str:  # the common case, checked first
+            name_itself = getattr(data, "__replayhub_event__", None)
+            if name_itself is not None:
+                if event != "message":
+                    raise InvalidInputError(
+                        f"{type(data).__name__} names its own event; do not pass event="
+                    )
+                event, data = name_itself()
         if event != "message":
             check_event_name(event)
         kind, payload = encode_data(data, max_bytes=self._settings.max_event_bytes)
@@ -261,13 +273,14 @@ class Producer(anyio.AsyncContextManagerMixin):
             await self._write_pending()
         if self._lost is not None:
             return  # a stale producer writes nothing more
-        state, error = self._terminal_state(body_error)
+        state, error, error_type = self._terminal_state(body_error)
         try:
             await self._backend.finish(
                 self._session_id,
                 self._generation,
                 state=state,
                 error=error,
+                error_type=error_type,
                 retention=self._settings.retention,
             )
         except LeaseLostError as exc:
@@ -275,16 +288,20 @@ class Producer(anyio.AsyncContextManagerMixin):
         except ReplayHubError as exc:
             self._failure = self._failure or exc
 
-    def _terminal_state(self, body_error: BaseException | None) -> tuple[State, str | None]:
+    def _terminal_state(
+        self, body_error: BaseException | None
+    ) -> tuple[State, str | None, ErrorType | None]:
         if isinstance(body_error, anyio.get_cancelled_exc_class()):
-            return State.CANCELLED, None
+            return State.CANCELLED, None, None
         if body_error is not None:
-            return State.FAILED, _describe(body_error)
+            error_type = classify_error(body_error, self._settings.classify_error)
+            return State.FAILED, _describe(body_error), error_type
         if self._failure is not None:
-            return State.FAILED, f"storage failed: {_describe(self._failure)}"
+            # Storage failing is this deployment's fault, not the provider's.
+            return State.FAILED, f"storage failed: {_describe(self._failure)}", ErrorType.INTERNAL
         if self._body_scope.cancelled_caught:
-            return State.CANCELLED, None
-        return State.DONE, None
+            return State.CANCELLED, None, None
+        return State.DONE, None, None
 
     # -- background tasks -------------------------------------------------------
 

@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from ._error_types import ErrorClassifier
 from ._errors import InvalidInputError
 from ._events import KIND_BYTES, KIND_JSON, KIND_TEXT, DataKind, Metadata
 
@@ -48,6 +49,11 @@ class Settings:
     """Events a producer queues before ``send`` waits for storage."""
     finalize_timeout: float = 5.0
     """Seconds the flush and terminal write of a producer may take."""
+    classify_error: ErrorClassifier | None = None
+    """Names the :class:`~replayhub.ErrorType` of the exception that failed a
+    producer's block, or returns ``None`` to leave it to the default rules
+    (status codes, error bodies and the exception classes of the common LLM
+    SDKs and HTTP clients). For providers those rules do not know."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.namespace, str) or not _NAMESPACE.fullmatch(self.namespace):
@@ -61,6 +67,10 @@ class Settings:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InvalidInputError(f"{name} must be a positive int, not {value!r}")
+        if self.classify_error is not None and not callable(self.classify_error):
+            raise InvalidInputError(
+                f"classify_error must be callable, not {type(self.classify_error).__name__}"
+            )
 
     @property
     def heartbeat_interval(self) -> float:

@@ -83,11 +83,22 @@ def tail(
                         click.echo(f"\n[{event.event}] {event.data!r}")
             outcome = events.outcome
             assert outcome is not None
+            error_type = None if outcome.error_type is None else outcome.error_type.value
             if as_json:
-                click.echo(json.dumps({"outcome": outcome.state.value, "error": outcome.error}))
-            else:
                 click.echo(
-                    f"\n[{outcome.state.value}]" + (f" {outcome.error}" if outcome.error else "")
+                    json.dumps(
+                        {
+                            "outcome": outcome.state.value,
+                            "error": outcome.error,
+                            "error_type": error_type,
+                        }
+                    )
+                )
+            else:
+                kind = f" ({error_type})" if error_type else ""
+                click.echo(
+                    f"\n[{outcome.state.value}]{kind}"
+                    + (f" {outcome.error}" if outcome.error else "")
                 )
             return EXIT_CODES[outcome.state]
 

@@ -11,7 +11,9 @@ Text is sent as is (split on line breaks, which the browser joins back with
 ``\\n``); JSON values as their JSON text; bytes as base64, with the event
 name suffixed ``;base64`` so a client can tell. The end of a session is one
 last event named ``replayhub.end`` (producers cannot use the ``replayhub.`` prefix) whose data is
-the outcome as JSON: ``{"state": "done", "error": null, "metadata": {...}}``.
+the outcome as JSON: ``{"state": "failed", "error": "...", "error_type":
+"rate_limit", "metadata": {...}}`` (``error`` and ``error_type`` are ``null``
+unless the session failed).
 It carries no ``id``, so a reconnecting client still resumes after the last
 real event.
 """
@@ -53,7 +55,12 @@ def encode_event(event: Event) -> str:
 
 def encode_outcome(outcome: Outcome) -> str:
     """The final SSE message, carrying the session's outcome."""
-    payload = {"state": outcome.state.value, "error": outcome.error, "metadata": outcome.metadata}
+    payload = {
+        "state": outcome.state.value,
+        "error": outcome.error,
+        "error_type": None if outcome.error_type is None else outcome.error_type.value,
+        "metadata": outcome.metadata,
+    }
     text = json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
     return f"event: {END_EVENT}\n{_data_lines(text)}\n"
 

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
 
+from .._error_types import ErrorType
 from .._events import Cursor, Metadata, Outcome, SessionInfo, State, StoredEvent, utc_datetime
 from ._watch import AppendListener
 
@@ -59,6 +60,8 @@ class SessionRecord:
     """Seconds until the lease expires, while live."""
     previous: tuple[int, Outcome] | None = None
     """The previous generation's number and outcome, if it had one."""
+    error_type: ErrorType | None = None
+    """The failure's category, when ``failed``."""
 
     def info(self) -> SessionInfo:
         return SessionInfo(
@@ -70,6 +73,7 @@ class SessionRecord:
             error=self.error,
             created_at=utc_datetime(self.created_at),
             updated_at=utc_datetime(self.updated_at),
+            error_type=self.error_type,
         )
 
     def recheck_after(self, lease_ttl: float) -> float:
@@ -87,7 +91,9 @@ class SessionRecord:
         """How ``generation`` ended, if this record knows."""
         if generation == self.generation:
             return (
-                None if self.state is State.LIVE else Outcome(self.state, self.error, self.metadata)
+                None
+                if self.state is State.LIVE
+                else Outcome(self.state, self.error, self.metadata, self.error_type)
             )
         if self.previous is not None and self.previous[0] == generation:
             return self.previous[1]
@@ -159,9 +165,11 @@ class Backend(Protocol):
         *,
         state: State,
         error: str | None,
+        error_type: ErrorType | None,
         retention: float,
     ) -> None:
-        """Write the terminal ``state`` and start the retention countdown."""
+        """Write the terminal ``state`` (with the failure's ``error`` and
+        ``error_type`` when ``failed``) and start the retention countdown."""
         ...
 
     async def read(

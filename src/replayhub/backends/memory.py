@@ -7,6 +7,7 @@ each is atomic on a single event loop, just as a Lua script is in Redis.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +18,7 @@ from typing import Self
 import anyio
 from anyio.lowlevel import checkpoint
 
+from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import Cursor, Metadata, Outcome, State, StoredEvent
 from ._protocol import SessionRecord, Watch, check_batch_follows
@@ -34,6 +36,7 @@ class _Session:
     state: State = State.LIVE
     events: list[StoredEvent] = field(default_factory=list)
     error: str | None = None
+    error_type: ErrorType | None = None
     expires_at: float | None = None
     cancel_requested: bool = False
     previous: tuple[int, Outcome] | None = None
@@ -45,17 +48,23 @@ class _Session:
             generation=self.generation,
             state=self.state,
             last_seq=len(self.events),
-            metadata=self.metadata,
+            # A copy: what a caller does with the record's metadata must not
+            # change the stored session (Redis hands out fresh objects too).
+            metadata=copy.deepcopy(self.metadata),
             error=self.error,
             created_at=self.created_at,
             updated_at=self.updated_at,
             lease_remaining=max(0.0, self.lease_deadline - now) if live else None,
-            previous=self.previous,
+            previous=None if self.previous is None else copy.deepcopy(self.previous),
+            error_type=self.error_type,
         )
 
-    def end(self, state: State, error: str | None, now: float) -> None:
+    def end(
+        self, state: State, error: str | None, error_type: ErrorType | None, now: float
+    ) -> None:
         self.state = state
         self.error = error
+        self.error_type = error_type
         self.expires_at = now + self.retention
         self.updated_at = time.time()
 
@@ -111,7 +120,10 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             retention=retention,
         )
         if old is not None:
-            session.previous = (old.generation, Outcome(old.state, old.error, old.metadata))
+            session.previous = (
+                old.generation,
+                Outcome(old.state, old.error, old.metadata, old.error_type),
+            )
         self._sessions[session_id] = session
         self._changed(session_id)
         return session.record(session_id, now)
@@ -154,12 +166,13 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         *,
         state: State,
         error: str | None,
+        error_type: ErrorType | None,
         retention: float,
     ) -> None:
         await checkpoint()
         session = self._owned(session_id, generation)
         session.retention = retention
-        session.end(state, error, anyio.current_time())
+        session.end(state, error, error_type, anyio.current_time())
         self._changed(session_id)
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
@@ -240,7 +253,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         if session is None:
             return None
         if session.state is State.LIVE and session.lease_deadline <= now:
-            session.end(State.ABANDONED, None, now)
+            session.end(State.ABANDONED, None, None, now)
             self._changed(session_id)
         if session.expires_at is not None and session.expires_at <= now:
             del self._sessions[session_id]

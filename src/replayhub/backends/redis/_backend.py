@@ -25,6 +25,7 @@ from typing import Any, Self
 
 import anyio
 
+from ..._error_types import ErrorType
 from ..._errors import (
     BackendUnavailableError,
     HubClosedError,
@@ -201,6 +202,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         *,
         state: State,
         error: str | None,
+        error_type: ErrorType | None,
         retention: float,
     ) -> None:
         reply = await self._run(
@@ -211,6 +213,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             state.value,
             error or "",
             _ms(retention),
+            "" if error_type is None else error_type.value,
         )
         self._check_fenced(session_id, generation, reply)
         await self._index(session_id, retention)
@@ -385,6 +388,7 @@ def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
                 State(fields["ps"].decode()),
                 fields["pe"].decode() or None,
                 json.loads(fields["pm"]),
+                _error_type(fields.get("pt")),
             ),
         )
     lease_remaining = None
@@ -401,7 +405,19 @@ def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
         updated_at=int(fields["u"]) / 1000,
         lease_remaining=lease_remaining,
         previous=previous,
+        error_type=_error_type(fields.get("et")),
     )
+
+
+def _error_type(stored: bytes | None) -> ErrorType | None:
+    # A category this version does not know (written by a newer one) reads
+    # as internal rather than failing the read.
+    if not stored:
+        return None
+    try:
+        return ErrorType(stored.decode())
+    except ValueError:
+        return ErrorType.INTERNAL
 
 
 class _translate_errors:

@@ -1,4 +1,4 @@
--- ARGV: session id, generation, state, error or '', retention ms
+-- ARGV: session id, generation, state, error or '', retention ms, error type or ''
 local now, s, lost = owned(ARGV[2])
 if lost then
   return {'lost', lost}
@@ -6,6 +6,9 @@ end
 redis.call('HSET', session_key, 'st', ARGV[3], 'u', now, 'r', ARGV[5])
 if ARGV[4] ~= '' then
   redis.call('HSET', session_key, 'e', ARGV[4])
+end
+if ARGV[6] ~= '' then
+  redis.call('HSET', session_key, 'et', ARGV[6])
 end
 expire_in(tonumber(ARGV[5]))
 touch_index(now, tonumber(ARGV[5]))
