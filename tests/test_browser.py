@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from replayhub.demo.fake_llm import reply_to
+from replayhub.demo.fake_llm import reasoning_for, reply_to
 
 from .demo_server import WORDS, DemoServer
 
@@ -61,6 +61,9 @@ def test_reload_mid_reply_then_stop(browser_page: object, tmp_path: Path) -> Non
         page.reload()  # mid-reply: the page must pick up where it was
         expect(page.locator("#status")).to_have_text("done", timeout=20_000)
         assert page.locator("#reply").text_content() == reply_to(prompt, words=WORDS)
+        # The fake model's reasoning, shown apart from the reply.
+        expect(page.locator("#thinking")).to_be_visible()
+        assert page.locator("#reasoning").text_content() == reasoning_for(prompt)
         page.screenshot(path=str(tmp_path / "demo-after-reload.png"))
 
         page.fill("#prompt", "Stop this one")

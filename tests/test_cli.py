@@ -42,7 +42,7 @@ async def test_tail_prints_events_and_exits_with_the_outcome(redis_server: Redis
     code, out, _ = await run_cli("tail", "done", *url, "--json")
     lines = [json.loads(line) for line in out.splitlines()]
     assert [line.get("data") for line in lines[:4]] == ["Hello", ", ", "world", {"usage": 3}]
-    assert lines[-1] == {"outcome": "done", "error": None}
+    assert lines[-1] == {"outcome": "done", "error": None, "error_type": None}
 
     code, out, _ = await run_cli("tail", "done", *url, "--json", "--after", lines[1]["id"])
     resumed = [json.loads(line).get("data") for line in out.splitlines()]
@@ -50,7 +50,11 @@ async def test_tail_prints_events_and_exits_with_the_outcome(redis_server: Redis
 
     code, out, _ = await run_cli("tail", "failed", *url)
     assert code == 1
-    assert "RuntimeError: model broke" in out
+    assert out.rstrip().endswith("[failed] (internal) RuntimeError: model broke")
+
+    code, out, _ = await run_cli("info", "failed", *url)
+    assert code == 0
+    assert json.loads(out)["error_type"] == "internal"
 
     code, out, _ = await run_cli("info", "done", *url)
     assert code == 0

@@ -8,7 +8,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from replayhub import Event, Outcome, State
+from replayhub import ErrorType, Event, Outcome, State
 from replayhub._events import JSON
 from replayhub.sse import (
     BYTES_SUFFIX,
@@ -51,13 +51,14 @@ def test_json_values_travel_as_json() -> None:
 
 def test_outcome_is_a_reserved_event_without_an_id() -> None:
     text = encode_event(Event("1-1", "message", "x")) + encode_outcome(
-        Outcome(State.FAILED, "ValueError: boom\nline two", {"usage": 3})
+        Outcome(State.FAILED, "ValueError: boom\nline two", {"usage": 3}, ErrorType.INTERNAL)
     )
     first, last = parse(lines_of(text))
     assert last.event == END_EVENT
     assert json.loads(last.data) == {
         "state": "failed",
         "error": "ValueError: boom\nline two",
+        "error_type": "internal",
         "metadata": {"usage": 3},
     }
     assert last.id == first.id == "1-1"  # resuming still starts after the last real event

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from replayhub.demo.fake_llm import reply_to
+from replayhub.demo.fake_llm import reasoning_for, reply_to
 from replayhub.sse import END_EVENT
 
 from .demo_server import PACE, WORDS, DemoServer
@@ -67,7 +67,15 @@ async def test_disconnect_then_resume_with_last_event_id(server: DemoServer) -> 
     received = first + rest[:-1]
     ids = [message.id for message in received]
     assert len(ids) == len(set(ids))  # no duplicate
-    assert "".join(message.data for message in received) == reply_to(prompt, words=WORDS)  # no gap
+    # The fake model's typed events: reasoning apart from the text, then usage.
+    assert text_of(received, "reasoning-delta") == reasoning_for(prompt)
+    assert text_of(received, "text-delta") == reply_to(prompt, words=WORDS)  # no gap
+    usage = [json.loads(message.data) for message in received if message.event == "usage"]
+    assert usage[0]["output_tokens"] > usage[0]["reasoning_tokens"] > 0
+
+
+def text_of(messages: list[Message], event: str) -> str:
+    return "".join(message.data for message in messages if message.event == event)
 
 
 async def test_stop_from_the_api_cancels_the_reply(server: DemoServer) -> None:

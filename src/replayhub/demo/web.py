@@ -18,9 +18,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from .. import Hub, Producer, ProducerGroup, SessionInfo
+from .. import Hub, Producer, ProducerGroup, SessionInfo, llm
 from ..asgi import event_stream_response
-from .fake_llm import generate
+from .fake_llm import generate_reply
 
 
 def _info_json(info: SessionInfo) -> dict[str, object]:
@@ -47,8 +47,10 @@ def create_app(url: str = "memory://", *, pace: float = 0.05, words: int = 60) -
         session_id = f"chat-{secrets.token_hex(6)}"
 
         async def reply(stream: Producer) -> None:
-            async for token in generate(prompt, pace=pace, words=words):
-                await stream.send(token, event="text-delta")
+            async for item in generate_reply(prompt, pace=pace, words=words):
+                await stream.send(item)
+                if isinstance(item, llm.Usage):
+                    await stream.set_metadata({"usage": item.to_json()})
 
         await producers.start(session_id, reply, metadata={"prompt": prompt})
         return JSONResponse({"session_id": session_id})
