@@ -13,7 +13,7 @@ import pytest
 from replayhub import Hub, HubOptions
 from replayhub.backends import Backend
 
-from .backends import BACKEND_KINDS, BackendServers
+from .backends import BACKEND_KINDS, SMOKE_KINDS, BackendServers
 from .redis_server import RedisClusterNodes, RedisServer, acl_server, tls_server
 
 
@@ -100,7 +100,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         for marker in metafunc.definition.iter_markers("parametrize")
     )
     if "backend_kind" in metafunc.fixturenames and not chosen:
-        metafunc.parametrize("backend_kind", BACKEND_KINDS)
+        smoke = metafunc.module.__name__.endswith(".test_backend_contract")
+        metafunc.parametrize("backend_kind", BACKEND_KINDS + (SMOKE_KINDS if smoke else []))
 
 
 @pytest.fixture

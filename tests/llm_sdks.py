@@ -54,18 +54,14 @@ def _http_client(body: RecordedBody) -> httpx2.AsyncClient:
 
 
 def openai_client(body: RecordedBody) -> openai.AsyncOpenAI:
-    return openai.AsyncOpenAI(
-        api_key="sk-test",
-        base_url="http://provider.test/v1",
-        max_retries=0,
-        http_client=_http_client(body),
-    )
+    """Offline: a fake key, a base URL nothing listens on, no retries."""
+    url, client = "http://provider.test/v1", _http_client(body)
+    return openai.AsyncOpenAI(api_key="sk-test", base_url=url, max_retries=0, http_client=client)
 
 
 def anthropic_client(body: RecordedBody) -> anthropic.AsyncAnthropic:
+    """Offline, as :func:`openai_client`."""
+    url, client = "http://provider.test", _http_client(body)
     return anthropic.AsyncAnthropic(
-        api_key="sk-ant-test",
-        base_url="http://provider.test",
-        max_retries=0,
-        http_client=_http_client(body),
+        api_key="sk-test", base_url=url, max_retries=0, http_client=client
     )

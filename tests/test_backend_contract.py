@@ -6,13 +6,16 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator
 
+import anyio
 import pytest
 
-from replayhub import ErrorType, Outcome, State
+from replayhub import ErrorType, Outcome, SessionNotFoundError, State
 from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends import Backend
 
 from .backends import BackendServers
+from .conftest import HubFactory
+from .helpers import collect
 
 SESSION = "contract"
 
@@ -141,3 +144,45 @@ async def test_changing_what_a_read_returned_does_not_change_the_session(
     assert result is not None
     assert result[0].previous is not None
     assert result[0].previous[1].metadata == {"k": [1]}
+
+
+async def test_a_hub_round_trip_produce_read_resume_cancel_list_and_remove(
+    make_hub: HubFactory,
+) -> None:
+    """The hub's whole round on one backend: what the ACL user and TLS
+    servers must allow, end to end (the rest of the contract suite runs on
+    the plain kinds)."""
+    async with make_hub(lease_ttl=2.0) as hub, anyio.create_task_group() as tg:
+        async with hub.produce("round", metadata={"m": 1}) as stream:
+            first = await stream.send("a")
+            await stream.send({"b": [1]}, event="tool")
+            await stream.send(b"\x00c")
+            await stream.set_metadata({"m": 2})
+        events, outcome = await collect(hub, "round")
+        assert [event.data for event in events] == ["a", {"b": [1]}, b"\x00c"]
+        assert outcome == Outcome(State.DONE, None, {"m": 2})
+        resumed, _ = await collect(hub, "round", after=first)
+        assert [event.id for event in resumed] == [event.id for event in events[1:]]
+
+        claimed = anyio.Event()
+
+        async def endless() -> None:
+            async with hub.produce("stop me") as stream:
+                claimed.set()
+                while True:
+                    await stream.send("tick")
+                    await anyio.sleep(0.01)
+
+        tg.start_soon(endless)
+        await claimed.wait()
+        assert await hub.active(["stop me", "round"]) == {"stop me": True, "round": False}
+        info = await hub.cancel("stop me", wait=5)
+        assert info is not None
+        assert info.state is State.CANCELLED
+        listed = await hub.sessions()
+        assert [session.session_id for session in listed] == ["stop me", "round"]
+        assert await hub.remove("round")
+        assert await hub.info("round") is None
+        with pytest.raises(SessionNotFoundError):
+            async with hub.subscribe("round"):
+                pass

@@ -1,4 +1,4 @@
-"""Soak: 1,000 sessions x 200 events, two subscribers each, with random
+"""Soak: 400 sessions x 200 events, two subscribers each, with random
 cancels, failures and crashes, against one Redis. Every subscription must end
 with the right outcome and a gap-free prefix (all of it unless the producer
 crashed); no task or connection may leak; every key must expire."""
@@ -16,10 +16,13 @@ import pytest
 from replayhub import Hub, State
 from replayhub._events import DataKind, StoredEvent
 
-from .redis_server import RedisServer
+from .redis_server import RedisServer, poll_until
 from .test_redis_backend import client_count
 
-SESSIONS, EVENTS, CONCURRENCY = 1000, 200, 100
+# 100 producers and 200 readers live at any moment, 400 sessions in all: the
+# load of 1,000 sessions at a time in 40% of the suite's time (the realistic
+# load at scale is the fleet benchmark's job, not a test's).
+SESSIONS, EVENTS, CONCURRENCY = 400, 200, 100
 # The lease leaves room for a loaded 2-core machine: 300 readers and 100
 # writers share one process here, and a loop stalled past a lease is (rightly)
 # a lost claim (seen once at 3 s on a slow machine). So does the retention: a
@@ -110,7 +113,15 @@ async def test_soak(fresh_redis: RedisServer, anyio_backend: str) -> None:
         counts[plan] = counts.get(plan, 0) + 1
     assert len(results) == 2 * SESSIONS
     assert tasks_after == tasks_before, [task.name for task in anyio.get_running_tasks()]
-    await anyio.sleep(LEASE + RETENTION + 0.5)
+    # Every key expires: a finished session RETENTION after its end, a crashed
+    # one LEASE + RETENTION after its claim.
+    await anyio.to_thread.run_sync(
+        lambda: poll_until(
+            lambda: int(fresh_redis.command("DBSIZE")) == 0,
+            within=LEASE + RETENTION + 1,
+            what="every key expired",
+        )
+    )
     keys = int(fresh_redis.command("DBSIZE").strip())
     print(
         f"\nsoak ({anyio_backend}): {SESSIONS} sessions x {EVENTS} events, {len(results)} "

@@ -7,7 +7,7 @@ import contextlib
 from replayhub import ErrorType, Hub, State, llm
 
 
-# --8<-- [start:by-hand]
+# --8<-- [start:by_hand]
 async def produce_by_hand(hub: Hub, chat_id: str) -> None:
     async with hub.produce(chat_id) as stream:
         await stream.send(llm.MessageStart(message_id="m1", model="my-model"))
@@ -21,7 +21,7 @@ async def produce_by_hand(hub: Hub, chat_id: str) -> None:
         await stream.send(llm.MessageStop(finish_reason="stop"))
 
 
-# --8<-- [end:by-hand]
+# --8<-- [end:by_hand]
 
 
 # --8<-- [start:read]

@@ -120,13 +120,19 @@ class Adapter:
     def __init__(self) -> None:
         self.blocks = _Blocks()
         self.usage: Usage | None = None
+        self.finish_reason: FinishReason | None = None
 
     def translate(self, item: Any) -> Iterator[LLMEvent]:
         raise NotImplementedError
 
     def finish(self) -> Iterator[LLMEvent]:
-        """What closes the reply after the provider's last item."""
-        raise NotImplementedError
+        """What closes the reply after the provider's last item: the open
+        block, the usage, the stop."""
+        yield from self.blocks.end()
+        if self.usage is not None:
+            yield self.usage
+        if self.finish_reason is not None:
+            yield MessageStop(self.finish_reason)
 
 
 class OpenAIChatAdapter(Adapter):
@@ -141,7 +147,6 @@ class OpenAIChatAdapter(Adapter):
         self._started = False
         self._calls: dict[int, _PendingCall] = {}
         self._current_call: _PendingCall | None = None
-        self._finish_reason: FinishReason | None = None
 
     def translate(self, item: Any) -> Iterator[LLMEvent]:
         if not self._started:
@@ -160,7 +165,7 @@ class OpenAIChatAdapter(Adapter):
                 continue
             yield from self._delta(choice.delta)
             if choice.finish_reason is not None:
-                self._finish_reason = _OPENAI_FINISH.get(choice.finish_reason, "other")
+                self.finish_reason = _OPENAI_FINISH.get(choice.finish_reason, "other")
                 self.finished = True
 
     def _delta(self, delta: Any) -> Iterator[LLMEvent]:
@@ -199,11 +204,7 @@ class OpenAIChatAdapter(Adapter):
 
     def finish(self) -> Iterator[LLMEvent]:
         yield from self._close_call()
-        yield from self.blocks.end()
-        if self.usage is not None:
-            yield self.usage
-        if self._finish_reason is not None:
-            yield MessageStop(self._finish_reason)
+        yield from super().finish()
 
 
 class OpenAIResponsesAdapter(Adapter):
@@ -212,7 +213,6 @@ class OpenAIResponsesAdapter(Adapter):
     def __init__(self) -> None:
         super().__init__()
         self._calls: dict[str, _PendingCall] = {}  # by output item id
-        self._finish_reason: FinishReason | None = None
         self._called = False
 
     def translate(self, item: Any) -> Iterator[LLMEvent]:
@@ -260,10 +260,10 @@ class OpenAIResponsesAdapter(Adapter):
                     _nested(usage, "input_tokens_details", "cached_tokens"),
                 )
             if kind == "response.completed":
-                self._finish_reason = "tool-calls" if self._called else "stop"
+                self.finish_reason = "tool-calls" if self._called else "stop"
             else:
                 reason = getattr(response.incomplete_details, "reason", None)
-                self._finish_reason = _RESPONSES_INCOMPLETE.get(reason or "", "other")
+                self.finish_reason = _RESPONSES_INCOMPLETE.get(reason or "", "other")
         elif kind == "response.failed":
             error = item.response.error
             raise StreamError(
@@ -276,13 +276,6 @@ class OpenAIResponsesAdapter(Adapter):
                 type=_responses_error_type(getattr(item, "code", None)),
             )
 
-    def finish(self) -> Iterator[LLMEvent]:
-        yield from self.blocks.end()
-        if self.usage is not None:
-            yield self.usage
-        if self._finish_reason is not None:
-            yield MessageStop(self._finish_reason)
-
 
 class AnthropicAdapter(Adapter):
     """``messages.create(stream=True)`` raw events (``message_start`` ...)."""
@@ -291,7 +284,6 @@ class AnthropicAdapter(Adapter):
         super().__init__()
         self._calls: dict[int, _PendingCall] = {}  # by content block index
         self._blocks: dict[int, int] = {}  # the provider's index -> ours
-        self._finish_reason: FinishReason | None = None
         self._input_tokens = 0
         self._cached: int | None = None
         self._output_tokens = 0
@@ -340,16 +332,13 @@ class AnthropicAdapter(Adapter):
         elif kind == "message_delta":
             reason = item.delta.stop_reason
             if reason is not None:
-                self._finish_reason = _ANTHROPIC_FINISH.get(reason, "other")
+                self.finish_reason = _ANTHROPIC_FINISH.get(reason, "other")
             if item.usage is not None and item.usage.output_tokens is not None:
                 self._output_tokens = item.usage.output_tokens  # cumulative
         elif kind == "message_stop":
             self.finished = True
-
-    def finish(self) -> Iterator[LLMEvent]:
-        yield from self.blocks.end()
-        yield Usage(self._input_tokens, self._output_tokens, None, self._cached)
-        yield MessageStop(self._finish_reason or "other")
+            self.usage = Usage(self._input_tokens, self._output_tokens, None, self._cached)
+            self.finish_reason = self.finish_reason or "other"
 
 
 def adapter_for(item: Any) -> Adapter | None:
