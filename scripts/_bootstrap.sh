@@ -30,3 +30,13 @@ ensure_venv() {
   fi
   .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
 }
+
+# ensure_npm_packages DIR: install DIR's locked npm packages (npm ci) unless
+# node_modules already matches the lock file.
+ensure_npm_packages() {
+  local dir=$1
+  if [ ! -f "$dir/node_modules/.package-lock.json" ] \
+    || [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+}

@@ -163,23 +163,60 @@ class Hub(anyio.AsyncContextManagerMixin):
 
     # -- sessions -------------------------------------------------------------
 
-    def produce(self, session_id: str, *, metadata: Mapping[str, Any] | None = None) -> Producer:
+    def produce(
+        self,
+        session_id: str,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        takeover: bool = False,
+        takeover_timeout: float | None = None,
+    ) -> Producer:
         """A producer for ``session_id``, to use as ``async with``.
 
         See :class:`Producer` for what the block guarantees.
 
         :param metadata: a JSON object stored with the session; update it with
             :meth:`Producer.set_metadata`.
-        :raises ~replayhub.InvalidInputError: for a bad session id or metadata
-            (at once, before anything is written).
+        :param takeover: if the session has a live producer (in any process),
+            ask it to stop, wait for its terminal state, then claim the
+            session: the old reply ends ``cancelled`` (or ``abandoned``, if
+            its producer ignores the request until its lease runs out) and its
+            readers learn so. For a user who sends a new message while the
+            previous reply is still streaming.
+        :param takeover_timeout: how long a takeover waits for the live
+            producer to end; by default ``lease_ttl + finalize_timeout``, time
+            enough for a producer that ignores the request to be found
+            abandoned.
+        :raises ~replayhub.InvalidInputError: for a bad session id, metadata
+            or ``takeover_timeout`` (at once, before anything is written).
         :raises ~replayhub.SessionBusyError: on entering, if the session has a
-            live producer.
+            live producer (with ``takeover``: one that did not end in time).
+
+        Cancelled while it waits for a takeover, it claims nothing; the stop
+        it asked for still happens.
         """
         check_session_id(session_id)
         checked = check_metadata(
             {} if metadata is None else metadata, max_bytes=self._settings.max_metadata_bytes
         )
-        return Producer(self, session_id, checked)
+        if takeover_timeout is not None and (
+            not takeover
+            or not isinstance(takeover_timeout, int | float)
+            or isinstance(takeover_timeout, bool)
+            or not takeover_timeout >= 0
+        ):
+            raise InvalidInputError(
+                f"takeover_timeout must be a number of seconds >= 0 with takeover=True, "
+                f"not {takeover_timeout!r}"
+            )
+        limit = None
+        if takeover:
+            limit = (
+                self._settings.lease_ttl + self._settings.finalize_timeout
+                if takeover_timeout is None
+                else float(takeover_timeout)
+            )
+        return Producer(self, session_id, checked, takeover_timeout=limit)
 
     def subscribe(
         self, session_id: str, *, after: str | None = None, batch_replay: bool = False

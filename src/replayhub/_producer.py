@@ -13,7 +13,13 @@ from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from ._error_types import ErrorType, classify_error
-from ._errors import BackendUnavailableError, InvalidInputError, LeaseLostError, ReplayHubError
+from ._errors import (
+    BackendUnavailableError,
+    InvalidInputError,
+    LeaseLostError,
+    ReplayHubError,
+    SessionBusyError,
+)
 from ._events import Metadata, SendData, State, StoredEvent
 from ._settings import check_event_name, check_metadata, encode_data
 
@@ -68,8 +74,17 @@ class Producer(anyio.AsyncContextManagerMixin):
     from cancellation and bounded by the hub's ``finalize_timeout``.
     """
 
-    def __init__(self, hub: Hub, session_id: str, metadata: Metadata) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        session_id: str,
+        metadata: Metadata,
+        *,
+        takeover_timeout: float | None = None,
+    ) -> None:
         self._hub = hub
+        self._takeover_timeout = takeover_timeout
+        self._claimed_at = 0.0
         self._backend = hub._backend
         self._settings = hub._settings
         self._session_id = session_id
@@ -218,24 +233,12 @@ class Producer(anyio.AsyncContextManagerMixin):
             raise RuntimeError("a producer can be entered only once; call hub.produce() again")
         self._hub._require_open()
         settings = self._settings
-        claimed_at = anyio.current_time()
-        record: SessionRecord | None = None
-        # Shielded: a claim cancelled after storage ran it would hold the
-        # session, producer-less, until its lease expired. Once claimed, a
-        # pending cancellation takes the normal exit path and ends it cancelled.
-        with anyio.CancelScope(shield=True), anyio.move_on_after(settings.finalize_timeout):
-            record = await self._backend.claim(
-                self._session_id,
-                metadata=self._metadata,
-                lease_ttl=settings.lease_ttl,
-                retention=settings.retention,
-            )
-        if record is None:
-            raise BackendUnavailableError(
-                f"claiming session {self._session_id!r} took over {settings.finalize_timeout}s"
-            )
+        if self._takeover_timeout is None:
+            record = await self._claim()
+        else:
+            record = await self._take_over()
         self._generation = record.generation
-        self._lease_deadline = claimed_at + settings.lease_ttl
+        self._lease_deadline = self._claimed_at + settings.lease_ttl
         self._hub._producers.add(self)
         body_error: BaseException | None = None
         try:
@@ -267,6 +270,54 @@ class Producer(anyio.AsyncContextManagerMixin):
         if body_error is not None:
             raise body_error
         self._raise_if_broken()
+
+    async def _claim(self) -> SessionRecord:
+        settings = self._settings
+        self._claimed_at = anyio.current_time()
+        record: SessionRecord | None = None
+        # Shielded: a claim cancelled after storage ran it would hold the
+        # session, producer-less, until its lease expired. Once claimed, a
+        # pending cancellation takes the normal exit path and ends it cancelled.
+        with anyio.CancelScope(shield=True), anyio.move_on_after(settings.finalize_timeout):
+            record = await self._backend.claim(
+                self._session_id,
+                metadata=self._metadata,
+                lease_ttl=settings.lease_ttl,
+                retention=settings.retention,
+            )
+        if record is None:
+            raise BackendUnavailableError(
+                f"claiming session {self._session_id!r} took over {settings.finalize_timeout}s"
+            )
+        return record
+
+    async def _take_over(self) -> SessionRecord:
+        """Claim the session, first stopping the live producer that holds it.
+
+        Each busy claim asks whoever holds the session now to stop and waits
+        for its end (a new producer that got in between is stopped too: the
+        latest takeover wins). A producer that ignores the request ends
+        ``abandoned`` when its lease runs out.
+        """
+        limit = self._takeover_timeout
+        assert limit is not None
+        deadline = anyio.current_time() + limit
+        while True:
+            try:
+                return await self._claim()
+            except SessionBusyError:
+                remaining = deadline - anyio.current_time()
+                if remaining > 0:
+                    try:
+                        await self._hub.cancel(self._session_id, wait=remaining)
+                    except TimeoutError:
+                        pass
+                    else:
+                        continue  # it ended: claim again
+                raise SessionBusyError(
+                    f"session {self._session_id!r}: its live producer did not end "
+                    f"within takeover_timeout={limit}s"
+                ) from None
 
     async def _finalize(self, body_error: BaseException | None) -> None:
         if self._lost is None:

@@ -46,12 +46,22 @@ class ProducerGroup(anyio.AsyncContextManagerMixin):
                 task_group.cancel_scope.cancel()
 
     async def start(
-        self, session_id: str, generate: Generate, *, metadata: Mapping[str, Any] | None = None
+        self,
+        session_id: str,
+        generate: Generate,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        takeover: bool = False,
+        takeover_timeout: float | None = None,
     ) -> int:
         """Claim ``session_id`` and run ``generate(stream)`` in the group.
 
+        ``takeover`` and ``takeover_timeout`` are :meth:`Hub.produce`'s: stop
+        the session's live producer first, wherever it runs.
+
         :returns: the generation claimed.
-        :raises ~replayhub.SessionBusyError: if the session has a live producer.
+        :raises ~replayhub.SessionBusyError: if the session has a live producer
+            (with ``takeover``: one that did not end in time).
         :raises ~replayhub.InvalidInputError: for a bad session id or metadata.
         :raises ~replayhub.HubClosedError: if the group is not open.
 
@@ -61,7 +71,9 @@ class ProducerGroup(anyio.AsyncContextManagerMixin):
         """
         if self._task_group is None:
             raise HubClosedError("use the ProducerGroup inside 'async with'")
-        stream = self._hub.produce(session_id, metadata=metadata)
+        stream = self._hub.produce(
+            session_id, metadata=metadata, takeover=takeover, takeover_timeout=takeover_timeout
+        )
         generation: int = await self._task_group.start(self._run, stream, generate)
         return generation
 
