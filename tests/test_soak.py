@@ -131,4 +131,5 @@ async def test_soak(fresh_redis: RedisServer, anyio_backend: str) -> None:
     assert keys == 0
 
 
-pytestmark = pytest.mark.slow
+# It keeps time (leases, retention) while it loads both cores: run alone.
+pytestmark = [pytest.mark.slow, pytest.mark.serial]
