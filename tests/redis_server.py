@@ -148,7 +148,7 @@ def acl_server(directory: Path, *, pattern: str = "app:*") -> RedisServer:
         "+evalsha +eval +script|load +ping +hello +client|setname "
         "+subscribe +unsubscribe +zrange +zrem "
         # what the scripts call
-        "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +publish"
+        "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +xrevrange +exists +publish"
     )
     (directory).mkdir(parents=True, exist_ok=True)
     (directory / "users.acl").write_text(acl + "\nuser default off\n")

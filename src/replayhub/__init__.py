@@ -2,12 +2,14 @@
 
 from ._error_types import ErrorType as ErrorType
 from ._errors import BackendUnavailableError as BackendUnavailableError
+from ._errors import EventsLostError as EventsLostError
 from ._errors import HubClosedError as HubClosedError
 from ._errors import InvalidInputError as InvalidInputError
 from ._errors import LeaseLostError as LeaseLostError
 from ._errors import ReplayHubError as ReplayHubError
 from ._errors import SessionBusyError as SessionBusyError
 from ._errors import SessionNotFoundError as SessionNotFoundError
+from ._errors import StorageRefusedError as StorageRefusedError
 from ._events import Event as Event
 from ._events import EventLike as EventLike
 from ._events import Outcome as Outcome
@@ -26,6 +28,7 @@ __all__ = [
     "ErrorType",
     "Event",
     "EventLike",
+    "EventsLostError",
     "EventBatches",
     "Hub",
     "HubClosedError",
@@ -40,6 +43,7 @@ __all__ = [
     "SessionInfo",
     "SessionNotFoundError",
     "Settings",
+    "StorageRefusedError",
     "State",
     "Subscription",
 ]

@@ -14,6 +14,8 @@ import enum
 from collections.abc import Callable, Mapping
 from typing import TypeAlias
 
+from ._errors import ReplayHubError
+
 
 class ErrorType(enum.StrEnum):
     """The category of the failure that ended a session."""
@@ -112,6 +114,8 @@ def classify_error(exc: BaseException, hook: ErrorClassifier | None = None) -> E
     for name, error_type in _BY_CLASS_NAME:
         if name in names:
             return error_type
+    if isinstance(exc, ReplayHubError):  # storage failed, the claim was lost: ours
+        return ErrorType.INTERNAL
     if isinstance(exc, OSError):  # ConnectionError and the socket errors
         return ErrorType.NETWORK
     return ErrorType.INTERNAL

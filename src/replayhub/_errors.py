@@ -41,6 +41,24 @@ class BackendUnavailableError(ReplayHubError, ConnectionError):
     """The storage backend could not be reached or failed; the cause is chained."""
 
 
+class StorageRefusedError(BackendUnavailableError):
+    """Storage answered, and refused: it is full (Redis ``OOM``), read-only
+    (``READONLY``), the user may not (``NOPERM``), or a key is of another type.
+
+    Retrying does not help, so it is raised at once rather than retried;
+    the message is the server's own. A :class:`BackendUnavailableError`.
+    """
+
+
+class EventsLostError(ReplayHubError):
+    """Storage lost events of a session (Redis evicted its log, say): what is
+    left would read as a log with a gap, so it is not served.
+
+    Raised to readers instead of a truncated replay, and to a producer whose
+    log lost its earlier events (it then writes nothing more).
+    """
+
+
 class HubClosedError(ReplayHubError, RuntimeError):
     """The hub is used outside its ``async with`` block."""
 

@@ -26,7 +26,7 @@ from typing import cast
 import anyio
 from anyio.abc import TaskStatus
 
-from ._errors import BackendUnavailableError, HubClosedError, SessionNotFoundError
+from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, SessionNotFoundError
 from ._events import Cursor, Event, StoredEvent
 from ._recheck import RecheckTimer
 from .backends import Backend, SessionRecord, Watch
@@ -126,6 +126,8 @@ class SessionFeed:
             message, cause = self._ended
             if isinstance(cause, HubClosedError):
                 raise HubClosedError(message)
+            if isinstance(cause, EventsLostError):
+                raise EventsLostError(str(cause)) from cause
             raise BackendUnavailableError(message) from cause
         if self._unreachable is not None:
             raise BackendUnavailableError(str(self._unreachable)) from self._unreachable

@@ -15,10 +15,12 @@ from anyio.lowlevel import checkpoint
 from ._error_types import ErrorType, classify_error
 from ._errors import (
     BackendUnavailableError,
+    EventsLostError,
     InvalidInputError,
     LeaseLostError,
     ReplayHubError,
     SessionBusyError,
+    StorageRefusedError,
 )
 from ._events import Metadata, SendData, State, StoredEvent
 from ._settings import check_event_name, check_metadata, encode_data
@@ -369,7 +371,10 @@ class Producer(anyio.AsyncContextManagerMixin):
     async def _heartbeat(self) -> None:
         interval = self._settings.heartbeat_interval
         delay = interval
-        while self._lost is None:
+        # A producer whose storage refuses its writes stops renewing a claim
+        # it can no longer serve: its session ends (failed, or abandoned when
+        # even the terminal write is refused) instead of looking live.
+        while self._lost is None and self._failure is None:
             await anyio.sleep(min(delay, max(0.0, self._lease_deadline - anyio.current_time())))
             delay = interval if await self._renew() else _RETRY_FIRST
 
@@ -384,6 +389,9 @@ class Producer(anyio.AsyncContextManagerMixin):
                 )
         except LeaseLostError as exc:
             self._lose_claim(exc)
+            return False
+        except StorageRefusedError as exc:
+            self._fail(exc)
             return False
         except (BackendUnavailableError, TimeoutError):
             if anyio.current_time() >= self._lease_deadline:
@@ -427,6 +435,9 @@ class Producer(anyio.AsyncContextManagerMixin):
             except LeaseLostError as exc:
                 self._lose_claim(exc)
                 return
+            except StorageRefusedError as exc:
+                self._fail(exc)  # retrying would not help
+                return
             except BackendUnavailableError as exc:
                 if anyio.current_time() >= self._lease_deadline:
                     self._lose_claim(
@@ -440,8 +451,7 @@ class Producer(anyio.AsyncContextManagerMixin):
                 delay = min(delay * 2, _RETRY_MAX)
                 continue
             except Exception as exc:
-                self._failure = exc
-                self._signal_progress()
+                self._fail(exc)
                 return
             delay = _RETRY_FIRST
             if self._inflight:
@@ -464,6 +474,13 @@ class Producer(anyio.AsyncContextManagerMixin):
         return batch
 
     # -- helpers ----------------------------------------------------------------
+
+    def _fail(self, exc: Exception) -> None:
+        """Storage failed for good: the next send or flush raises it, and a
+        send waiting for buffer space wakes to."""
+        if self._failure is None:
+            self._failure = exc
+        self._signal_progress()
 
     def _signal_progress(self) -> None:
         progress, self._progress = self._progress, anyio.Event()
@@ -492,7 +509,14 @@ class Producer(anyio.AsyncContextManagerMixin):
         if self._lost is not None:
             raise LeaseLostError(str(self._lost)) from self._lost
         if self._failure is not None:
-            raise BackendUnavailableError(
+            # Of the failure's own class where it is ours (a refusal, lost
+            # events), so callers can tell them apart.
+            error_class = (
+                type(self._failure)
+                if isinstance(self._failure, StorageRefusedError | EventsLostError)
+                else BackendUnavailableError
+            )
+            raise error_class(
                 f"storage failed for session {self._session_id!r}: {_describe(self._failure)}"
             ) from self._failure
 

@@ -63,7 +63,14 @@ class AppendQueue:
         self._arrived.set()
         await request.done.wait()
         if request.error is not None:
-            raise BackendUnavailableError(str(request.error)) from request.error
+            # Raised anew in this caller's task, of the same class (a refusal
+            # stays a refusal).
+            error_class = (
+                type(request.error)
+                if isinstance(request.error, BackendUnavailableError)
+                else BackendUnavailableError
+            )
+            raise error_class(str(request.error)) from request.error
         return request.reply
 
     async def run(self) -> None:

@@ -28,9 +28,11 @@ import anyio
 from ..._error_types import ErrorType
 from ..._errors import (
     BackendUnavailableError,
+    EventsLostError,
     HubClosedError,
     LeaseLostError,
     SessionBusyError,
+    StorageRefusedError,
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
@@ -91,6 +93,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     def __init__(self, url: str, *, namespace: str, stream_timeout: float = 10.0) -> None:
         self._target = parse_url(url)
         self._cluster = self._target.topology is Topology.CLUSTER
+        # Behind Sentinel, READONLY means the client is still on a demoted
+        # primary: retried while the client moves, not a refusal.
+        self._error_options = {"readonly_is_transient": self._target.topology is Topology.SENTINEL}
         self._namespace = namespace
         self._stream_timeout = stream_timeout
         self._client: Any = None
@@ -186,6 +191,12 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self._check_fenced(session_id, generation, reply)
         if reply[0] == b"refused":
             check_batch_follows(events, stored=int(reply[1]))  # raises why
+        if reply[0] == b"gap":
+            raise EventsLostError(
+                f"session {session_id!r}: its stored log no longer holds events 1-{int(reply[1])} "
+                "(evicted by Redis? replayhub needs maxmemory-policy noeviction); "
+                "nothing more is written to it"
+            )
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
         reply = await self._run(
@@ -237,10 +248,28 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         if reply[0] == b"none":
             return None
         record = _record(session_id, int(reply[1]), reply[2])
+        if reply[4]:
+            raise EventsLostError(
+                f"session {session_id!r}: its {record.last_seq} stored events are gone "
+                "(evicted by Redis? replayhub needs maxmemory-policy noeviction)"
+            )
         after_seq = after.seq if after is not None and after.generation == record.generation else 0
         if not limit:
             return record, []
-        return record, decode_entries(reply[3], after_seq=after_seq, limit=limit)
+        events = decode_entries(reply[3], after_seq=after_seq, limit=limit)
+        if (
+            after_seq < record.last_seq
+            and (after is None or after.generation <= record.generation)
+            and (not events or events[0].seq != after_seq + 1)
+        ):
+            # The log lost its head (evicted, then recreated by a write that
+            # got in before the check above existed, or by another client).
+            first = events[0].seq if events else record.last_seq + 1
+            raise EventsLostError(
+                f"session {session_id!r}: events {after_seq + 1}-{first - 1} are missing "
+                "from its stored log"
+            )
+        return record, events
 
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int
@@ -260,7 +289,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             gone = []
             for member in members:
                 session_id = member.decode()
-                result = await self.read(session_id, after=None, limit=0)
+                try:
+                    result = await self.read(session_id, after=None, limit=0)
+                except EventsLostError as exc:
+                    logger.warning("not listing session %r: %s", session_id, exc)
+                    continue  # a session whose log is gone is not listed as whole
                 if result is None:
                     gone.append(member)  # expired: forget it
                     continue
@@ -314,14 +347,14 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
     async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
         self._require_client()
-        with _translate_errors(f"Redis script {script!r} failed"):
+        with _translate_errors(f"Redis script {script!r} failed", **self._error_options):
             reply: list[Any] = await self._scripts[script](
                 keys=keys.slot_keys() if self._cluster else keys.all(), args=args
             )
         return reply
 
     async def _run_append_many(self, keys: list[str], args: list[str | bytes | int]) -> list[Any]:
-        with _translate_errors("Redis script 'append_many' failed"):
+        with _translate_errors("Redis script 'append_many' failed", **self._error_options):
             replies: list[Any] = await self._scripts["append_many"](keys=keys, args=args)
         return replies
 
@@ -420,12 +453,23 @@ def _error_type(stored: bytes | None) -> ErrorType | None:
         return ErrorType.INTERNAL
 
 
-class _translate_errors:
-    """Turn coredis and socket errors into :class:`BackendUnavailableError`,
-    the one boundary where client exceptions become ours."""
+# Error replies that a moment mends: a server loading its data, busy with a
+# script, a cluster mid-failover, too few replicas for min-replicas-to-write.
+_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
 
-    def __init__(self, what: str) -> None:
+
+class _translate_errors:
+    """Turn coredis and socket errors into ours, the one boundary where
+    client exceptions become ours: a server that refused
+    (:class:`StorageRefusedError`: ``OOM``, ``NOPERM``, ``WRONGTYPE``, a
+    script error, ``READONLY`` except behind Sentinel, where it means a
+    failover the client follows) or one that could not be reached or is
+    briefly unable (:class:`BackendUnavailableError`, which callers retry).
+    """
+
+    def __init__(self, what: str, *, readonly_is_transient: bool = False) -> None:
         self._what = what
+        self._readonly_is_transient = readonly_is_transient
 
     def __enter__(self) -> None:
         return None
@@ -437,8 +481,19 @@ class _translate_errors:
             return
         import coredis.exceptions
 
+        if isinstance(exc, coredis.exceptions.ResponseError) and self._refused(exc):
+            raise StorageRefusedError(f"{self._what}: Redis refused: {exc}") from exc
         if isinstance(exc, coredis.exceptions.RedisError | OSError | TimeoutError):
             raise BackendUnavailableError(f"{self._what}: {exc}") from exc
+
+    def _refused(self, exc: BaseException) -> bool:
+        from coredis.exceptions import ReadOnlyError, RedisClusterError
+
+        if isinstance(exc, RedisClusterError):
+            return False  # MOVED, ASK, CLUSTERDOWN: the cluster is moving
+        if isinstance(exc, ReadOnlyError):
+            return not self._readonly_is_transient
+        return not str(exc).startswith(_TRANSIENT_REPLIES)
 
 
 @asynccontextmanager

@@ -1,7 +1,8 @@
 -- Store a write batch of the selected session: the body of append and
 -- append_many. Idempotent: a retried batch whose events are already stored
 -- is skipped (a batch is stored whole or not at all, so a retry never lands
--- part-way). Returns {'ok'}, {'lost', why} or {'refused', events stored}.
+-- part-way). Returns {'ok'}, {'lost', why}, {'refused', events stored} or
+-- {'gap', events stored} when the log no longer holds them.
 local function append(generation, first_seq, count_text, metadata, batch)
   local now, s, lost = owned(generation)
   if lost then
@@ -13,6 +14,15 @@ local function append(generation, first_seq, count_text, metadata, batch)
     return {'refused', last}
   end
   local stored = count > 0 and first == last + 1
+  -- The log must still end where the session says it does. A log key that
+  -- was evicted (maxmemory-policy allkeys-*) would be recreated by this XADD,
+  -- holding a tail that reads as a whole log: refuse to write into it.
+  if stored and last > 0 then
+    local tail = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
+    if #tail == 0 or tail[1][1] ~= s.g .. '-' .. last then
+      return {'gap', last}
+    end
+  end
   if stored then
     last = first + count - 1
     redis.call('XADD', log_key, s.g .. '-' .. last, 'b', batch)

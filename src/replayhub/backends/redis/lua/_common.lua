@@ -60,8 +60,9 @@ local function load(now)
   end
   if s.st == 'live' and tonumber(s.l) <= now then
     s.st, s.u = 'abandoned', tostring(now)
-    redis.call('HSET', session_key, 'st', s.st, 'u', s.u)
+    -- The expiry first, as in finish.lua: a full Redis still takes the write.
     expire_in(tonumber(s.r))
+    redis.call('HSET', session_key, 'st', s.st, 'u', s.u)
     touch_index(now, tonumber(s.r))
     publish(change_channel, 'end')
     flat = redis.call('HGETALL', session_key)

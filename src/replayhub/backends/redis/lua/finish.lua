@@ -3,6 +3,11 @@ local now, s, lost = owned(ARGV[2])
 if lost then
   return {'lost', lost}
 end
+-- The expiry first: Redis refuses a script's writes when it is over
+-- maxmemory only until the script's first write has run (a script is never
+-- stopped half-way), so a full Redis still takes this small terminal write,
+-- and readers learn how the session ended rather than waiting for its lease.
+expire_in(tonumber(ARGV[5]))
 redis.call('HSET', session_key, 'st', ARGV[3], 'u', now, 'r', ARGV[5])
 if ARGV[4] ~= '' then
   redis.call('HSET', session_key, 'e', ARGV[4])
@@ -10,7 +15,6 @@ end
 if ARGV[6] ~= '' then
   redis.call('HSET', session_key, 'et', ARGV[6])
 end
-expire_in(tonumber(ARGV[5]))
 touch_index(now, tonumber(ARGV[5]))
 publish(change_channel, 'end')
 return {'ok'}

@@ -1,6 +1,7 @@
 -- ARGV: session id, cursor generation or '', cursor seq, most events to return.
--- Returns the session and the log entries (one packed write batch each) that hold
--- the events after the cursor, in one atomic snapshot.
+-- Returns the session, the log entries (one packed write batch each) that
+-- hold the events after the cursor, and 1 if the log is gone, in one atomic
+-- snapshot.
 local now = now_ms()
 local s, flat = load(now)
 if s == nil then
@@ -28,4 +29,7 @@ if from ~= nil and limit > 0 and from <= tonumber(s.n) then
     start = '(' .. chunk[#chunk][1]
   end
 end
-return {'ok', now, flat, entries}
+-- Whether the log still exists where the session says it holds events: a
+-- log evicted under maxmemory-policy allkeys-* must not read as empty.
+local log_lost = tonumber(s.n) > 0 and redis.call('EXISTS', log_key) == 0
+return {'ok', now, flat, entries, log_lost and 1 or 0}
