@@ -23,12 +23,16 @@ ensure_debian_packages() {
 }
 
 # ensure_venv EXTRAS: make .venv if needed and install the project with EXTRAS.
+# uv installs the same versions pip would in seconds rather than a minute.
 ensure_venv() {
   local extras=$1
   if [ ! -x .venv/bin/python ]; then
     python3 -m venv .venv
   fi
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extras:+[$extras]}"
+  if [ ! -x .venv/bin/uv ]; then
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.9"
+  fi
+  .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".${extras:+[$extras]}"
 }
 
 # ensure_npm_packages DIR: install DIR's locked npm packages (npm ci) unless

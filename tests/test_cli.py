@@ -6,11 +6,13 @@ import json
 import sys
 
 import anyio
+import httpx
 import pytest
 from anyio.abc import TaskStatus
 
 from replayhub import Hub
 
+from .demo_server import DemoServer
 from .redis_server import RedisServer, free_port
 
 NAMESPACE = "cli"
@@ -62,8 +64,10 @@ async def test_tail_prints_events_and_exits_with_the_outcome(redis_server: Redis
     assert json.loads(out)["events"] == 4
 
 
-async def test_cancel_stops_a_producer_in_another_process(redis_server: RedisServer) -> None:
-    url = ["--url", redis_server.url, "--namespace", NAMESPACE]
+async def test_cancel_stops_a_producer_in_another_process(
+    redis_server: RedisServer, anyio_backend: str
+) -> None:
+    url = ["--url", redis_server.url, "--namespace", NAMESPACE, "--loop", anyio_backend]
 
     async def producer(hub: Hub, *, task_status: TaskStatus[None]) -> None:
         async with hub.produce("live") as stream:
@@ -82,6 +86,22 @@ async def test_cancel_stops_a_producer_in_another_process(redis_server: RedisSer
     assert info.state.value == "cancelled"
     code, out, _ = await run_cli("tail", "live", *url)
     assert code == 3
+    code, out, _ = await run_cli("info", "live", *url)
+    assert (code, json.loads(out)["state"]) == (0, "cancelled")
+
+
+async def test_the_cli_sees_the_demos_sessions_without_a_namespace_flag(
+    redis_server: RedisServer, anyio_backend: str
+) -> None:
+    with DemoServer(anyio_backend, redis_server.url) as demo:
+        async with httpx.AsyncClient(base_url=demo.base, timeout=10) as client:
+            started = await client.post("/api/chats", json={"prompt": "hello"})
+            session_id = started.json()["session_id"]
+        code, out, err = await run_cli(
+            "tail", session_id, "--url", redis_server.url, "--loop", anyio_backend
+        )
+    assert code == 0, err
+    assert out.rstrip().endswith("[done]")
 
 
 @pytest.mark.parametrize(

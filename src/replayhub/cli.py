@@ -110,7 +110,8 @@ def tail(
 @url_option
 @namespace_option
 @click.option("--wait", type=float, help="Seconds to wait for the session to end.")
-def cancel(session_id: str, url: str, namespace: str, wait: float | None) -> None:
+@loop_option
+def cancel(session_id: str, url: str, namespace: str, wait: float | None, loop: str) -> None:
     """Ask a session's producer, wherever it runs, to stop."""
 
     async def work() -> int:
@@ -126,14 +127,15 @@ def cancel(session_id: str, url: str, namespace: str, wait: float | None) -> Non
         click.echo(info.state.value)
         return 0
 
-    _run("asyncio", work)
+    _run(loop, work)
 
 
 @main.command()
 @click.argument("session_id")
 @url_option
 @namespace_option
-def info(session_id: str, url: str, namespace: str) -> None:
+@loop_option
+def info(session_id: str, url: str, namespace: str, loop: str) -> None:
     """Print a session's state as JSON."""
 
     async def work() -> int:
@@ -145,7 +147,7 @@ def info(session_id: str, url: str, namespace: str) -> None:
         click.echo(json.dumps(found.to_json(), indent=2))
         return 0
 
-    _run("asyncio", work)
+    _run(loop, work)
 
 
 @main.command()
@@ -159,8 +161,11 @@ def info(session_id: str, url: str, namespace: str) -> None:
 @click.option("--port", type=int, default=8000, show_default=True)
 @click.option("--pace", type=float, default=0.05, show_default=True, help="Seconds per token.")
 @click.option("--console", is_flag=True, help="Run the console demo instead of the web app.")
+@namespace_option
 @loop_option
-def demo(url: str, host: str, port: int, pace: float, console: bool, loop: str) -> None:
+def demo(
+    url: str, host: str, port: int, pace: float, console: bool, namespace: str, loop: str
+) -> None:
     """A chat page whose fake-model replies survive reloads and can be stopped.
 
     With --console: a reader drops and resumes without loss, then a Stop
@@ -169,7 +174,7 @@ def demo(url: str, host: str, port: int, pace: float, console: bool, loop: str) 
         from .demo.console import run_console_demo
 
         async def run() -> int:
-            async with Hub.from_url(url) as hub:
+            async with Hub.from_url(url, namespace=namespace) as hub:
                 return 0 if await run_console_demo(hub, pace=pace) else 1
 
         _run(loop, run)
@@ -177,7 +182,7 @@ def demo(url: str, host: str, port: int, pace: float, console: bool, loop: str) 
         from .demo.web import create_app
     except ImportError as exc:  # pragma: no cover - depends on the install
         raise click.ClickException(f"the web demo needs the 'web' extra: {exc}") from exc
-    app = create_app(url, pace=pace)
+    app = create_app(url, pace=pace, namespace=namespace)
     click.echo(f"replayhub demo on http://{host}:{port}/ ({url}, {loop}); Ctrl-C stops it")
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     if loop == "trio":

@@ -27,9 +27,15 @@ def _info_json(info: SessionInfo) -> dict[str, object]:
     return {**info.to_json(), "prompt": info.metadata.get("prompt")}
 
 
-def create_app(url: str = "memory://", *, pace: float = 0.05, words: int = 60) -> Starlette:
-    """The demo app on the backend ``url`` names; ``pace`` is seconds per token."""
-    hub = Hub.from_url(url, namespace="demo", retention=3600)
+def create_app(
+    url: str = "memory://", *, pace: float = 0.05, words: int = 60, namespace: str = "replayhub"
+) -> Starlette:
+    """The demo app on the backend ``url`` names; ``pace`` is seconds per token.
+
+    Its sessions are in ``namespace``, the one ``replayhub tail``, ``info``
+    and ``cancel`` read by default.
+    """
+    hub = Hub.from_url(url, namespace=namespace, retention=3600)
     producers = ProducerGroup(hub)
 
     @asynccontextmanager
