@@ -4,7 +4,9 @@ start."""
 
 from __future__ import annotations
 
+import itertools
 import os
+import random
 import shutil
 import signal
 import socket
@@ -15,11 +17,27 @@ from pathlib import Path
 
 import pytest
 
+# Ports for the servers tests start: below the kernel's ephemeral range
+# (32768-60999 here), so no outgoing connection takes one between the check
+# and the server's bind, and a range of its own for each pytest-xdist worker,
+# so two workers never pick the same one.
+_PORTS_PER_WORKER = 3000
+_worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+_first_port = 10000 + _PORTS_PER_WORKER * (int(_worker[2:]) + 1 if _worker[2:].isdigit() else 0)
+_next_port = itertools.count(random.randrange(_PORTS_PER_WORKER))
+
 
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A loopback port nothing listens on, from this process's own range."""
+    for _ in range(_PORTS_PER_WORKER):
+        port = _first_port + next(_next_port) % _PORTS_PER_WORKER
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # taken by something else on the machine
+            return port
+    raise RuntimeError(f"no free port in {_first_port}-{_first_port + _PORTS_PER_WORKER - 1}")
 
 
 def poll_until(check: Callable[[], bool], *, within: float, what: str) -> None:

@@ -1,4 +1,4 @@
-"""Soak: 400 sessions x 200 events, two subscribers each, with random
+"""Soak: 300 sessions x 200 events, two subscribers each, with random
 cancels, failures and crashes, against one Redis. Every subscription must end
 with the right outcome and a gap-free prefix (all of it unless the producer
 crashed); no task or connection may leak; every key must expire."""
@@ -19,10 +19,10 @@ from replayhub._events import DataKind, StoredEvent
 from .redis_server import RedisServer, poll_until
 from .test_redis_backend import client_count
 
-# 100 producers and 200 readers live at any moment, 400 sessions in all: the
-# load of 1,000 sessions at a time in 40% of the suite's time (the realistic
+# 100 producers and 200 readers live at any moment, 300 sessions in all: the
+# load of 1,000 sessions at a time in 30% of the suite's time (the realistic
 # load at scale is the fleet benchmark's job, not a test's).
-SESSIONS, EVENTS, CONCURRENCY = 400, 200, 100
+SESSIONS, EVENTS, CONCURRENCY = 300, 200, 100
 # The lease leaves room for a loaded 2-core machine: 300 readers and 100
 # writers share one process here, and a loop stalled past a lease is (rightly)
 # a lost claim (seen once at 3 s on a slow machine). So does the retention: a

@@ -23,7 +23,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from ._errors import SessionNotFoundError
+from ._errors import ReplayHubError
 from ._events import Event, Outcome, State
 from ._hub import Hub
 from ._subscription import EventBatches
@@ -277,7 +277,10 @@ class UIMessageStreamResponse(StreamingResponse):
                     )
                 assert events.outcome is not None
                 yield "".join(encode_part(part) for part in encoder.end(events.outcome)) + DONE
-        except SessionNotFoundError as exc:
+        except ReplayHubError as exc:
+            # Removed while being read, storage gone for longer than the
+            # lease, events lost: the client shows an error, not a reply
+            # that silently stops.
             yield encode_part({"type": "error", "errorText": str(exc)}) + DONE
 
     async def _next(self, batches: EventBatches) -> list[Event] | None:
