@@ -68,7 +68,7 @@ async def test_producers_sigkilled_at_random_moments(
 
 @pytest.mark.serial  # compares the producer's time with and without the stuck reader
 async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisServer) -> None:
-    total, stall = 100_000, 10.0
+    total, stall = 50_000, 5.0
     async with Hub.from_url(
         redis_server.url, namespace="stuck", max_events=total, buffer_size=4096
     ) as hub:
