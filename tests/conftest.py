@@ -124,5 +124,7 @@ def make_hub(backend_kind: str, backend_servers: BackendServers) -> HubFactory:
 
 @pytest.fixture
 async def hub(make_hub: HubFactory) -> AsyncIterator[Hub]:
-    async with make_hub(lease_ttl=1.0, retention=60.0) as opened:
+    # Two seconds: on a loaded machine (two test workers, a cluster each) a
+    # one-second lease was seen to lapse between heartbeats.
+    async with make_hub(lease_ttl=2.0, retention=60.0) as opened:
         yield opened
