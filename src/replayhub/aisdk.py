@@ -19,14 +19,13 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-import anyio
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ._errors import ReplayHubError
 from ._events import Event, Outcome, State
 from ._hub import Hub
-from ._subscription import EventBatches
+from .asgi import next_batch
 from .llm import (
     ContentEnd,
     ContentStart,
@@ -265,7 +264,7 @@ class UIMessageStreamResponse(StreamingResponse):
                 encoder = UIMessageEncoder(f"{self._session_id}:{events.generation}")
                 batches = events.batches()
                 while True:
-                    batch = await self._next(batches)
+                    batch = await next_batch(batches, wait=self._ping_interval)
                     if batch is None:
                         if events.outcome is not None:
                             break
@@ -282,16 +281,6 @@ class UIMessageStreamResponse(StreamingResponse):
             # lease, events lost: the client shows an error, not a reply
             # that silently stops.
             yield encode_part({"type": "error", "errorText": str(exc)}) + DONE
-
-    async def _next(self, batches: EventBatches) -> list[Event] | None:
-        # A cancelled wait loses nothing (the cursor moves only on delivery),
-        # so the ping timeout is safe; no cancel scope spans a yield.
-        with anyio.move_on_after(self._ping_interval):
-            try:
-                return await batches.__anext__()
-            except StopAsyncIteration:
-                return None
-        return None
 
 
 async def ui_message_stream_response(

@@ -60,7 +60,7 @@ class EventStreamResponse(StreamingResponse):
             async with subscription as events:
                 batches = events.batches()
                 while True:
-                    batch = await self._next(batches)
+                    batch = await next_batch(batches, wait=self._ping_interval)
                     if batch is None:
                         if events.outcome is not None:
                             break
@@ -73,15 +73,20 @@ class EventStreamResponse(StreamingResponse):
         except SessionNotFoundError as exc:
             yield encode_error(str(exc))
 
-    async def _next(self, batches: EventBatches) -> list[Event] | None:
-        # A cancelled wait loses nothing (the cursor moves only on delivery),
-        # so the ping timeout is safe; no cancel scope spans a yield.
-        with anyio.move_on_after(self._ping_interval):
-            try:
-                return await batches.__anext__()
-            except StopAsyncIteration:
-                return None
-        return None
+
+async def next_batch(batches: EventBatches, *, wait: float) -> list[Event] | None:
+    """The next batch, or ``None`` when none came within ``wait`` seconds
+    (time for a ping) or the subscription ended.
+
+    A cancelled wait loses nothing (the cursor moves only on delivery), so
+    the timeout is safe; no cancel scope spans the caller's ``yield``.
+    """
+    with anyio.move_on_after(wait):
+        try:
+            return await batches.__anext__()
+        except StopAsyncIteration:
+            return None
+    return None
 
 
 async def event_stream_response(
