@@ -23,7 +23,9 @@ ensure_debian_packages() {
 }
 
 # ensure_venv EXTRAS: make .venv if needed and install the project with EXTRAS.
-# uv installs the same versions pip would in seconds rather than a minute.
+# uv installs the same versions pip would in seconds rather than a minute;
+# compiled to bytecode as pip does, or every fresh Python process (a test's
+# server, say) compiles what it imports first, seconds on a loaded machine.
 ensure_venv() {
   local extras=$1
   if [ ! -x .venv/bin/python ]; then
@@ -32,7 +34,8 @@ ensure_venv() {
   if [ ! -x .venv/bin/uv ]; then
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "uv>=0.9"
   fi
-  .venv/bin/uv pip install --quiet --python .venv/bin/python -e ".${extras:+[$extras]}"
+  .venv/bin/uv pip install --quiet --compile-bytecode --python .venv/bin/python \
+    -e ".${extras:+[$extras]}"
 }
 
 # ensure_npm_packages DIR: install DIR's locked npm packages (npm ci) unless
