@@ -243,17 +243,21 @@ class RedisClusterNodes:
         return f"redis+cluster://{hosts}"
 
     def start(self) -> RedisClusterNodes:
-        for node in self.nodes:
-            node.start()
-        cli = shutil.which("redis-cli")
-        assert cli is not None
-        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
-             "--cluster-yes"],
-            check=True, capture_output=True, timeout=30,
-        )  # fmt: skip
-        self.wait_healthy()
+        try:
+            for node in self.nodes:
+                node.start()
+            cli = shutil.which("redis-cli")
+            assert cli is not None
+            addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+            subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-replicas", str(self.replicas),
+                 "--cluster-yes"],
+                check=True, capture_output=True, timeout=30,
+            )  # fmt: skip
+            self.wait_healthy()
+        except BaseException:
+            self.stop()  # the nodes that did start: no server outlives the test
+            raise
         return self
 
     def wait_healthy(self, timeout: float = 20) -> None:
