@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from .._events import Event, Outcome
 from ._vocabulary import (
@@ -42,7 +42,7 @@ class Message:
     """From the last :class:`MessageStop`; ``None`` if the reply did not finish."""
     data: tuple[Data, ...] = ()
     errors: tuple[Error, ...] = ()
-    other_events: tuple[Event, ...] = field(default=(), compare=True)
+    other_events: tuple[Event, ...] = ()
     """Events outside the vocabulary, as they were read."""
     outcome: Outcome | None = None
     """How the session ended (set by :func:`collect`; ``None`` elsewhere)."""
