@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from replayhub import ErrorType, Outcome, SessionNotFoundError, State
+from replayhub import ErrorType, EventsLostError, Outcome, SessionNotFoundError, State
 from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends import Backend
 
@@ -80,7 +80,7 @@ async def test_a_retried_batch_is_stored_once_and_a_bad_one_changes_nothing(
     await backend.append(SESSION, generation, first, metadata=None)  # an older retry
     with pytest.raises(RuntimeError, match="overlap"):
         await backend.append(SESSION, generation, stored(5, MIXED[4:6]), metadata={"x": 1})
-    with pytest.raises(RuntimeError, match="gap"):
+    with pytest.raises(EventsLostError, match="event 6 is gone, though stored before"):
         await backend.append(SESSION, generation, stored(7, MIXED[6:7]), metadata={"x": 1})
     result = await backend.read(SESSION, after=None, limit=100)
     assert result is not None

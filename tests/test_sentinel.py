@@ -9,8 +9,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from replayhub import Hub, State
+from replayhub import Hub, ReplayHubError, State
 
+from .helpers import collect, texts
 from .redis_server import SentinelSet
 from .streaming import Stream, stream_with_subscribers
 
@@ -25,9 +26,9 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
 
 
 def hub_on(servers: SentinelSet) -> Hub:
-    # A long lease: the old primary takes renewals until Sentinel demotes
-    # it (seconds after the promotion), and those are lost with it.
-    return Hub.from_url(servers.url, namespace="s", lease_ttl=30.0, retention=60.0)
+    # A lease a failover fits in (Sentinel notices a dead primary after its
+    # down-after-milliseconds, 1 s here, then elects and promotes).
+    return Hub.from_url(servers.url, namespace="s", lease_ttl=5.0, retention=60.0)
 
 
 async def test_ordered_failover_mid_stream_leaves_subscribers_complete(
@@ -74,3 +75,61 @@ async def test_killed_primary_mid_stream_fails_over_to_the_replica(
     async with hub_on(sentinels) as hub, hub_on(sentinels) as reader:
         result = await stream_with_subscribers(hub, reader, "chat", count=1500, during=kill_primary)
     result.assert_complete(State.DONE)
+
+
+async def test_no_flushed_event_is_lost_to_a_failover_taken_while_producing(
+    sentinels: SentinelSet,
+) -> None:
+    """The old primary takes writes until Sentinel demotes it; a flush that
+    returned in that window must still have its events after the failover."""
+    acknowledged = 0
+    outcome: BaseException | None = None
+    # (events acknowledged, the event set once that many are or the producer ended)
+    milestones = [(200, anyio.Event()), (0, anyio.Event())]
+
+    def reached(count: int) -> None:
+        for goal, event in milestones:
+            if goal and count >= goal:
+                event.set()
+
+    async def produce(hub: Hub) -> None:
+        nonlocal acknowledged, outcome
+        try:
+            async with hub.produce("chat") as stream:
+                for index in range(1, 100_000):
+                    await stream.send(index)
+                    if index % 10 == 0:
+                        await stream.flush()
+                        acknowledged = index
+                        reached(index)
+                    await anyio.sleep(0.002)
+        except ReplayHubError as exc:
+            outcome = exc
+            reached(100_000)
+
+    def demoted() -> bool:
+        info = sentinels.primary.command("info", "replication")
+        return b"role:slave" in info and b"master_link_status:up" in info
+
+    async with hub_on(sentinels) as hub, anyio.create_task_group() as tasks:
+        tasks.start_soon(produce, hub)
+        await milestones[0][1].wait()
+        # No pause and no wait for replication: the stream runs through it.
+        await anyio.to_thread.run_sync(
+            sentinels.sentinels[0].command, "sentinel", "failover", sentinels.service
+        )
+        await anyio.to_thread.run_sync(sentinels.wait, demoted)
+        milestones[1] = (acknowledged + 200, milestones[1][1])
+        with anyio.fail_after(20):
+            await milestones[1][1].wait()
+        tasks.cancel_scope.cancel()
+
+    async with hub_on(sentinels) as reader:
+        with anyio.fail_after(10):
+            events, ended = await collect(reader, "chat")
+    assert texts(events)[:acknowledged] == list(range(1, acknowledged + 1))
+    # Only the batch in flight was unconfirmed; retried on the new primary,
+    # it followed the log there, so the producer went on to the end.
+    assert outcome is None
+    assert ended.state is State.CANCELLED
+    assert texts(events) == list(range(1, len(events) + 1))

@@ -10,8 +10,10 @@ of the previous generation, and a cancel flag. Its duties:
   otherwise they raise :class:`~replayhub.LeaseLostError` and change nothing.
 * **Idempotent appends.** ``append`` stores a batch whole, once: a batch
   retried after an unknown result (a cancelled or timed-out call) and
-  already stored is skipped; one that would leave a gap or overlap the log
-  part-way raises :class:`RuntimeError` (:func:`check_batch_follows`).
+  already stored is skipped; one that would leave a gap raises
+  :class:`~replayhub.EventsLostError` (storage lost events it had taken, as
+  in a failover), one that overlaps the log part-way :class:`RuntimeError`
+  (:func:`check_batch_follows`).
 * **Stored abandonment.** Any operation that finds a live session whose lease
   has expired first writes ``abandoned`` (fenced on the generation), so every
   reader sees the same state.
@@ -38,6 +40,7 @@ from types import TracebackType
 from typing import Protocol, Self
 
 from .._error_types import ErrorType
+from .._errors import EventsLostError
 from .._events import Cursor, Metadata, Outcome, SessionInfo, State, StoredEvent, utc_datetime
 from ._watch import AppendListener
 
@@ -225,11 +228,22 @@ def check_batch_follows(events: Sequence[StoredEvent], *, stored: int) -> None:
     """Raise unless ``events`` start right after the ``stored`` events, or
     are a batch already stored whole (a retry).
 
-    :raises RuntimeError: on a gap or a part-way overlap.
+    :raises EventsLostError: on a gap: the producer had these events
+        stored, and storage no longer has them.
+    :raises RuntimeError: on a part-way overlap (a bug: a retried batch
+        must be sent unchanged).
     """
     first, last = events[0].seq, events[-1].seq
     if first > stored + 1:
-        raise RuntimeError(f"event {first} would leave a gap after event {stored}")
+        lost = (
+            f"event {first - 1} is"
+            if first == stored + 2
+            else f"events {stored + 1}-{first - 1} are"
+        )
+        raise EventsLostError(
+            f"storage holds {stored} events of this session: {lost} gone, though stored "
+            "before (a failover to a replica that had not received them?)"
+        )
     if first <= stored < last:
         raise RuntimeError(
             f"events {first}-{last} overlap the stored log, which ends at event {stored}: "

@@ -42,12 +42,16 @@ from ._appends import AppendQueue
 from ._connect import Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
+from ._sentinel import PrimaryGuard
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger(__name__)
 
 _SCRIPTS = ("claim", "append", "append_many", "renew", "finish", "read", "cancel", "remove")
+#: Scripts whose success reaches a caller: behind Sentinel, they wait for a
+#: replica (``_sentinel``).
+_WRITES = frozenset(_SCRIPTS) - {"read"}
 #: Fragments a script needs besides _common.lua.
 _FRAGMENTS = {"append": ("_append",), "append_many": ("_append",)}
 #: Seconds between attempts to reconnect the Pub/Sub connection.
@@ -103,6 +107,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self._touch_index: Any = None
         self._notifier: Notifier | None = None
         self._appends: AppendQueue | None = None
+        self._primary: PrimaryGuard | None = None
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._target.where}, namespace={self._namespace!r})"
@@ -114,6 +119,8 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             with _translate_errors(f"cannot reach {self!r}"):
                 await client.ping()
             self._client = client
+            if self._target.topology is Topology.SENTINEL:
+                self._primary = PrimaryGuard(client)
             self._scripts = {
                 name: client.register_script(_script_source(name, cluster=self._cluster))
                 for name in _SCRIPTS
@@ -143,7 +150,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                         notifier.notify_all()  # readers still waiting see the hub is gone
                         task_group.cancel_scope.cancel()
             finally:
-                self._client = None
+                self._client = self._primary = None
 
     # -- producer side ------------------------------------------------------
 
@@ -247,6 +254,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         )
         if reply[0] == b"none":
             return None
+        if reply[5] and self._primary is not None:
+            # Found by a hub that may still be on a demoted primary (_sentinel).
+            await self._primary.check_primary()
         record = _record(session_id, int(reply[1]), reply[2])
         if reply[4]:
             raise EventsLostError(
@@ -347,16 +357,22 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
     async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
         self._require_client()
-        with _translate_errors(f"Redis script {script!r} failed", **self._error_options):
-            reply: list[Any] = await self._scripts[script](
-                keys=keys.slot_keys() if self._cluster else keys.all(), args=args
-            )
-        return reply
+        return await self._call(script, keys.slot_keys() if self._cluster else keys.all(), args)
 
     async def _run_append_many(self, keys: list[str], args: list[str | bytes | int]) -> list[Any]:
-        with _translate_errors("Redis script 'append_many' failed", **self._error_options):
-            replies: list[Any] = await self._scripts["append_many"](keys=keys, args=args)
-        return replies
+        return await self._call("append_many", keys, args)
+
+    async def _call(
+        self, script: str, keys: Sequence[str], args: Sequence[str | bytes | int]
+    ) -> list[Any]:
+        with _translate_errors(f"Redis script {script!r} failed", **self._error_options):
+            if self._primary is not None:
+                reply: list[Any] = await self._primary.run(
+                    self._scripts[script], keys, args, confirm=script in _WRITES
+                )
+            else:
+                reply = await self._scripts[script](keys=keys, args=args)
+        return reply
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script

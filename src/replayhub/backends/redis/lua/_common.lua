@@ -49,6 +49,8 @@ end
 
 -- The session as it stands at `now`, or nil. A live session whose lease has
 -- expired is stored as abandoned here, so every reader sees the same state.
+local abandoned_now = false  -- whether load() just stored an abandonment
+
 local function load(now)
   local flat = redis.call('HGETALL', session_key)
   if #flat == 0 then
@@ -60,6 +62,7 @@ local function load(now)
   end
   if s.st == 'live' and tonumber(s.l) <= now then
     s.st, s.u = 'abandoned', tostring(now)
+    abandoned_now = true
     -- The expiry first, as in finish.lua: a full Redis still takes the write.
     expire_in(tonumber(s.r))
     redis.call('HSET', session_key, 'st', s.st, 'u', s.u)

@@ -1,7 +1,7 @@
 -- ARGV: session id, cursor generation or '', cursor seq, most events to return.
 -- Returns the session, the log entries (one packed write batch each) that
--- hold the events after the cursor, and 1 if the log is gone, in one atomic
--- snapshot.
+-- hold the events after the cursor, 1 if the log is gone, and 1 if this read
+-- found the lease expired and stored the abandonment, in one atomic snapshot.
 local now = now_ms()
 local s, flat = load(now)
 if s == nil then
@@ -32,4 +32,4 @@ end
 -- Whether the log still exists where the session says it holds events: a
 -- log evicted under maxmemory-policy allkeys-* must not read as empty.
 local log_lost = tonumber(s.n) > 0 and redis.call('EXISTS', log_key) == 0
-return {'ok', now, flat, entries, log_lost and 1 or 0}
+return {'ok', now, flat, entries, log_lost and 1 or 0, abandoned_now and 1 or 0}
