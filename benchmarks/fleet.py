@@ -1,0 +1,564 @@
+"""The realistic load: many live chats in one process, each streaming ~50
+tokens/s to two readers, against the bare event loop doing the same pacing.
+
+    python benchmarks/fleet.py                      # the whole table, ~6 minutes
+    python benchmarks/fleet.py --sessions 100,300 --kinds redis --loops asyncio
+    python benchmarks/fleet.py --profile redis:asyncio:100   # cProfile of one run
+
+Each run is a fresh child process (its CPU is its own), one JSON line each;
+the table at the end is what ``docs/performance.md`` quotes. Kinds:
+
+``floor``
+    no library: one task per producer sleeping until its next send and
+    putting the event into one queue per reader (``asyncio.Queue``; Trio
+    memory channels), one task per reader waiting on its queue. What the
+    event loop itself costs for this load.
+``memory``, ``redis``
+    one hub in the process, ``hub.produce`` per session and two
+    ``hub.subscribe`` per session (Redis: a redis-server of this script's
+    own on a free loopback port).
+``split``
+    Redis, producers in one process and readers in another (workers and
+    web servers are often apart): each process's CPU and the readers' p99.
+
+A run sends ``rate`` events/s of ~20 bytes per session for ``seconds``, every
+session paced from one common start. Latency is send to receive (one
+system-wide monotonic clock, so also across the split processes); CPU is
+the process's user+system time over the sending window, per event sent in
+it. Also, on Redis: the late replay of a finished session's 10,000 events by
+a fresh subscription, the first read of that session in its process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+from redis_throughput import emit, redis_server
+
+from replayhub import BackendUnavailableError, Hub, LeaseLostError
+
+HERE = Path(__file__).resolve().parent
+#: Seconds between the last reader subscribing and the common start.
+LEAD_IN = 0.5
+#: Seconds a run may take past its sending window to deliver the rest.
+DRAIN = 30.0
+
+
+class Tally:
+    """What a run measures, in the process that measures it."""
+
+    def __init__(self, sessions: int, rate: float, seconds: float) -> None:
+        self.sessions, self.rate, self.seconds = sessions, rate, seconds
+        self.per_session = int(rate * seconds)
+        self.latencies: list[float] = []
+        self.sent = 0
+        self.leases_lost = 0
+        self.window: tuple[float, float] = (0.0, 0.0)
+        self.cpu = 0.0
+        self.sent_in_window = 0
+
+    def measure_window(self, start: float) -> Callable[[], None]:
+        """Call at ``start``; the returned function at the window's end."""
+        times = os.times()
+        cpu = times.user + times.system
+        sent = self.sent
+
+        def end() -> None:
+            after = os.times()
+            self.cpu = after.user + after.system - cpu
+            self.sent_in_window = self.sent - sent
+
+        return end
+
+    def figures(self, **fields: Any) -> dict[str, Any]:
+        latencies = sorted(self.latencies)
+
+        def at(quantile: float) -> float | None:
+            if not latencies:
+                return None
+            return round(
+                1000 * latencies[min(len(latencies) - 1, int(len(latencies) * quantile))], 2
+            )
+
+        return {
+            **fields,
+            "sessions": self.sessions,
+            "p50_ms": at(0.5),
+            "p99_ms": at(0.99),
+            "max_ms": round(1000 * latencies[-1], 2) if latencies else None,
+            "cpu_percent": round(100 * self.cpu / self.seconds, 1),
+            "cpu_us_per_event": round(1e6 * self.cpu / max(1, self.sent_in_window), 1),
+            "cpu_s": round(self.cpu, 3),
+            "sent_in_window": self.sent_in_window,
+            "delivered": len(latencies),
+            "leases_lost": self.leases_lost,
+        }
+
+
+# -- floors -----------------------------------------------------------------------------
+
+
+def floor_asyncio(tally: Tally, readers: int) -> None:
+    import asyncio
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        queues = [[asyncio.Queue[Any]() for _ in range(readers)] for _ in range(tally.sessions)]
+
+        async def produce(mine: list[asyncio.Queue[Any]], start: float) -> None:
+            for index in range(tally.per_session):
+                delay = start + index / tally.rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                item = time.monotonic()
+                tally.sent += 1
+                for queue in mine:
+                    queue.put_nowait(item)
+            for queue in mine:
+                queue.put_nowait(None)
+
+        async def read(queue: asyncio.Queue[Any]) -> None:
+            while (item := await queue.get()) is not None:
+                tally.latencies.append(time.monotonic() - item)
+
+        start = loop.time() + LEAD_IN
+        tasks = [loop.create_task(read(queue)) for mine in queues for queue in mine]
+        tasks += [loop.create_task(produce(mine, start)) for mine in queues]
+        await asyncio.sleep(start - loop.time())
+        end = tally.measure_window(start)
+        await asyncio.sleep(start + tally.seconds - loop.time())
+        end()
+        await asyncio.wait_for(asyncio.gather(*tasks), DRAIN)
+
+    asyncio.run(main())
+
+
+def floor_trio(tally: Tally, readers: int) -> None:
+    import trio
+
+    async def main() -> None:
+        async def produce(mine: list[Any], start: float) -> None:
+            for index in range(tally.per_session):
+                await trio.sleep_until(start + index / tally.rate)
+                item = time.monotonic()
+                tally.sent += 1
+                for channel in mine:
+                    await channel.send(item)
+            for channel in mine:
+                await channel.aclose()
+
+        async def read(channel: Any) -> None:
+            async for item in channel:
+                tally.latencies.append(time.monotonic() - item)
+
+        start = trio.current_time() + LEAD_IN
+        async with trio.open_nursery() as nursery:
+            for _ in range(tally.sessions):
+                mine = []
+                for _ in range(readers):
+                    send, receive = trio.open_memory_channel[float](1000)
+                    mine.append(send)
+                    nursery.start_soon(read, receive)
+                nursery.start_soon(produce, mine, start)
+            await trio.sleep_until(start)
+            end = tally.measure_window(start)
+            await trio.sleep_until(start + tally.seconds)
+            end()
+
+    trio.run(main)
+
+
+# -- replayhub ----------------------------------------------------------------------------
+
+
+async def follow_all(
+    hub: Hub, tally: Tally, names: list[str], readers: int
+) -> tuple[anyio.Event, Any]:
+    """An event set once every reader is subscribed, and the task that runs
+    ``readers`` subscriptions per session (start it with ``task_group.start``)."""
+    opened = anyio.Event()
+    count = 0
+
+    async def follow(name: str) -> None:
+        nonlocal count
+        async with hub.subscribe(name) as events:
+            count += 1
+            if count == len(names) * readers:
+                opened.set()
+            async for event in events:
+                tally.latencies.append(time.monotonic() - float(str(event.data)))
+
+    async def run_all(*, task_status: Any) -> None:
+        async with anyio.create_task_group() as task_group:
+            for name in names:
+                for _ in range(readers):
+                    task_group.start_soon(follow, name)
+            task_status.started()
+
+    return opened, run_all
+
+
+async def in_one_process(hub: Hub, tally: Tally, readers: int) -> None:
+    names = [f"f{index}" for index in range(tally.sessions)]
+    go = anyio.Event()
+    begin = 0.0
+
+    async def start() -> float:
+        await go.wait()
+        return begin
+
+    async with anyio.create_task_group() as task_group:
+        await task_group.start(_start_producers, hub, tally, names, start)
+        opened, run_readers = await follow_all(hub, tally, names, readers)
+        await task_group.start(run_readers)
+        await opened.wait()
+        begin = anyio.current_time() + LEAD_IN
+        go.set()
+        await anyio.sleep_until(begin)
+        end = tally.measure_window(begin)
+        await anyio.sleep_until(begin + tally.seconds)
+        end()
+        task_group.cancel_scope.deadline = anyio.current_time() + DRAIN
+
+
+async def _start_producers(
+    hub: Hub, tally: Tally, names: list[str], start: Any, *, task_status: Any
+) -> None:
+    async with anyio.create_task_group() as task_group:
+        claimed = anyio.Event()
+        count = 0
+
+        async def produce(name: str) -> None:
+            nonlocal count
+            try:
+                async with hub.produce(name) as stream:
+                    count += 1
+                    if count == len(names):
+                        claimed.set()
+                    begin = await start()
+                    for index in range(tally.per_session):
+                        await anyio.sleep_until(begin + index / tally.rate)
+                        await stream.send(repr(time.monotonic()))
+                        tally.sent += 1
+            except LeaseLostError:
+                tally.leases_lost += 1
+            except BackendUnavailableError:
+                tally.leases_lost += 1
+
+        for name in names:
+            task_group.start_soon(produce, name)
+        await claimed.wait()
+        task_status.started()
+
+
+def open_hub(kind: str, url: str | None, namespace: str) -> Hub:
+    if kind == "memory":
+        return Hub()
+    assert url is not None
+    return Hub.from_url(url, namespace=namespace)
+
+
+async def late_replay(url: str, events: int = 10_000, repeat: int = 7) -> list[float]:
+    """Seconds from subscribing to the last of ``events`` stored events of a
+    finished session, each on a fresh hub reading that session first."""
+    names = [f"replay{index}" for index in range(repeat)]
+    async with Hub.from_url(url, namespace="late") as hub:
+        for name in names:
+            async with hub.produce(name) as stream:
+                for index in range(events):
+                    await stream.send(f"{index:020d}")
+    seconds = []
+    for name in names:
+        async with Hub.from_url(url, namespace="late") as hub:
+            started = time.perf_counter()
+            async with hub.subscribe(name) as subscription:
+                count = sum([1 async for _ in subscription])
+            seconds.append(time.perf_counter() - started)
+            assert count == events, count
+    return seconds
+
+
+# -- the split run: producers here, readers in another process -------------------------------
+
+
+async def split_producers(url: str, tally: Tally) -> None:
+    """Claim, say ``claimed``, read the common start from stdin, send."""
+    names = [f"f{index}" for index in range(tally.sessions)]
+    begin: list[float] = []
+    got_start = anyio.Event()
+
+    async def start() -> float:
+        await got_start.wait()
+        return begin[0]
+
+    async with Hub.from_url(url, namespace="split") as hub, anyio.create_task_group() as task_group:
+        await task_group.start(_start_producers, hub, tally, names, start)
+        print("claimed", flush=True)
+        line = await anyio.to_thread.run_sync(sys.stdin.readline)
+        # The common start, on the system-wide monotonic clock.
+        at = float(line) - time.monotonic() + anyio.current_time()
+        begin.append(at)
+        got_start.set()
+        await anyio.sleep_until(at)
+        end = tally.measure_window(at)
+        await anyio.sleep_until(at + tally.seconds)
+        end()
+
+
+async def split_readers(url: str, tally: Tally, readers: int) -> None:
+    names = [f"f{index}" for index in range(tally.sessions)]
+    async with Hub.from_url(url, namespace="split") as hub, anyio.create_task_group() as task_group:
+        opened, run_readers = await follow_all(hub, tally, names, readers)
+        await task_group.start(run_readers)
+        await opened.wait()
+        print("subscribed", flush=True)
+        line = await anyio.to_thread.run_sync(sys.stdin.readline)
+        at = float(line) - time.monotonic() + anyio.current_time()
+        await anyio.sleep_until(at)
+        end = tally.measure_window(at)
+        await anyio.sleep_until(at + tally.seconds)
+        end()
+        task_group.cancel_scope.deadline = anyio.current_time() + DRAIN
+
+
+# -- one run (a child process) ----------------------------------------------------------------
+
+
+def child(args: argparse.Namespace) -> None:
+    tally = Tally(args.sessions, args.rate, args.seconds)
+    fields: dict[str, Any] = {"kind": args.kind, "loop": args.loop}
+    if args.kind == "floor":
+        (floor_asyncio if args.loop == "asyncio" else floor_trio)(tally, args.readers)
+    elif args.kind in ("memory", "redis"):
+
+        async def main() -> None:
+            async with open_hub(args.kind, args.url, f"n{os.getpid()}") as hub:
+                await in_one_process(hub, tally, args.readers)
+
+        anyio.run(main, backend=args.loop)
+    elif args.kind == "split-producers":
+        anyio.run(split_producers, args.url, tally, backend=args.loop)
+    elif args.kind == "split-readers":
+        anyio.run(split_readers, args.url, tally, args.readers, backend=args.loop)
+    elif args.kind == "late-replay":
+        seconds = anyio.run(late_replay, args.url, backend=args.loop)
+        emit(
+            figure="late_replay_cold",
+            loop=args.loop,
+            events=10_000,
+            median_ms=round(1000 * statistics.median(seconds), 2),
+            runs_ms=[round(1000 * value, 1) for value in seconds],
+        )
+        return
+    emit(figure="fleet", **tally.figures(**fields), expected=expected(args))
+
+
+def expected(args: argparse.Namespace) -> int:
+    if args.kind == "split-producers":
+        return 0
+    return int(args.sessions * int(args.rate * args.seconds) * args.readers)
+
+
+def child_command(
+    kind: str, loop: str, sessions: int, args: argparse.Namespace, url: str
+) -> list[str]:
+    return [
+        sys.executable, str(Path(__file__)), "--child", "--kind", kind, "--loop", loop,
+        "--sessions", str(sessions), "--rate", str(args.rate), "--seconds", str(args.seconds),
+        "--readers", str(args.readers), "--url", url,
+    ]  # fmt: skip
+
+
+def run_child(command: list[str]) -> dict[str, Any]:
+    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=HERE)
+    lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not lines:
+        return {"error": (done.stderr or done.stdout)[-600:], "command": command[3:]}
+    row: dict[str, Any] = json.loads(lines[-1])
+    return row
+
+
+def run_split(sessions: int, args: argparse.Namespace, url: str) -> dict[str, Any]:
+    producers = subprocess.Popen(
+        child_command("split-producers", "asyncio", sessions, args, url),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+    )  # fmt: skip
+    readers = subprocess.Popen(
+        child_command("split-readers", "asyncio", sessions, args, url),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+    )  # fmt: skip
+    assert producers.stdout is not None
+    assert producers.stdin is not None
+    assert readers.stdout is not None
+    assert readers.stdin is not None
+    assert producers.stdout.readline().strip() == "claimed"
+    assert readers.stdout.readline().strip() == "subscribed"
+    start = f"{time.monotonic() + 1.0}\n"
+    for process in (producers, readers):
+        assert process.stdin
+        process.stdin.write(start)
+        process.stdin.flush()
+    produced = json.loads(producers.stdout.read().strip().splitlines()[-1])
+    read = json.loads(readers.stdout.read().strip().splitlines()[-1])
+    producers.wait()
+    readers.wait()
+    return {
+        "figure": "fleet",
+        "kind": "split",
+        "loop": "asyncio",
+        "sessions": sessions,
+        "p50_ms": read["p50_ms"],
+        "p99_ms": read["p99_ms"],
+        "max_ms": read["max_ms"],
+        "producers_cpu_percent": produced["cpu_percent"],
+        "readers_cpu_percent": read["cpu_percent"],
+        "cpu_us_per_event": round(
+            1e6 * (produced["cpu_s"] + read["cpu_s"]) / max(1, produced["sent_in_window"]), 1
+        ),
+        "delivered": read["delivered"],
+        "expected": sessions * int(args.rate * args.seconds) * args.readers,
+        "leases_lost": produced["leases_lost"],
+    }
+
+
+# -- the table ---------------------------------------------------------------------------------
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    floors = {
+        (row["loop"], row["sessions"]): row["cpu_us_per_event"]
+        for row in rows
+        if row.get("kind") == "floor" and "cpu_us_per_event" in row
+    }
+    lines = [
+        "| kind | loop | sessions | p50 / p99 / max ms | CPU % | CPU µs/event | vs floor "
+        "| delivered | leases lost |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        if row.get("figure") != "fleet":
+            continue
+        if "error" in row:
+            lines.append(f"| failed: {row['command']} | {row['error'][-200:]!r} |")
+            continue
+        floor = floors.get((row["loop"], row["sessions"]))
+        ratio = f"{row['cpu_us_per_event'] / floor:.1f}" if floor else "—"
+        cpu = (
+            f"{row['producers_cpu_percent']} + {row['readers_cpu_percent']}"
+            if row["kind"] == "split"
+            else f"{row['cpu_percent']}"
+        )
+        lines.append(
+            f"| {row['kind']} | {row['loop']} | {row['sessions']} "
+            f"| {row['p50_ms']} / {row['p99_ms']} / {row['max_ms']} | {cpu} "
+            f"| {row['cpu_us_per_event']} | {ratio} | {row['delivered']:,} of {row['expected']:,} "
+            f"| {row['leases_lost']} |"
+        )
+    best: dict[tuple[str, str], int] = {}
+    for row in rows:
+        if row.get("figure") == "fleet" and "error" not in row and row["p99_ms"] is not None:
+            complete = row["delivered"] == row["expected"] and not row["leases_lost"]
+            if row["p99_ms"] <= 50 and complete:
+                key = (row["kind"], row["loop"])
+                best[key] = max(best.get(key, 0), row["sessions"])
+    lines.append("")
+    lines.append("Most sessions with p99 ≤ 50 ms, every event delivered, no lease lost:")
+    for (kind, loop), sessions in sorted(best.items()):
+        lines.append(f"- {kind}, {loop}: {sessions}")
+    for row in rows:
+        if row.get("figure") == "late_replay_cold":
+            lines.append(
+                f"- late replay of 10,000 events, cold, Redis, {row['loop']}: "
+                f"median {row['median_ms']} ms"
+            )
+    return "\n".join(lines)
+
+
+def flush_redis(url: str) -> None:
+    """Empty this script's own redis-server between runs."""
+    subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=False, capture_output=True)
+
+
+def parent(args: argparse.Namespace) -> None:
+    rows: list[dict[str, Any]] = []
+    with redis_server() as url:
+        for kind in args.kinds.split(","):
+            for loop in args.loops.split(","):
+                if kind == "split":
+                    continue
+                for sessions in (int(value) for value in args.sessions.split(",")):
+                    row = run_child(child_command(kind, loop, sessions, args, url))
+                    print(json.dumps(row), flush=True)
+                    rows.append(row)
+                    flush_redis(url)
+        if "redis" in args.kinds.split(","):
+            for loop in args.loops.split(","):
+                row = run_child(child_command("late-replay", loop, 0, args, url))
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+        if "split" in args.kinds.split(","):
+            for sessions in (int(value) for value in args.split_sessions.split(",")):
+                row = run_split(sessions, args, url)
+                print(json.dumps(row), flush=True)
+                rows.append(row)
+                subprocess.run(
+                    ["redis-cli", "-u", url, "FLUSHALL"], check=False, capture_output=True
+                )
+    print()
+    print(table(rows))
+
+
+def profile(args: argparse.Namespace) -> None:
+    import cProfile
+    import pstats
+
+    kind, loop, sessions = args.profile.split(":")
+    with redis_server() as url:
+        command = child_command(kind, loop, int(sessions), args, url)
+        target = HERE / "fleet.prof"
+        subprocess.run(
+            [sys.executable, "-m", "cProfile", "-o", str(target), *command[1:]],
+            check=True,
+            cwd=HERE,
+        )
+    stats = pstats.Stats(str(target))
+    stats.sort_stats("tottime").print_stats(30)
+    del cProfile
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sessions", default="100,200,400,1000")
+    parser.add_argument("--split-sessions", default="200")
+    parser.add_argument("--kinds", default="floor,memory,redis,split")
+    parser.add_argument("--loops", default="asyncio,trio")
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument("--profile", help="kind:loop:sessions, one run under cProfile")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--kind", help=argparse.SUPPRESS)
+    parser.add_argument("--loop", default="asyncio", help=argparse.SUPPRESS)
+    parser.add_argument("--url", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        args.sessions = int(args.sessions)
+        child(args)
+    elif args.profile:
+        profile(args)
+    else:
+        parent(args)
+
+
+if __name__ == "__main__":
+    cli()
