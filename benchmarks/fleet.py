@@ -63,19 +63,19 @@ class Tally:
         self.latencies: list[float] = []
         self.sent = 0
         self.leases_lost = 0
-        self.window: tuple[float, float] = (0.0, 0.0)
-        self.cpu = 0.0
+        self.cpu = self.wall = 0.0
         self.sent_in_window = 0
 
-    def measure_window(self, start: float) -> Callable[[], None]:
-        """Call at ``start``; the returned function at the window's end."""
-        times = os.times()
-        cpu = times.user + times.system
-        sent = self.sent
+    def measure_window(self) -> Callable[[], None]:
+        """Call at the common start; the returned function once the run's
+        work is done (every event delivered, or the drain time out), so a
+        saturated run is charged for its backlog too."""
+        times, wall, sent = os.times(), time.monotonic(), self.sent
 
         def end() -> None:
             after = os.times()
-            self.cpu = after.user + after.system - cpu
+            self.cpu = after.user + after.system - times.user - times.system
+            self.wall = time.monotonic() - wall
             self.sent_in_window = self.sent - sent
 
         return end
@@ -96,7 +96,7 @@ class Tally:
             "p50_ms": at(0.5),
             "p99_ms": at(0.99),
             "max_ms": round(1000 * latencies[-1], 2) if latencies else None,
-            "cpu_percent": round(100 * self.cpu / self.seconds, 1),
+            "cpu_percent": round(100 * self.cpu / max(self.wall, 1e-9), 1),
             "cpu_us_per_event": round(1e6 * self.cpu / max(1, self.sent_in_window), 1),
             "cpu_s": round(self.cpu, 3),
             "sent_in_window": self.sent_in_window,
@@ -135,10 +135,9 @@ def floor_asyncio(tally: Tally, readers: int) -> None:
         tasks = [loop.create_task(read(queue)) for mine in queues for queue in mine]
         tasks += [loop.create_task(produce(mine, start)) for mine in queues]
         await asyncio.sleep(start - loop.time())
-        end = tally.measure_window(start)
-        await asyncio.sleep(start + tally.seconds - loop.time())
+        end = tally.measure_window()
+        await asyncio.wait_for(asyncio.gather(*tasks), tally.seconds + DRAIN)
         end()
-        await asyncio.wait_for(asyncio.gather(*tasks), DRAIN)
 
     asyncio.run(main())
 
@@ -162,6 +161,7 @@ def floor_trio(tally: Tally, readers: int) -> None:
                 tally.latencies.append(time.monotonic() - item)
 
         start = trio.current_time() + LEAD_IN
+        end = None
         async with trio.open_nursery() as nursery:
             for _ in range(tally.sessions):
                 mine = []
@@ -171,9 +171,8 @@ def floor_trio(tally: Tally, readers: int) -> None:
                     nursery.start_soon(read, receive)
                 nursery.start_soon(produce, mine, start)
             await trio.sleep_until(start)
-            end = tally.measure_window(start)
-            await trio.sleep_until(start + tally.seconds)
-            end()
+            end = tally.measure_window()
+        end()
 
     trio.run(main)
 
@@ -223,12 +222,11 @@ async def in_one_process(hub: Hub, tally: Tally, readers: int) -> None:
         await task_group.start(run_readers)
         await opened.wait()
         begin = anyio.current_time() + LEAD_IN
+        task_group.cancel_scope.deadline = begin + tally.seconds + DRAIN
         go.set()
         await anyio.sleep_until(begin)
-        end = tally.measure_window(begin)
-        await anyio.sleep_until(begin + tally.seconds)
-        end()
-        task_group.cancel_scope.deadline = anyio.current_time() + DRAIN
+        end = tally.measure_window()
+    end()
 
 
 async def _start_producers(
@@ -301,34 +299,34 @@ async def split_producers(url: str, tally: Tally) -> None:
         await got_start.wait()
         return begin[0]
 
-    async with Hub.from_url(url, namespace="split") as hub, anyio.create_task_group() as task_group:
-        await task_group.start(_start_producers, hub, tally, names, start)
-        print("claimed", flush=True)
-        line = await anyio.to_thread.run_sync(sys.stdin.readline)
-        # The common start, on the system-wide monotonic clock.
-        at = float(line) - time.monotonic() + anyio.current_time()
-        begin.append(at)
-        got_start.set()
-        await anyio.sleep_until(at)
-        end = tally.measure_window(at)
-        await anyio.sleep_until(at + tally.seconds)
-        end()
+    async with Hub.from_url(url, namespace="split") as hub:
+        async with anyio.create_task_group() as task_group:
+            await task_group.start(_start_producers, hub, tally, names, start)
+            print("claimed", flush=True)
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            # The common start, on the system-wide monotonic clock.
+            at = float(line) - time.monotonic() + anyio.current_time()
+            begin.append(at)
+            got_start.set()
+            await anyio.sleep_until(at)
+            end = tally.measure_window()
+        end()  # every producer finished
 
 
 async def split_readers(url: str, tally: Tally, readers: int) -> None:
     names = [f"f{index}" for index in range(tally.sessions)]
-    async with Hub.from_url(url, namespace="split") as hub, anyio.create_task_group() as task_group:
-        opened, run_readers = await follow_all(hub, tally, names, readers)
-        await task_group.start(run_readers)
-        await opened.wait()
-        print("subscribed", flush=True)
-        line = await anyio.to_thread.run_sync(sys.stdin.readline)
-        at = float(line) - time.monotonic() + anyio.current_time()
-        await anyio.sleep_until(at)
-        end = tally.measure_window(at)
-        await anyio.sleep_until(at + tally.seconds)
-        end()
-        task_group.cancel_scope.deadline = anyio.current_time() + DRAIN
+    async with Hub.from_url(url, namespace="split") as hub:
+        async with anyio.create_task_group() as task_group:
+            opened, run_readers = await follow_all(hub, tally, names, readers)
+            await task_group.start(run_readers)
+            await opened.wait()
+            print("subscribed", flush=True)
+            line = await anyio.to_thread.run_sync(sys.stdin.readline)
+            at = float(line) - time.monotonic() + anyio.current_time()
+            task_group.cancel_scope.deadline = at + tally.seconds + DRAIN
+            await anyio.sleep_until(at)
+            end = tally.measure_window()
+        end()  # every event delivered
 
 
 # -- one run (a child process) ----------------------------------------------------------------

@@ -37,7 +37,7 @@ class FaultyBackend:
         self.inner = inner
         self.append_gate: anyio.Event | None = None
         self.hand_over_batches = True
-        self.lose_every_nth_hand_over = 0  # lost outright, as a dropped message is
+        self.lose_every_nth_batch = 0  # lost outright, as a dropped message is
         self.append_error: Exception | None = None
         self.read_error: Exception | None = None
         self.finish_error: Exception | None = None
@@ -128,18 +128,17 @@ class FaultyBackend:
     ) -> AbstractAsyncContextManager[Watch]:
         # Without hand-overs the readers learn of every batch by a wake-up.
         listener = on_append if self.hand_over_batches else None
-        if listener is not None and self.lose_every_nth_hand_over:
-            listener = self._losing(listener, self.lose_every_nth_hand_over)
+        if listener is not None and self.lose_every_nth_batch:
+            listener = self._losing(listener, self.lose_every_nth_batch)
         return self.inner.watch(session_id, on_append=listener)
 
     @staticmethod
     def _losing(listener: AppendListener, nth: int) -> AppendListener:
-        count = 0
-
+        # Every copy of the batch ending at every nth event: a backend may
+        # hand a batch over twice (the Redis backend does, from its own
+        # reply and from the notification).
         def losing(generation: int, events: list[StoredEvent]) -> None:
-            nonlocal count
-            count += 1
-            if count % nth:
+            if events[-1].seq % nth:
                 listener(generation, events)
 
         return losing

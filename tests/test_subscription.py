@@ -412,7 +412,7 @@ async def test_readers_lose_nothing_when_batch_notifications_are_lost(
 ) -> None:
     wrap = FaultyWrap()
     hub = make_hub(wrap=wrap)
-    wrap.backend.lose_every_nth_hand_over = 3
+    wrap.backend.lose_every_nth_batch = 3
     async with hub:
         reads = await _stream_to_readers(hub, readers=5, batches=30, storage_reads=wrap)
     assert reads >= 5, reads  # the lost batches were read from storage instead

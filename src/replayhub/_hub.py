@@ -17,6 +17,7 @@ from ._producer import Producer, _Stop
 from ._recheck import RecheckTimer
 from ._settings import Settings, check_metadata, check_session_id
 from ._subscription import PAGE_SIZE, Subscription
+from ._writer import BatchWriter
 from .backends import Backend, backend_from_url
 
 
@@ -64,6 +65,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         self._producers: set[Producer] = set()
         self._feeds: dict[str, SessionFeed] = {}
         self._rechecks = RecheckTimer()
+        self._writer = BatchWriter(self._backend)
         self._task_group: TaskGroup
 
     @classmethod
@@ -93,6 +95,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         with unwrap_single_exception():
             async with self._backend, anyio.create_task_group() as task_group:
                 task_group.start_soon(self._rechecks.run)
+                task_group.start_soon(self._writer.run)
                 self._task_group = task_group
                 self._open = True
                 try:

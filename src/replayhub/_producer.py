@@ -24,6 +24,7 @@ from ._errors import (
 )
 from ._events import Metadata, SendData, State, StoredEvent
 from ._settings import check_event_name, check_metadata, encode_data
+from .backends import AppendRequest
 
 if TYPE_CHECKING:
     from ._hub import Hub
@@ -101,8 +102,10 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._stored_metadata_version = 0
         self._pending_metadata: tuple[int, Metadata] | None = None
         self._inflight_metadata: tuple[int, Metadata] | None = None
-        self._work = anyio.Event()
-        self._progress = anyio.Event()
+        self._writer = hub._writer
+        self._retry_delay = _RETRY_FIRST
+        self._retrying = False  # a failed write waits for its retry time
+        self._progress: anyio.Event | None = None  # made when someone waits
         self._lease_deadline = 0.0
         self._body_scope = anyio.CancelScope()
         self._stop: _Stop | None = None
@@ -172,12 +175,13 @@ class Producer(anyio.AsyncContextManagerMixin):
                 f"session {self._session_id!r} reached max_events={self._settings.max_events}"
             )
         while len(self._pending) >= self._settings.buffer_size:
-            await self._progress.wait()
+            await self._wait_progress()
             self._require_open()
         self._seq += 1
         seq = self._seq
         self._pending.append(StoredEvent(seq, event, kind, payload))
-        self._work.set()
+        if not self._retrying:
+            self._writer.request(self)
         if not seq % _YIELD_EVERY or self._stop is not None or self._lost is not None:
             # A cancel request, the hub closing (both _request_stop) or a lost
             # claim cancelled the body's scope: that lands on the next send,
@@ -210,7 +214,8 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._metadata = merged
         self._metadata_version += 1
         self._pending_metadata = (self._metadata_version, merged)
-        self._work.set()
+        if not self._retrying:
+            self._writer.request(self)
         await checkpoint()
 
     async def flush(self) -> None:
@@ -224,7 +229,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._require_open()
         target_seq, target_metadata = self._seq, self._metadata_version
         while self._stored_seq < target_seq or self._stored_metadata_version < target_metadata:
-            await self._progress.wait()
+            await self._wait_progress()
             self._raise_if_broken()
 
     # -- the block ------------------------------------------------------------
@@ -248,7 +253,6 @@ class Producer(anyio.AsyncContextManagerMixin):
                 try:
                     await task_group.start(self._watch_claim)
                     task_group.start_soon(self._heartbeat)
-                    task_group.start_soon(self._write_forever)
                     self._phase = _Phase.OPEN
                     with self._body_scope:
                         yield self
@@ -322,8 +326,7 @@ class Producer(anyio.AsyncContextManagerMixin):
                 ) from None
 
     async def _finalize(self, body_error: BaseException | None) -> None:
-        if self._lost is None:
-            await self._write_pending()
+        await self._write_rest()
         if self._lost is not None:
             return  # a stale producer writes nothing more
         state, error, error_type = self._terminal_state(body_error)
@@ -407,59 +410,77 @@ class Producer(anyio.AsyncContextManagerMixin):
             self._request_stop(_Stop.CANCEL_REQUESTED)
         return True
 
-    async def _write_forever(self) -> None:
-        while True:
-            await self._work.wait()
-            self._work = anyio.Event()
-            await self._write_pending()
+    async def _write_rest(self) -> None:
+        """Wait until everything queued is stored, the claim is lost or
+        storage failed for good (the writer retries within the lease)."""
+        while self._lost is None and self._failure is None and self._unwritten:
+            if not self._retrying:
+                self._writer.request(self)
+            await self._wait_progress()
 
-    async def _write_pending(self) -> None:
-        """Write queued events until none are left or the claim is lost.
+    @property
+    def _unwritten(self) -> bool:
+        return bool(
+            self._inflight or self._pending or self._pending_metadata or self._inflight_metadata
+        )
 
-        A batch whose write was interrupted stays in ``_inflight`` and is
-        written again; the backend skips what already landed.
-        """
-        delay = _RETRY_FIRST
-        while self._lost is None and (self._inflight or self._pending or self._pending_metadata):
+    # -- the hub's writer calls these (``_writer.Writes``) ------------------------
+
+    def take_write(self) -> AppendRequest | None:
+        """The batch to store: the one in flight again if its write failed,
+        else what is queued, up to one write's worth."""
+        self._retrying = False
+        if self._lost is not None or self._failure is not None or self._phase is _Phase.CLOSED:
+            return None
+        if not self._inflight and not self._inflight_metadata:
+            self._inflight = self._take_batch()
+            self._inflight_metadata, self._pending_metadata = self._pending_metadata, None
             if not self._inflight and not self._inflight_metadata:
-                self._inflight = self._take_batch()
-                self._inflight_metadata, self._pending_metadata = self._pending_metadata, None
-            metadata = self._inflight_metadata
-            try:
-                await self._backend.append(
-                    self._session_id,
-                    self._generation,
-                    self._inflight,
-                    metadata=None if metadata is None else metadata[1],
-                )
-            except LeaseLostError as exc:
-                self._lose_claim(exc)
-                return
-            except StorageRefusedError as exc:
-                self._fail(exc)  # retrying would not help
-                return
-            except BackendUnavailableError as exc:
-                if anyio.current_time() >= self._lease_deadline:
-                    self._lose_claim(
-                        LeaseLostError(
-                            f"lease of session {self._session_id!r} expired while storage "
-                            f"was unreachable: {exc}"
-                        )
-                    )
-                    return
-                await anyio.sleep(delay)
-                delay = min(delay * 2, _RETRY_MAX)
-                continue
-            except Exception as exc:
-                self._fail(exc)
-                return
-            delay = _RETRY_FIRST
+                return None
+        metadata = self._inflight_metadata
+        return AppendRequest(
+            self._session_id,
+            self._generation,
+            self._inflight,
+            None if metadata is None else metadata[1],
+        )
+
+    def write_done(self, error: Exception | None) -> None:
+        """The result of the write :meth:`take_write` handed out.
+
+        A batch whose write failed stays in flight and is written again (the
+        backend skips what already landed), after a delay that doubles up to
+        a second, until the lease runs out.
+        """
+        if error is None:
+            self._retry_delay = _RETRY_FIRST
             if self._inflight:
                 self._stored_seq = self._inflight[-1].seq
-            if metadata is not None:
-                self._stored_metadata_version = metadata[0]
+            if self._inflight_metadata is not None:
+                self._stored_metadata_version = self._inflight_metadata[0]
             self._inflight, self._inflight_metadata = [], None
-            self._signal_progress()
+            if self._pending or self._pending_metadata:
+                self._writer.request(self)
+        elif isinstance(error, LeaseLostError):
+            self._lose_claim(error)
+        elif isinstance(error, StorageRefusedError) or not isinstance(
+            error, BackendUnavailableError
+        ):
+            self._fail(error)  # retrying would not help
+            return
+        elif anyio.current_time() >= self._lease_deadline:
+            self._lose_claim(
+                LeaseLostError(
+                    f"lease of session {self._session_id!r} expired while storage "
+                    f"was unreachable: {error}"
+                )
+            )
+        else:
+            self._retrying = True
+            self._writer.request_at(anyio.current_time() + self._retry_delay, self)
+            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+            return
+        self._signal_progress()
 
     def _take_batch(self) -> list[StoredEvent]:
         """Everything queued, up to one write's worth (a storage command must
@@ -482,9 +503,16 @@ class Producer(anyio.AsyncContextManagerMixin):
             self._failure = exc
         self._signal_progress()
 
+    async def _wait_progress(self) -> None:
+        """Wait until a write ends, or the claim is lost or storage fails."""
+        if self._progress is None:
+            self._progress = anyio.Event()
+        await self._progress.wait()
+
     def _signal_progress(self) -> None:
-        progress, self._progress = self._progress, anyio.Event()
-        progress.set()
+        progress, self._progress = self._progress, None
+        if progress is not None:
+            progress.set()
 
     def _request_stop(self, reason: _Stop) -> None:
         if self._stop is None:

@@ -5,18 +5,24 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from .._errors import InvalidInputError
+from ._protocol import AppendRequest as AppendRequest
 from ._protocol import Backend as Backend
+from ._protocol import BatchAppender as BatchAppender
 from ._protocol import SessionRecord as SessionRecord
 from ._protocol import Watch as Watch
+from ._protocol import append_each as append_each
 from ._watch import AppendListener as AppendListener
 from .memory import MemoryBackend as MemoryBackend
 
 __all__ = [
     "AppendListener",
+    "AppendRequest",
     "Backend",
+    "BatchAppender",
     "MemoryBackend",
     "SessionRecord",
     "Watch",
+    "append_each",
     "backend_from_url",
 ]
 

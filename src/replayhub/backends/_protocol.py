@@ -17,6 +17,9 @@ of the previous generation, and a cancel flag. Its duties:
 * **Stored abandonment.** Any operation that finds a live session whose lease
   has expired first writes ``abandoned`` (fenced on the generation), so every
   reader sees the same state.
+* **Batched appends (optional).** A backend that can store many sessions'
+  batches in one call has ``append_many`` (:class:`BatchAppender`); the
+  core then sends it every ready producer's batch at once.
 * **Atomic snapshots.** ``read`` returns a record and events that belong
   together: if the record is terminal, the events up to ``record.last_seq``
   are all the generation will ever have.
@@ -38,6 +41,8 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol, Self
+
+import anyio
 
 from .._error_types import ErrorType
 from .._errors import EventsLostError
@@ -101,6 +106,26 @@ class SessionRecord:
         if self.previous is not None and self.previous[0] == generation:
             return self.previous[1]
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One producer's write: the arguments of :meth:`Backend.append`."""
+
+    session_id: str
+    generation: int
+    events: Sequence[StoredEvent]
+    metadata: Metadata | None
+
+
+class BatchAppender(Protocol):
+    """A backend that stores many appends in one call."""
+
+    async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
+        """Store each append as :meth:`Backend.append` would; for each, in
+        order, ``None`` if stored, else the exception that ``append`` would
+        have raised. Raises only if the whole call failed."""
+        ...
 
 
 class Watch(Protocol):
@@ -222,6 +247,28 @@ class Backend(Protocol):
         at any moment is seen.
         """
         ...
+
+
+async def append_each(backend: Backend, appends: Sequence[AppendRequest]) -> list[Exception | None]:
+    """:meth:`BatchAppender.append_many` for a backend without it: one
+    ``append`` call each, all at once."""
+    results: list[Exception | None] = [None] * len(appends)
+
+    async def store(index: int, request: AppendRequest) -> None:
+        try:
+            await backend.append(
+                request.session_id, request.generation, request.events, metadata=request.metadata
+            )
+        except Exception as exc:
+            results[index] = exc
+
+    if len(appends) == 1:
+        await store(0, appends[0])
+        return results
+    async with anyio.create_task_group() as task_group:
+        for index, request in enumerate(appends):
+            task_group.start_soon(store, index, request)
+    return results
 
 
 def check_batch_follows(events: Sequence[StoredEvent], *, stored: int) -> None:

@@ -21,7 +21,7 @@ from anyio.lowlevel import checkpoint
 from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import Cursor, Metadata, Outcome, State, StoredEvent
-from ._protocol import SessionRecord, Watch, check_batch_follows
+from ._protocol import AppendRequest, SessionRecord, Watch, check_batch_follows
 from ._watch import AppendListener, WatchRegistry
 
 
@@ -137,6 +137,29 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         metadata: Metadata | None,
     ) -> None:
         await checkpoint()
+        self._append_now(session_id, generation, events, metadata)
+
+    async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
+        await checkpoint()
+        results: list[Exception | None] = []
+        for request in appends:
+            try:
+                self._append_now(
+                    request.session_id, request.generation, request.events, request.metadata
+                )
+            except Exception as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
+
+    def _append_now(
+        self,
+        session_id: str,
+        generation: int,
+        events: Sequence[StoredEvent],
+        metadata: Metadata | None,
+    ) -> None:
         session = self._owned(session_id, generation)
         log = session.events
         stored: list[StoredEvent] = []

@@ -36,9 +36,8 @@ from ..._errors import (
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
-from .._protocol import SessionRecord, Watch, check_batch_follows
+from .._protocol import AppendRequest, SessionRecord, Watch, append_each, check_batch_follows
 from .._watch import AppendListener
-from ._appends import AppendQueue
 from ._connect import Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
@@ -58,6 +57,8 @@ _FRAGMENTS = {"append": ("_append",), "append_many": ("_append",)}
 _PUBSUB_RECONNECT = 0.1
 #: Reconnect attempts of a cluster's sharded Pub/Sub before it is rebuilt.
 _CLUSTER_PUBSUB_RETRIES = 5
+#: Appends per script call at most: the call blocks Redis while it runs.
+MAX_PER_CALL = 128
 #: Sessions read per round trip while listing.
 _LIST_CHUNK = 100
 
@@ -106,7 +107,6 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self._scripts: dict[str, Any] = {}
         self._touch_index: Any = None
         self._notifier: Notifier | None = None
-        self._appends: AppendQueue | None = None
         self._primary: PrimaryGuard | None = None
 
     def __repr__(self) -> str:
@@ -140,13 +140,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                     ):
                         await task_group.start(notifier.run)
                     self._notifier = notifier
-                    if not self._cluster:
-                        self._appends = AppendQueue(self._run_append_many)
-                        task_group.start_soon(self._appends.run)
                     try:
                         yield self
                     finally:
-                        self._notifier = self._appends = None
+                        self._notifier = None
                         notifier.notify_all()  # readers still waiting see the hub is gone
                         task_group.cancel_scope.cancel()
             finally:
@@ -179,31 +176,61 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         *,
         metadata: Metadata | None,
     ) -> None:
+        request = AppendRequest(session_id, generation, events, metadata)
         keys = self._keys(session_id)
-        args = (
-            session_id,
-            generation,
-            events[0].seq if events else 0,
-            len(events),
-            ""
-            if metadata is None
-            else json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
-            encode_batch(events) if events else "",
-        )
-        if self._appends is None:  # a cluster: one session per call
-            reply = await self._run("append", keys, *args)
-        else:
-            self._require_client()
-            reply = await self._appends.append(keys, args)
-        self._check_fenced(session_id, generation, reply)
+        reply = await self._run("append", keys, *_append_args(request))
+        error = self._append_result(request, keys, reply)
+        if error is not None:
+            raise error
+
+    async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
+        """Up to :data:`MAX_PER_CALL` appends per script call (one session per
+        call on a cluster, where sessions live in different slots)."""
+        self._require_client()
+        if self._cluster:
+            return await append_each(self, appends)
+        results: list[Exception | None] = []
+        for start in range(0, len(appends), MAX_PER_CALL):
+            chunk = appends[start : start + MAX_PER_CALL]
+            all_keys = [self._keys(request.session_id) for request in chunk]
+            keys: list[str] = []
+            args: list[str | bytes | int] = []
+            for request, session in zip(chunk, all_keys, strict=True):
+                keys += (session.session, session.log)
+                args += _append_args(request)
+            keys.append(all_keys[0].index)
+            try:
+                replies = await self._call("append_many", keys, args)
+            except BackendUnavailableError as exc:
+                results += [exc] * len(chunk)
+                continue
+            results += map(self._append_result, chunk, all_keys, replies)
+        return results
+
+    def _append_result(
+        self, request: AppendRequest, keys: SessionKeys, reply: list[Any]
+    ) -> Exception | None:
+        """What ``append.lua`` said, as the error to raise (``None``: stored);
+        a stored batch goes to this hub's own readers at once (``_notifier``)."""
+        session_id, generation, events = request.session_id, request.generation, request.events
+        if reply[0] == b"lost":
+            return LeaseLostError(
+                f"session {session_id!r} generation {generation}: {reply[1].decode()}"
+            )
         if reply[0] == b"refused":
-            check_batch_follows(events, stored=int(reply[1]))  # raises why
+            try:
+                check_batch_follows(events, stored=int(reply[1]))  # raises why
+            except Exception as exc:
+                return exc
         if reply[0] == b"gap":
-            raise EventsLostError(
+            return EventsLostError(
                 f"session {session_id!r}: its stored log no longer holds events 1-{int(reply[1])} "
                 "(evicted by Redis? replayhub needs maxmemory-policy noeviction); "
                 "nothing more is written to it"
             )
+        if events and request.metadata is None and self._notifier is not None:
+            self._notifier.push_local(keys.changes, generation, events)
+        return None
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
         reply = await self._run(
@@ -359,9 +386,6 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self._require_client()
         return await self._call(script, keys.slot_keys() if self._cluster else keys.all(), args)
 
-    async def _run_append_many(self, keys: list[str], args: list[str | bytes | int]) -> list[Any]:
-        return await self._call("append_many", keys, args)
-
     async def _call(
         self, script: str, keys: Sequence[str], args: Sequence[str | bytes | int]
     ) -> list[Any]:
@@ -397,6 +421,20 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             raise LeaseLostError(
                 f"session {session_id!r} generation {generation}: {reply[1].decode()}"
             )
+
+
+def _append_args(request: AppendRequest) -> tuple[str | bytes | int, ...]:
+    events = request.events
+    return (
+        request.session_id,
+        request.generation,
+        events[0].seq if events else 0,
+        len(events),
+        ""
+        if request.metadata is None
+        else json.dumps(request.metadata, separators=(",", ":"), ensure_ascii=False),
+        encode_batch(events) if events else "",
+    )
 
 
 def _pubsub(client: Any, *, sharded: bool) -> Any:

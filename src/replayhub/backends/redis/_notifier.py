@@ -19,7 +19,7 @@ the client cannot recover by itself it is rebuilt here on a fresh layout.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
@@ -27,6 +27,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._errors import BackendUnavailableError
+from ..._events import StoredEvent
 from .._watch import AppendListener, FlagWatch, WatchRegistry
 from ._keys import decode_notification
 
@@ -87,6 +88,13 @@ class Notifier:
 
     def notify_all(self) -> None:
         self._watches.notify_all()
+
+    def push_local(self, channel: str, generation: int, events: Sequence[StoredEvent]) -> None:
+        """Hand a batch this process just stored to its watches on ``channel``
+        now, rather than after the round trip of its Pub/Sub message (which
+        still comes, and finds it delivered)."""
+        if channel in self._watches:
+            self._watches.push(channel, generation, [event.share(generation) for event in events])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep a Pub/Sub client subscribed to the watched channels.
