@@ -377,8 +377,16 @@ def child_command(
     ]  # fmt: skip
 
 
-def run_child(command: list[str]) -> dict[str, Any]:
-    done = subprocess.run(command, capture_output=True, text=True, check=False, cwd=HERE)
+def build_env(src: str) -> dict[str, str] | None:
+    """The environment of a child importing replayhub from ``src`` (a
+    checkout's ``src`` directory; this one's when empty)."""
+    return {**os.environ, "PYTHONPATH": src} if src else None
+
+
+def run_child(command: list[str], src: str = "") -> dict[str, Any]:
+    done = subprocess.run(
+        command, capture_output=True, text=True, check=False, cwd=HERE, env=build_env(src)
+    )
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode or not lines:
         return {"error": (done.stderr or done.stdout)[-600:], "command": command[3:]}
@@ -386,14 +394,14 @@ def run_child(command: list[str]) -> dict[str, Any]:
     return row
 
 
-def run_split(sessions: int, args: argparse.Namespace, url: str) -> dict[str, Any]:
+def run_split(sessions: int, args: argparse.Namespace, url: str, src: str) -> dict[str, Any]:
     producers = subprocess.Popen(
         child_command("split-producers", "asyncio", sessions, args, url),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
     )  # fmt: skip
     readers = subprocess.Popen(
         child_command("split-readers", "asyncio", sessions, args, url),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE,
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
     )  # fmt: skip
     assert producers.stdout is not None
     assert producers.stdin is not None
@@ -456,8 +464,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             if row["kind"] == "split"
             else f"{row['cpu_percent']}"
         )
+        kind = f"{row['kind']} ({row['build']})" if row.get("build") else row["kind"]
         lines.append(
-            f"| {row['kind']} | {row['loop']} | {row['sessions']} "
+            f"| {kind} | {row['loop']} | {row['sessions']} "
             f"| {row['p50_ms']} / {row['p99_ms']} / {row['max_ms']} | {cpu} "
             f"| {row['cpu_us_per_event']} | {ratio} | {row['delivered']:,} of {row['expected']:,} "
             f"| {row['leases_lost']} |"
@@ -467,7 +476,8 @@ def table(rows: list[dict[str, Any]]) -> str:
         if row.get("figure") == "fleet" and "error" not in row and row["p99_ms"] is not None:
             complete = row["delivered"] == row["expected"] and not row["leases_lost"]
             if row["p99_ms"] <= 50 and complete:
-                key = (row["kind"], row["loop"])
+                kind = f"{row['kind']} ({row['build']})" if row.get("build") else row["kind"]
+                key = (kind, row["loop"])
                 best[key] = max(best.get(key, 0), row["sessions"])
     lines.append("")
     lines.append("Most sessions with p99 ≤ 50 ms, every event delivered, no lease lost:")
@@ -475,8 +485,9 @@ def table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"- {kind}, {loop}: {sessions}")
     for row in rows:
         if row.get("figure") == "late_replay_cold":
+            build = f" ({row['build']})" if row.get("build") else ""
             lines.append(
-                f"- late replay of 10,000 events, cold, Redis, {row['loop']}: "
+                f"- late replay of 10,000 events, cold, Redis{build}, {row['loop']}: "
                 f"median {row['median_ms']} ms"
             )
     return "\n".join(lines)
@@ -488,30 +499,36 @@ def flush_redis(url: str) -> None:
 
 
 def parent(args: argparse.Namespace) -> None:
+    builds = [tuple(build.split("=", 1)) for build in args.build] or [("", "")]
+    kinds = args.kinds.split(",")
+    counts = [int(value) for value in args.sessions.split(",")]
     rows: list[dict[str, Any]] = []
+
+    def record(row: dict[str, Any], label: str) -> None:
+        row["build"] = label
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+
     with redis_server() as url:
-        for kind in args.kinds.split(","):
+        for kind in (kind for kind in kinds if kind != "split"):
             for loop in args.loops.split(","):
-                if kind == "split":
-                    continue
-                for sessions in (int(value) for value in args.sessions.split(",")):
-                    row = run_child(child_command(kind, loop, sessions, args, url))
-                    print(json.dumps(row), flush=True)
-                    rows.append(row)
+                for sessions in counts:
+                    # The floors use no replayhub: once, whatever the builds.
+                    for label, src in builds if kind != "floor" else [("", "")]:
+                        record(
+                            run_child(child_command(kind, loop, sessions, args, url), src), label
+                        )
+                        flush_redis(url)
+        if "redis" in kinds:
+            for loop in args.loops.split(","):
+                for label, src in builds:
+                    record(run_child(child_command("late-replay", loop, 0, args, url), src), label)
                     flush_redis(url)
-        if "redis" in args.kinds.split(","):
-            for loop in args.loops.split(","):
-                row = run_child(child_command("late-replay", loop, 0, args, url))
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-        if "split" in args.kinds.split(","):
+        if "split" in kinds:
             for sessions in (int(value) for value in args.split_sessions.split(",")):
-                row = run_split(sessions, args, url)
-                print(json.dumps(row), flush=True)
-                rows.append(row)
-                subprocess.run(
-                    ["redis-cli", "-u", url, "FLUSHALL"], check=False, capture_output=True
-                )
+                for label, src in builds:
+                    record(run_split(sessions, args, url, src), label)
+                    flush_redis(url)
     print()
     print(table(rows))
 
@@ -543,6 +560,14 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument(
+        "--build",
+        action="append",
+        default=[],
+        metavar="LABEL=SRC",
+        help="also run replayhub from another checkout's src directory (A/B in one run); "
+        "repeat for more, and give this one as e.g. new=src",
+    )
     parser.add_argument("--profile", help="kind:loop:sessions, one run under cProfile")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--kind", help=argparse.SUPPRESS)

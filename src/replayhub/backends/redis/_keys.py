@@ -7,6 +7,7 @@ session's keys live in one Redis Cluster slot and one script can touch them.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 from collections.abc import Sequence
@@ -63,7 +64,7 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
     lengths in characters for text and JSON (each run is decoded as one
     UTF-8 string, then sliced), in bytes for bytes.
     """
-    header: list[list[object]] = []
+    header: list[str] = []
     chunks: list[bytes] = []
     for (kind, name), run in itertools.groupby(events, lambda event: (event.kind, event.event)):
         payloads = [event.payload for event in run]
@@ -71,12 +72,17 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
             chunk = b"".join(cast(list[bytes], payloads))
         else:
             chunk = "".join(cast(list[str], payloads)).encode()
-        header.append([int(kind), name, len(chunk), [len(payload) for payload in payloads]])
+        # The header by hand: json.dumps of these small lists was 2.5 us of
+        # a 3 us encode (a batch per token at chat rates). Same JSON.
+        lengths = ",".join([str(len(payload)) for payload in payloads])
+        header.append(f"[{int(kind)},{_json_name(name)},{len(chunk)},[{lengths}]]")
         chunks.append(chunk)
-    return b"%b\n%b" % (
-        json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode(),
-        b"".join(chunks),
-    )
+    return b"%b\n%b" % (f"[{','.join(header)}]".encode(), b"".join(chunks))
+
+
+@functools.lru_cache(maxsize=1024)
+def _json_name(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False)
 
 
 def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:

@@ -65,6 +65,9 @@ class Notifier:
         self._acks: dict[str, anyio.Event] = {}
         self._subscribed: set[str] = set()
         self._dirty = anyio.Event()
+        # Per channel, the (generation, last seq) of the newest batch handed
+        # over by push_local: its notification needs no decoding.
+        self._pushed: dict[str, tuple[int, int]] = {}
 
     @asynccontextmanager
     async def watch(
@@ -84,6 +87,7 @@ class Notifier:
                 ) from None
             yield watch
         if channel not in self._watches:
+            self._pushed.pop(channel, None)
             self._dirty.set()
 
     def notify_all(self) -> None:
@@ -94,6 +98,7 @@ class Notifier:
         now, rather than after the round trip of its Pub/Sub message (which
         still comes, and finds it delivered)."""
         if channel in self._watches:
+            self._pushed[channel] = (generation, events[-1].seq)
             self._watches.push(channel, generation, [event.share(generation) for event in events])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -191,6 +196,9 @@ class Notifier:
     def _deliver(self, channel: str, data: bytes) -> None:
         if channel not in self._watches:
             return
+        pushed = self._pushed.get(channel)
+        if pushed is not None and _covered(data, pushed):
+            return  # a batch this process stored and handed over itself
         try:
             batch = decode_notification(data)  # once for all the channel's watches
         except (ValueError, TypeError):  # the readers read instead
@@ -200,3 +208,13 @@ class Notifier:
             self._watches.notify(channel)
         else:
             self._watches.push(channel, *batch)
+
+
+def _covered(data: bytes, pushed: tuple[int, int]) -> bool:
+    """Whether a batch notification (``<generation>-<last seq> <batch>``)
+    holds nothing after ``pushed``, read from its id alone."""
+    entry_id, space, _ = data.partition(b" ")
+    if not space:
+        return False  # a state change: always delivered
+    generation, _, last = entry_id.partition(b"-")
+    return (int(generation), int(last)) <= pushed
