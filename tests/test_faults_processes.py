@@ -93,6 +93,7 @@ async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisSe
                 # Bounded memory while stuck: a page here; the feed follows
                 # the session on, in a window trimmed at twice its size.
                 assert len(events._buffer) <= PAGE_SIZE
+                assert events._feed is not None  # a live session's feed
                 assert len(events._feed._events) <= 2 * WINDOW
                 received = [first.data]
                 async for event in events:

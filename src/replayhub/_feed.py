@@ -69,9 +69,11 @@ class SessionFeed:
         self.started = anyio.Event()
         """Set once the task has started, or failed to."""
         self.running = False
-        self.changed = anyio.Event()
-        """Set, and replaced, whenever the feed moves: wait on it after a
-        :meth:`read` that found nothing."""
+        # Made when a reader asks for it: a batch nobody waits for makes none.
+        # From the running loop's own class, found once: anyio.Event() looks
+        # the loop up on every call, a microsecond per batch per session.
+        self._changed: anyio.Event | None = None
+        self._new_event = type(anyio.Event())
         self._record: SessionRecord | None = None  # as of the latest read
         self._removed = False
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
@@ -85,6 +87,15 @@ class SessionFeed:
         self._missed = False  # a batch came that did not follow the window
         self._watch: Watch | None = None
         self._scope = anyio.CancelScope()
+
+    @property
+    def changed(self) -> anyio.Event:
+        """Set, and replaced, whenever the feed moves: take it before a
+        :meth:`read`, and wait on it if the read found nothing."""
+        changed = self._changed
+        if changed is None:
+            changed = self._changed = self._new_event()
+        return changed
 
     def read(
         self, generation: int, after_seq: int
@@ -276,5 +287,6 @@ class SessionFeed:
             del self._shared[:-WINDOW]
 
     def _moved(self) -> None:
-        changed, self.changed = self.changed, anyio.Event()
-        changed.set()
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()

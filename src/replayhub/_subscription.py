@@ -6,7 +6,7 @@ import itertools
 import operator
 from collections import deque
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -58,7 +58,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._fetched_seq = 0  # last seq in the buffer
         self._join_until = 0  # events up to this seq are joined (batch replay)
         self._buffer: deque[StoredEvent] = deque()
-        self._feed: SessionFeed
+        self._feed: SessionFeed | None = None  # none for a finished session
         self._outcome: Outcome | None = None
 
     @property
@@ -85,27 +85,33 @@ class Subscription(anyio.AsyncContextManagerMixin):
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Subscription]:
         self._hub._require_open()
-        # The feed's watch opens first, so no change after this read is missed.
-        async with self._hub._feed(self._session_id) as feed:
-            self._feed = feed
-            result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
-            if result is None:
-                raise SessionNotFoundError(f"no session {self._session_id!r}")
-            record, events = result
-            after = self._after
-            if after is not None and (
-                after.generation > record.generation
-                or (after.generation == record.generation and after.seq > record.last_seq)
-            ):
-                raise InvalidInputError(
-                    f"event id {format_event_id(after.generation, after.seq)!r} is beyond "
-                    f"the end of session {self._session_id!r}"
-                )
-            self._generation = record.generation
-            if after is not None and after.generation == record.generation:
-                self._delivered_seq = self._fetched_seq = after.seq
-            self._join_until = record.last_seq if self._batch_replay else 0
-            self._accept(record, events)
+        result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
+        if result is None:
+            raise SessionNotFoundError(f"no session {self._session_id!r}")
+        record, events = result
+        after = self._after
+        if after is not None and (
+            after.generation > record.generation
+            or (after.generation == record.generation and after.seq > record.last_seq)
+        ):
+            raise InvalidInputError(
+                f"event id {format_event_id(after.generation, after.seq)!r} is beyond "
+                f"the end of session {self._session_id!r}"
+            )
+        self._generation = record.generation
+        if after is not None and after.generation == record.generation:
+            self._delivered_seq = self._fetched_seq = after.seq
+        self._join_until = record.last_seq if self._batch_replay else 0
+        self._accept(record, events)
+        async with AsyncExitStack() as stack:
+            if not record.state.terminal:
+                # A live session is followed through the hub's feed. Its watch
+                # opens after this read, and the feed reads the head after
+                # that: what was stored in between is read from storage
+                # (behind the feed's window), what comes later reaches the
+                # feed. A finished session's log is final (reads are atomic
+                # snapshots): it is read from storage, with no watch at all.
+                self._feed = await stack.enter_async_context(self._hub._feed(self._session_id))
             self._inside = True
             try:
                 yield self
@@ -138,6 +144,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
         while not self._buffer:
             if self._outcome is not None:
                 raise StopAsyncIteration
+            if feed is None:  # a finished session: all of it is stored
+                await self._read_storage()
+                continue
             changed = feed.changed  # taken before looking, so no change slips by
             try:
                 result = feed.read(self._generation, self._fetched_seq)
@@ -163,9 +172,10 @@ class Subscription(anyio.AsyncContextManagerMixin):
     def _take_shared(self) -> list[Event]:
         """Events ready-made in the feed's window right after the cursor,
         delivered now (the cheapest way to a batch: one slice for all)."""
-        if self._buffer or not self._inside or self._fetched_seq < self._join_until:
+        feed = self._feed
+        if self._buffer or not self._inside or self._fetched_seq < self._join_until or feed is None:
             return []
-        taken = self._feed.take_shared(self._generation, self._fetched_seq)
+        taken = feed.take_shared(self._generation, self._fetched_seq)
         if taken:
             self._delivered_seq = self._fetched_seq = self._fetched_seq + len(taken)
         return taken
@@ -220,7 +230,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
         """The next page of what was stored when the subscription began (to
         join): from the feed's window if it has it, else from storage."""
         try:
-            result = self._feed.read(self._generation, self._fetched_seq)
+            result = (
+                None if self._feed is None else self._feed.read(self._generation, self._fetched_seq)
+            )
         except BehindWindow:
             result = None
         if result is not None and result[1]:

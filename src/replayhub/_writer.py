@@ -47,37 +47,37 @@ class BatchWriter:
         self._ready: dict[Writes, None] = {}  # ordered, no duplicates
         self._later: list[tuple[float, int, Writes]] = []  # retry times, a heap
         self._order = itertools.count()  # ties in the heap
-        self._wake = anyio.Event()
-        self._running = False
+        self._wake: anyio.Event | None = None  # made in run(), in the loop
 
     def request(self, producer: Writes) -> None:
         """Ask for ``producer``'s queued events to be stored soon."""
         if producer not in self._ready:
             self._ready[producer] = None
-            if self._running:
+            if self._wake is not None:
                 self._wake.set()
 
     def request_at(self, when: float, producer: Writes) -> None:
         """Ask again at ``when`` (a retry after storage failed)."""
         heapq.heappush(self._later, (when, next(self._order), producer))
-        if self._running:
+        if self._wake is not None:
             self._wake.set()
 
     async def run(self) -> None:
         """Write rounds until cancelled."""
-        self._running = True
+        self._wake = wake = anyio.Event()
+        new_event = type(wake)  # the loop's own class: anyio.Event() looks it up per call
         try:
             while True:
                 self._take_due()
                 if not self._ready:
                     wait = self._later[0][0] - anyio.current_time() if self._later else None
                     with anyio.move_on_after(wait):
-                        await self._wake.wait()
-                    self._wake = anyio.Event()
+                        await wake.wait()
+                    self._wake = wake = new_event()
                     continue
                 await self._round()
         finally:
-            self._running = False
+            self._wake = None
 
     def _take_due(self) -> None:
         later = self._later
