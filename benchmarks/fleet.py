@@ -493,6 +493,20 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def median_run(tries: list[dict[str, Any]]) -> dict[str, Any]:
+    """The try with the median CPU per event (a failed try if any failed),
+    with every try's CPU per event and p99 alongside."""
+    failed = [row for row in tries if "error" in row]
+    if failed:
+        return failed[0]
+    ordered = sorted(tries, key=lambda row: row["cpu_us_per_event"])
+    row = dict(ordered[len(ordered) // 2])
+    if len(tries) > 1:
+        row["tries_cpu_us_per_event"] = [row["cpu_us_per_event"] for row in tries]
+        row["tries_p99_ms"] = [row["p99_ms"] for row in tries]
+    return row
+
+
 def flush_redis(url: str) -> None:
     """Empty this script's own redis-server between runs."""
     subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=False, capture_output=True)
@@ -560,6 +574,9 @@ def cli() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--readers", type=int, default=2)
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="runs per figure; the one of median CPU is shown"
+    )
     parser.add_argument(
         "--build",
         action="append",

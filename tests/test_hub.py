@@ -117,14 +117,15 @@ async def test_remove_deletes_everything(hub: Hub) -> None:
 
 
 async def test_finished_sessions_expire_after_retention(make_hub: HubFactory) -> None:
-    async with make_hub(retention=0.3, lease_ttl=0.15) as hub:
+    # A 0.15 s lease lapsed once on the cluster under two test workers.
+    async with make_hub(retention=0.4, lease_ttl=0.4) as hub:
         async with hub.produce("s") as stream:
             await stream.send("a")
-            await anyio.sleep(0.5)  # live past the retention: never expires while live
+            await anyio.sleep(0.6)  # live past the retention: never expires while live
         assert await hub.info("s") is not None
-        await anyio.sleep(0.15)
+        await anyio.sleep(0.2)
         assert await hub.info("s") is not None
-        await anyio.sleep(0.3)
+        await anyio.sleep(0.4)
         assert await hub.info("s") is None
         assert await hub.sessions() == []
 

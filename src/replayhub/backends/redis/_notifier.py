@@ -29,6 +29,7 @@ from anyio.abc import TaskStatus
 from ..._errors import BackendUnavailableError
 from ..._events import StoredEvent
 from .._watch import AppendListener, FlagWatch, WatchRegistry
+from ._coredis import receive_messages
 from ._keys import decode_notification
 
 logger = logging.getLogger(__name__)
@@ -178,20 +179,22 @@ class Notifier:
 
     async def _deliver_messages(self, pubsub: Any) -> None:
         while True:
-            message = await pubsub.get_message()
-            if message is None:
-                continue
-            kind, raw = message["type"], message["channel"]
-            channel = raw.decode() if isinstance(raw, bytes) else raw
-            if kind == "message":
-                self._deliver(channel, message["data"])
-            elif kind in _ACKS:
-                self._watches.notify(channel)
-            elif kind in _DROPS and channel in self._subscribed:
-                # Not asked for (ours leave _subscribed first): the server
-                # dropped it, as a cluster node does when its slot moves.
-                self._subscribed.discard(channel)
-                self._dirty.set()
+            for message in await receive_messages(pubsub):
+                if message is not None:
+                    self._handle(message)
+
+    def _handle(self, message: Any) -> None:
+        kind, raw = message["type"], message["channel"]
+        channel = raw.decode() if isinstance(raw, bytes) else raw
+        if kind == "message":
+            self._deliver(channel, message["data"])
+        elif kind in _ACKS:
+            self._watches.notify(channel)
+        elif kind in _DROPS and channel in self._subscribed:
+            # Not asked for (ours leave _subscribed first): the server
+            # dropped it, as a cluster node does when its slot moves.
+            self._subscribed.discard(channel)
+            self._dirty.set()
 
     def _deliver(self, channel: str, data: bytes) -> None:
         if channel not in self._watches:
