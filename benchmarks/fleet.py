@@ -1,7 +1,7 @@
 """The realistic load: many live chats in one process, each streaming ~50
 tokens/s to two readers, against the bare event loop doing the same pacing.
 
-    python benchmarks/fleet.py                      # the whole table, ~6 minutes
+    python benchmarks/fleet.py                      # the whole table, ~15 minutes
     python benchmarks/fleet.py --sessions 100,300 --kinds redis --loops asyncio
     python benchmarks/fleet.py --profile redis:asyncio:100   # cProfile of one run
 
@@ -399,15 +399,16 @@ def run_split(sessions: int, args: argparse.Namespace, url: str, src: str) -> di
         child_command("split-producers", "asyncio", sessions, args, url),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
     )  # fmt: skip
+    assert producers.stdout is not None
+    assert producers.stdin is not None
+    assert producers.stdout.readline().strip() == "claimed"
+    # The readers subscribe once every session is claimed.
     readers = subprocess.Popen(
         child_command("split-readers", "asyncio", sessions, args, url),
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
     )  # fmt: skip
-    assert producers.stdout is not None
-    assert producers.stdin is not None
     assert readers.stdout is not None
     assert readers.stdin is not None
-    assert producers.stdout.readline().strip() == "claimed"
     assert readers.stdout.readline().strip() == "subscribed"
     start = f"{time.monotonic() + 1.0}\n"
     for process in (producers, readers):

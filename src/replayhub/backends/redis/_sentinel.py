@@ -32,6 +32,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import anyio
+
 from ..._errors import BackendUnavailableError
 
 #: Milliseconds ``WAIT`` gives a replica to acknowledge a write. A loopback
@@ -62,10 +64,14 @@ class PrimaryGuard:
         try:
             if not confirm:
                 return await script(keys=keys, args=args)
-            async with self._client.pipeline(transaction=False) as pipe:
-                reply_request = script(keys=keys, args=args, client=pipe)
-                replicas_request = pipe.wait(1, REPLICA_WAIT_MS)
-            reply, replicas = await reply_request, await replicas_request
+            # Shielded: coredis 6.9 loses a pool slot for a pipeline or a
+            # blocking command (WAIT) cancelled mid-flight. Bounded all the
+            # same: WAIT by its timeout, the replies by the stream timeout.
+            with anyio.CancelScope(shield=True):
+                async with self._client.pipeline(transaction=False) as pipe:
+                    reply_request = script(keys=keys, args=args, client=pipe)
+                    replicas_request = pipe.wait(1, REPLICA_WAIT_MS)
+                reply, replicas = await reply_request, await replicas_request
         except ReadOnlyError:
             self.move()
             raise
