@@ -64,6 +64,11 @@ class FaultyBackend:
             session_id, metadata=metadata, lease_ttl=lease_ttl, retention=retention
         )
 
+    def release(self, session_id: str, generation: int) -> None:
+        release = getattr(self.inner, "release", None)
+        if release is not None:
+            release(session_id, generation)
+
     async def append(
         self,
         session_id: str,

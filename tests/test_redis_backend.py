@@ -10,7 +10,16 @@ import anyio
 import pytest
 from anyio.abc import TaskStatus
 
-from replayhub import BackendUnavailableError, Event, EventsLostError, Hub, InvalidInputError, State
+from replayhub import (
+    BackendUnavailableError,
+    Event,
+    EventsLostError,
+    Hub,
+    InvalidInputError,
+    LeaseLostError,
+    SessionNotFoundError,
+    State,
+)
 from replayhub._events import DataKind, StoredEvent
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
@@ -371,3 +380,68 @@ async def test_the_coredis_pubsub_stream_read_directly_still_carries_its_message
         ("message", b"1"),
         ("message", b"2"),
     ]
+
+
+async def test_a_session_produced_here_is_not_heard_back_and_others_are_heard_after(
+    fresh_redis: RedisServer,
+) -> None:
+    # While hub `a` produces a session, its readers get every change from
+    # `a` itself and Redis sends it no notifications for it; once the
+    # producer ends, `a` listens again: a new generation produced by hub `b`
+    # reaches `a`'s readers live, and so does a removal made from `b`.
+    changes = session_keys("replayhub", "s").changes
+
+    def listeners() -> int:
+        return int(fresh_redis.command("pubsub", "numsub", changes).split()[-1])
+
+    async with Hub.from_url(fresh_redis.url) as a, Hub.from_url(fresh_redis.url) as b:
+        producing = a.produce("s")
+        stream = await producing.__aenter__()
+        async with a.subscribe("s") as local:
+            await stream.send("one")
+            assert (await local.__anext__()).data == "one"
+            assert listeners() == 0
+            await producing.__aexit__(None, None, None)  # the end comes from `a` too
+            with anyio.fail_after(5):
+                assert [event.data async for event in local] == []
+            assert local.outcome is not None
+            assert local.outcome.state is State.DONE
+
+        followed: list[object] = []
+        with anyio.fail_after(5):  # live, not at the next lease re-check (10 s)
+            await follow_b_from(a, b, after=local.last_event_id, into=followed)
+        assert followed == ["two", "three"]
+
+        async def produce_until_removed(*, task_status: TaskStatus[None]) -> None:
+            with pytest.raises(LeaseLostError, match="removed"):
+                async with a.produce("s") as third:
+                    await third.send("four")
+                    task_status.started()
+                    await anyio.sleep_forever()
+
+        async with anyio.create_task_group() as tasks:
+            await tasks.start(produce_until_removed)
+            async with a.subscribe("s") as reader:
+                assert (await reader.__anext__()).data == "four"
+                await b.remove("s")
+                with anyio.fail_after(5), pytest.raises(SessionNotFoundError):
+                    await reader.__anext__()
+
+
+async def follow_b_from(a: Hub, b: Hub, *, after: str | None, into: list[object]) -> None:
+    """``b`` produces a new generation of session ``s`` while a reader on
+    ``a`` follows it live from ``after``."""
+    following = anyio.Event()
+
+    async def follow() -> None:
+        async with a.subscribe("s", after=after) as events:
+            following.set()
+            into.extend([event.data async for event in events])
+
+    async with anyio.create_task_group() as tasks:
+        async with b.produce("s") as other:
+            await other.send("two")
+            await other.flush()
+            tasks.start_soon(follow)
+            await following.wait()
+            await other.send("three")

@@ -270,6 +270,9 @@ class Producer(anyio.AsyncContextManagerMixin):
                     f"could not finish session {self._session_id!r} within "
                     f"finalize_timeout={settings.finalize_timeout}s; it will end as abandoned"
                 )
+            release = getattr(self._backend, "release", None)
+            if release is not None:
+                release(self._session_id, self._generation)
             self._phase = _Phase.CLOSED
             self._hub._producers.discard(self)
             self._closed.set()

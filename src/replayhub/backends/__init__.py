@@ -8,6 +8,7 @@ from .._errors import InvalidInputError
 from ._protocol import AppendRequest as AppendRequest
 from ._protocol import Backend as Backend
 from ._protocol import BatchAppender as BatchAppender
+from ._protocol import ReleasesClaims as ReleasesClaims
 from ._protocol import SessionRecord as SessionRecord
 from ._protocol import Watch as Watch
 from ._protocol import append_each as append_each
@@ -20,6 +21,7 @@ __all__ = [
     "Backend",
     "BatchAppender",
     "MemoryBackend",
+    "ReleasesClaims",
     "SessionRecord",
     "Watch",
     "append_each",

@@ -20,6 +20,8 @@ of the previous generation, and a cancel flag. Its duties:
 * **Batched appends (optional).** A backend that can store many sessions'
   batches in one call has ``append_many`` (:class:`BatchAppender`); the
   core then sends it every ready producer's batch at once.
+* **Release (optional).** A backend with ``release`` (:class:`ReleasesClaims`)
+  hears from every producer that claimed through it when it ends.
 * **Atomic snapshots.** ``read`` returns a record and events that belong
   together: if the record is terminal, the events up to ``record.last_seq``
   are all the generation will ever have.
@@ -125,6 +127,19 @@ class BatchAppender(Protocol):
         """Store each append as :meth:`Backend.append` would; for each, in
         order, ``None`` if stored, else the exception that ``append`` would
         have raised. Raises only if the whole call failed."""
+        ...
+
+
+class ReleasesClaims(Protocol):
+    """A backend told when a producer of this process ends."""
+
+    def release(self, session_id: str, generation: int) -> None:
+        """The producer of ``generation``, claimed through this backend, has
+        ended, whatever the outcome (or its claim failed to end cleanly).
+        The Redis backend stops listening to a session's notifications while
+        this process produces it (it hands its own changes to its readers)
+        and listens again here. A backend that wraps another must pass it on.
+        """
         ...
 
 

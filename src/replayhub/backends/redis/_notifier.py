@@ -69,27 +69,56 @@ class Notifier:
         # Per channel, the (generation, last seq) of the newest batch handed
         # over by push_local: its notification needs no decoding.
         self._pushed: dict[str, tuple[int, int]] = {}
+        # Channels of sessions this process produces: not subscribed (quiet).
+        self._quiet: dict[str, int] = {}
 
     @asynccontextmanager
     async def watch(
         self, channel: str, *, on_append: AppendListener | None = None
     ) -> AsyncIterator[FlagWatch]:
         async with self._watches.open(channel, on_append=on_append) as watch:
-            ack = self._acks.get(channel)
-            if ack is None:
-                ack = self._acks[channel] = anyio.Event()
-                self._dirty.set()
-            try:
-                with anyio.fail_after(SUBSCRIBE_TIMEOUT):
-                    await ack.wait()
-            except TimeoutError:
-                raise BackendUnavailableError(
-                    f"Redis did not acknowledge a subscription within {SUBSCRIBE_TIMEOUT}s"
-                ) from None
+            if channel not in self._quiet:  # a quiet channel's changes come from here
+                await self._acknowledged(channel)
             yield watch
         if channel not in self._watches:
             self._pushed.pop(channel, None)
             self._dirty.set()
+
+    async def _acknowledged(self, channel: str) -> None:
+        ack = self._acks.get(channel)
+        if ack is None:
+            ack = self._acks[channel] = anyio.Event()
+            self._dirty.set()
+        try:
+            with anyio.fail_after(SUBSCRIBE_TIMEOUT):
+                await ack.wait()
+        except TimeoutError:
+            raise BackendUnavailableError(
+                f"Redis did not acknowledge a subscription within {SUBSCRIBE_TIMEOUT}s"
+            ) from None
+
+    def quiet(self, channel: str) -> None:
+        """Stop listening on ``channel`` while this process makes every
+        change to it (a session it produces): its watches get them from
+        :meth:`push_local` and :meth:`notify_local` instead. Counted: as
+        many :meth:`unquiet` calls end it."""
+        self._quiet[channel] = self._quiet.get(channel, 0) + 1
+        self._dirty.set()
+
+    def unquiet(self, channel: str) -> None:
+        """Listen on ``channel`` again. Its watches are woken once Redis has
+        acknowledged the subscription, so they read whatever others changed
+        while it was quiet."""
+        count = self._quiet.get(channel, 0) - 1
+        if count > 0:
+            self._quiet[channel] = count
+        else:
+            self._quiet.pop(channel, None)
+            self._dirty.set()
+
+    def notify_local(self, channel: str) -> None:
+        """Wake ``channel``'s watches for a change this process just made."""
+        self._watches.notify(channel)
 
     def notify_all(self) -> None:
         self._watches.notify_all()
@@ -163,7 +192,7 @@ class Notifier:
                 failures = 0
 
     async def _reconcile(self, pubsub: Any) -> None:
-        wanted = {str(channel) for channel in self._watches}
+        wanted = {str(channel) for channel in self._watches} - self._quiet.keys()
         gone = self._subscribed - wanted
         if gone:
             for channel in gone:
