@@ -9,6 +9,12 @@ that take batches; each subscription acknowledgement sets the flags too:
 after a reconnect and resubscribe, every local reader re-reads from its
 cursor, so messages lost during the outage lose nothing.
 
+A channel is quiet while this process makes every change to it (a session
+it produces): it is not subscribed, and the backend hands its watches each
+stored batch (``push_local``) and each other change (``notify_local``)
+itself. When it stops being quiet it is subscribed again, and the
+acknowledgement wakes its watches to read what others did meanwhile.
+
 On a Redis Cluster the client is coredis's sharded Pub/Sub (one connection
 per primary). A failover or a slot migration makes Redis drop the shard's
 subscriptions, and coredis knows neither the new layout nor how to
