@@ -394,22 +394,25 @@ def run_child(command: list[str], src: str = "") -> dict[str, Any]:
     return row
 
 
+def start_child(
+    kind: str, sessions: int, args: argparse.Namespace, url: str, src: str, *, ready: str
+) -> subprocess.Popen[str]:
+    """A split-run child, once it has printed ``ready``."""
+    process = subprocess.Popen(
+        child_command(kind, "asyncio", sessions, args, url),
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
+    )  # fmt: skip
+    assert process.stdout is not None
+    assert process.stdout.readline().strip() == ready
+    return process
+
+
 def run_split(sessions: int, args: argparse.Namespace, url: str, src: str) -> dict[str, Any]:
-    producers = subprocess.Popen(
-        child_command("split-producers", "asyncio", sessions, args, url),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
-    )  # fmt: skip
-    assert producers.stdout is not None
-    assert producers.stdin is not None
-    assert producers.stdout.readline().strip() == "claimed"
+    producers = start_child("split-producers", sessions, args, url, src, ready="claimed")
     # The readers subscribe once every session is claimed.
-    readers = subprocess.Popen(
-        child_command("split-readers", "asyncio", sessions, args, url),
-        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=HERE, env=build_env(src),
-    )  # fmt: skip
+    readers = start_child("split-readers", sessions, args, url, src, ready="subscribed")
+    assert producers.stdout is not None
     assert readers.stdout is not None
-    assert readers.stdin is not None
-    assert readers.stdout.readline().strip() == "subscribed"
     start = f"{time.monotonic() + 1.0}\n"
     for process in (producers, readers):
         assert process.stdin

@@ -137,29 +137,23 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         metadata: Metadata | None,
     ) -> None:
         await checkpoint()
-        self._append_now(session_id, generation, events, metadata)
+        self._append_now(AppendRequest(session_id, generation, events, metadata))
 
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
         await checkpoint()
         results: list[Exception | None] = []
         for request in appends:
             try:
-                self._append_now(
-                    request.session_id, request.generation, request.events, request.metadata
-                )
+                self._append_now(request)
             except Exception as exc:
                 results.append(exc)
             else:
                 results.append(None)
         return results
 
-    def _append_now(
-        self,
-        session_id: str,
-        generation: int,
-        events: Sequence[StoredEvent],
-        metadata: Metadata | None,
-    ) -> None:
+    def _append_now(self, request: AppendRequest) -> None:
+        session_id, generation = request.session_id, request.generation
+        events, metadata = request.events, request.metadata
         session = self._owned(session_id, generation)
         log = session.events
         stored: list[StoredEvent] = []
