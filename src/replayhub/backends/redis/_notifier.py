@@ -72,9 +72,6 @@ class Notifier:
         self._acks: dict[str, anyio.Event] = {}
         self._subscribed: set[str] = set()
         self._dirty = anyio.Event()
-        # Per channel, the (generation, last seq) of the newest batch handed
-        # over by push_local: its notification needs no decoding.
-        self._pushed: dict[str, tuple[int, int]] = {}
         # Channels of sessions this process produces: not subscribed (quiet).
         self._quiet: dict[str, int] = {}
 
@@ -87,7 +84,6 @@ class Notifier:
                 await self._acknowledged(channel)
             yield watch
         if channel not in self._watches:
-            self._pushed.pop(channel, None)
             self._dirty.set()
 
     async def _acknowledged(self, channel: str) -> None:
@@ -131,10 +127,9 @@ class Notifier:
 
     def push_local(self, channel: str, generation: int, events: Sequence[StoredEvent]) -> None:
         """Hand a batch this process just stored to its watches on ``channel``
-        now, rather than after the round trip of its Pub/Sub message (which
-        still comes, and finds it delivered)."""
+        (quiet while this process produces the session, so no Pub/Sub
+        message brings it back)."""
         if channel in self._watches:
-            self._pushed[channel] = (generation, events[-1].seq)
             self._watches.push(channel, generation, [event.share(generation) for event in events])
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
@@ -234,9 +229,6 @@ class Notifier:
     def _deliver(self, channel: str, data: bytes) -> None:
         if channel not in self._watches:
             return
-        pushed = self._pushed.get(channel)
-        if pushed is not None and _covered(data, pushed):
-            return  # a batch this process stored and handed over itself
         try:
             batch = decode_notification(data)  # once for all the channel's watches
         except (ValueError, TypeError):  # the readers read instead
@@ -246,13 +238,3 @@ class Notifier:
             self._watches.notify(channel)
         else:
             self._watches.push(channel, *batch)
-
-
-def _covered(data: bytes, pushed: tuple[int, int]) -> bool:
-    """Whether a batch notification (``<generation>-<last seq> <batch>``)
-    holds nothing after ``pushed``, read from its id alone."""
-    entry_id, space, _ = data.partition(b" ")
-    if not space:
-        return False  # a state change: always delivered
-    generation, _, last = entry_id.partition(b"-")
-    return (int(generation), int(last)) <= pushed
