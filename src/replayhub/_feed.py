@@ -35,13 +35,13 @@ logger = logging.getLogger(__name__)
 _shared_event = operator.attrgetter("shared")
 
 #: Events the feed keeps (up to twice as many between trims): a reader up to
-#: this far behind the head still shares the window instead of reading storage
-#: (about 5 s of a 50 tokens/s reply); one further behind reads a page. Kept
-#: small because every event held is two objects the garbage collector walks
-#: on each full pass: with 2,048 (trimmed at 4,096), 200 long replies made
-#: each full collection a 142 ms pause for every reader of the process; with
-#: 256, 21 ms.
-WINDOW = 256
+#: this far behind the head still shares the window instead of reading storage.
+#: Not smaller: readers of a fast stream fall hundreds of events behind, and
+#: with 256, 100 readers in one process each read storage (39,000 events/s
+#: delivered fell to 4,000). The cost is memory and garbage-collector work:
+#: each kept event is two objects every full collection walks (200 long
+#: replies: a 142 ms pause per full pass; docs/performance.md).
+WINDOW = 2048
 #: Retry delays of a read that failed for want of storage.
 RETRY_FIRST, RETRY_MAX = 0.05, 1.0
 
