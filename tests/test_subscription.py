@@ -10,6 +10,7 @@ from anyio.abc import TaskStatus
 from replayhub import (
     BackendUnavailableError,
     Event,
+    EventsLostError,
     Hub,
     InvalidInputError,
     LeaseLostError,
@@ -485,3 +486,24 @@ async def test_a_reader_behind_the_shared_window_still_gets_everything(
                         break
     assert slow == list(range(total))
     assert fast == list(range(total))
+
+
+async def test_a_reader_behind_when_a_new_generation_replaces_the_log_is_told(
+    make_hub: HubFactory,
+) -> None:
+    # Claiming a new generation drops the old log. A reader still replaying
+    # the old one must not end with its outcome as if it had read it all.
+    async with make_hub() as hub:
+        async with hub.produce("s") as stream:
+            for index in range(PAGE_SIZE + 100):
+                await stream.send(index)
+        received = []
+        async with hub.subscribe("s") as events:
+            received.append((await events.__anext__()).data)  # holds the first page
+            async with hub.produce("s") as again:
+                await again.send("new")
+            missing = f"events {PAGE_SIZE + 1}-{PAGE_SIZE + 100} could be read"
+            with pytest.raises(EventsLostError, match=missing):
+                async for event in events:
+                    received.append(event.data)
+        assert received == list(range(PAGE_SIZE))

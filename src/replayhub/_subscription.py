@@ -11,7 +11,12 @@ from typing import TYPE_CHECKING, cast
 
 import anyio
 
-from ._errors import BackendUnavailableError, InvalidInputError, SessionNotFoundError
+from ._errors import (
+    BackendUnavailableError,
+    EventsLostError,
+    InvalidInputError,
+    SessionNotFoundError,
+)
 from ._events import KIND_TEXT, Cursor, Event, Outcome, StoredEvent, format_event_id
 from ._feed import RETRY_FIRST, RETRY_MAX, BehindWindow, SessionFeed
 from .backends import SessionRecord
@@ -271,6 +276,15 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 raise SessionNotFoundError(
                     f"generation {self._generation} of session {self._session_id!r} was "
                     "replaced before its end could be read"
+                )
+            if record.previous_last_seq > self._fetched_seq:
+                # A new generation replaced the log before this reader had
+                # it all: ending with the outcome would present a short log
+                # as the whole generation.
+                raise EventsLostError(
+                    f"session {self._session_id!r}: generation {self._generation} was "
+                    f"replaced before its events {self._fetched_seq + 1}-"
+                    f"{record.previous_last_seq} could be read"
                 )
             self._outcome = outcome
             return True

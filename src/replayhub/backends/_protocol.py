@@ -72,6 +72,9 @@ class SessionRecord:
     """The previous generation's number and outcome, if it had one."""
     error_type: ErrorType | None = None
     """The failure's category, when ``failed``."""
+    previous_last_seq: int = 0
+    """How many events the previous generation had stored (its log is
+    gone): a reader of it that had not read them all cannot finish it."""
 
     def info(self) -> SessionInfo:
         return SessionInfo(

@@ -40,6 +40,7 @@ class _Session:
     expires_at: float | None = None
     cancel_requested: bool = False
     previous: tuple[int, Outcome] | None = None
+    previous_last_seq: int = 0
 
     def record(self, session_id: str, now: float) -> SessionRecord:
         live = self.state is State.LIVE
@@ -57,6 +58,7 @@ class _Session:
             lease_remaining=max(0.0, self.lease_deadline - now) if live else None,
             previous=None if self.previous is None else copy.deepcopy(self.previous),
             error_type=self.error_type,
+            previous_last_seq=self.previous_last_seq,
         )
 
     def end(
@@ -124,6 +126,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
                 old.generation,
                 Outcome(old.state, old.error, old.metadata, old.error_type),
             )
+            session.previous_last_seq = len(old.events)
         self._sessions[session_id] = session
         self._changed(session_id)
         return session.record(session_id, now)

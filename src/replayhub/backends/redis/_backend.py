@@ -519,6 +519,7 @@ def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
         lease_remaining=lease_remaining,
         previous=previous,
         error_type=_error_type(fields.get("et")),
+        previous_last_seq=int(fields.get("pn", 0)),
     )
 
 

@@ -17,7 +17,7 @@ redis.call('HSET', session_key, 'g', generation, 'st', 'live', 'n', 0, 'm', ARGV
   'c', now, 'u', now, 'l', now + lease, 't', lease, 'r', retention, 'x', 0)
 if s ~= nil then
   redis.call('HSET', session_key, 'pg', s.g, 'ps', s.st, 'pe', s.e or '', 'pm', s.m,
-    'pt', s.et or '')
+    'pt', s.et or '', 'pn', s.n)
 end
 -- A producer that crashes leaves keys that still expire, read or not.
 redis.call('PEXPIRE', session_key, lease + retention)
