@@ -180,8 +180,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._seq += 1
         seq = self._seq
         self._pending.append(StoredEvent(seq, event, kind, payload))
-        if not self._retrying:
-            self._writer.request(self)
+        self._ask_writer()
         if not seq % _YIELD_EVERY or self._stop is not None or self._lost is not None:
             # A cancel request, the hub closing (both _request_stop) or a lost
             # claim cancelled the body's scope: that lands on the next send,
@@ -214,8 +213,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._metadata = merged
         self._metadata_version += 1
         self._pending_metadata = (self._metadata_version, merged)
-        if not self._retrying:
-            self._writer.request(self)
+        self._ask_writer()
         await checkpoint()
 
     async def flush(self) -> None:
@@ -417,9 +415,14 @@ class Producer(anyio.AsyncContextManagerMixin):
         """Wait until everything queued is stored, the claim is lost or
         storage failed for good (the writer retries within the lease)."""
         while self._lost is None and self._failure is None and self._unwritten:
-            if not self._retrying:
-                self._writer.request(self)
+            self._ask_writer()
             await self._wait_progress()
+
+    def _ask_writer(self) -> None:
+        """Have the hub's writer store what is queued, unless a failed write
+        is waiting for its retry time (the writer asks again then)."""
+        if not self._retrying:
+            self._writer.request(self)
 
     @property
     def _unwritten(self) -> bool:

@@ -44,6 +44,8 @@ class BatchWriter:
 
     def __init__(self, backend: Backend) -> None:
         self._backend = backend
+        # Looked up once: the optional capability of storing many at once.
+        self._append_many = getattr(backend, "append_many", None)
         self._ready: dict[Writes, None] = {}  # ordered, no duplicates
         self._later: list[tuple[float, int, Writes]] = []  # retry times, a heap
         self._order = itertools.count()  # ties in the heap
@@ -103,10 +105,9 @@ class BatchWriter:
             producer.write_done(error)
 
     async def _store(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
-        append_many = getattr(self._backend, "append_many", None)
-        if append_many is not None:
+        if self._append_many is not None:
             try:
-                results: list[Exception | None] = await append_many(appends)
+                results: list[Exception | None] = await self._append_many(appends)
             except Exception as exc:  # the whole call failed: each one did
                 return [exc] * len(appends)
             return results

@@ -222,10 +222,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         """What ``append.lua`` said, as the error to raise (``None``: stored);
         a stored batch goes to this hub's own readers at once (``_notifier``)."""
         session_id, generation, events = request.session_id, request.generation, request.events
-        if reply[0] == b"lost":
-            return LeaseLostError(
-                f"session {session_id!r} generation {generation}: {reply[1].decode()}"
-            )
+        lost = _fenced_out(session_id, generation, reply)
+        if lost is not None:
+            return lost
         if reply[0] == b"refused":
             try:
                 check_batch_follows(events, stored=int(reply[1]))  # raises why
@@ -281,8 +280,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         if (session_id, generation) in self._claimed_here:
             self._claimed_here.discard((session_id, generation))
             if self._notifier is not None:
-                self._notifier.unquiet(self._keys(session_id).changes)
-                self._notify_local(self._keys(session_id))
+                changes = self._keys(session_id).changes
+                self._notifier.unquiet(changes)
+                self._notifier.notify_local(changes)
 
     def _notify_local(self, keys: SessionKeys) -> None:
         if self._notifier is not None:
@@ -443,10 +443,16 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
     @staticmethod
     def _check_fenced(session_id: str, generation: int, reply: list[Any]) -> None:
-        if reply[0] == b"lost":
-            raise LeaseLostError(
-                f"session {session_id!r} generation {generation}: {reply[1].decode()}"
-            )
+        lost = _fenced_out(session_id, generation, reply)
+        if lost is not None:
+            raise lost
+
+
+def _fenced_out(session_id: str, generation: int, reply: list[Any]) -> LeaseLostError | None:
+    """The error a fenced script's ``{'lost', why}`` reply means, if it is one."""
+    if reply[0] != b"lost":
+        return None
+    return LeaseLostError(f"session {session_id!r} generation {generation}: {reply[1].decode()}")
 
 
 def _append_args(request: AppendRequest) -> tuple[str | bytes | int, ...]:
