@@ -12,7 +12,7 @@ import anyio
 
 from replayhub import ErrorType, Event, Hub, Outcome
 from replayhub._events import Cursor, Metadata, State, StoredEvent
-from replayhub.backends import AppendListener, Backend, SessionRecord, Watch
+from replayhub.backends import AppendListener, Backend, Renewal, SessionRecord, Watch
 
 
 async def collect(
@@ -84,7 +84,7 @@ class FaultyBackend:
         self.appends += 1
         await self.inner.append(session_id, generation, events, metadata=metadata)
 
-    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
         return await self.inner.renew(session_id, generation, lease_ttl=lease_ttl)
 
     async def finish(
@@ -108,6 +108,12 @@ class FaultyBackend:
             retention=retention,
         )
         self.finished.append((session_id, state))
+
+    async def head(self, session_id: str) -> SessionRecord | None:
+        self.reads += 1
+        if self.read_error is not None:
+            raise self.read_error
+        return await self.inner.head(session_id)
 
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int

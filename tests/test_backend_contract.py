@@ -104,10 +104,10 @@ async def test_a_failure_category_is_stored_and_kept_as_the_previous_outcome(
         error_type=ErrorType.RATE_LIMIT,
         retention=60,
     )
-    result = await backend.read(SESSION, after=None, limit=0)
+    result = await backend.head(SESSION)
     assert result is not None
-    assert result[0].info().error_type is ErrorType.RATE_LIMIT
-    assert result[0].info().outcome == Outcome(
+    assert result.info().error_type is ErrorType.RATE_LIMIT
+    assert result.info().outcome == Outcome(
         State.FAILED, "RateLimitError: slow down", {"k": 1}, ErrorType.RATE_LIMIT
     )
     again = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
@@ -119,9 +119,9 @@ async def test_a_failure_category_is_stored_and_kept_as_the_previous_outcome(
     await backend.finish(
         SESSION, again.generation, state=State.DONE, error=None, error_type=None, retention=60
     )
-    result = await backend.read(SESSION, after=None, limit=0)
+    result = await backend.head(SESSION)
     assert result is not None
-    assert result[0].error_type is None
+    assert result.error_type is None
 
 
 async def test_changing_what_a_read_returned_does_not_change_the_session(
@@ -129,9 +129,9 @@ async def test_changing_what_a_read_returned_does_not_change_the_session(
 ) -> None:
     record = await backend.claim(SESSION, metadata={"k": [1]}, lease_ttl=30, retention=60)
     record.metadata["k"] = 999
-    result = await backend.read(SESSION, after=None, limit=0)
+    result = await backend.head(SESSION)
     assert result is not None
-    info = result[0].info()
+    info = result.info()
     assert info.metadata == {"k": [1]}
     info.metadata["k"].append(2)  # type: ignore[union-attr]
     await backend.finish(
@@ -140,10 +140,10 @@ async def test_changing_what_a_read_returned_does_not_change_the_session(
     again = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
     assert again.previous is not None
     again.previous[1].metadata["k"] = "changed"
-    result = await backend.read(SESSION, after=None, limit=0)
+    result = await backend.head(SESSION)
     assert result is not None
-    assert result[0].previous is not None
-    assert result[0].previous[1].metadata == {"k": [1]}
+    assert result.previous is not None
+    assert result.previous[1].metadata == {"k": [1]}
 
 
 async def test_a_hub_round_trip_produce_read_resume_cancel_list_and_remove(

@@ -11,8 +11,7 @@ import anyio
 import pytest
 
 from replayhub import BackendUnavailableError, Hub, State
-from replayhub._feed import WINDOW
-from replayhub._subscription import PAGE_SIZE
+from replayhub._feed import PAGE_SIZE, WINDOW
 
 from .redis_server import RedisServer, acl_server, tls_server
 

@@ -130,20 +130,22 @@ async def test_send_does_not_wait_for_storage_until_the_buffer_is_full(
 
     async with make_hub(wrap=wrap, buffer_size=8) as hub, hub.produce("s") as stream:
         gate = wrap.backend.append_gate = anyio.Event()
-        # Storage is held: the buffer accepts 8 events without waiting.
+        await stream.send(0)
+        await anyio.wait_all_tasks_blocked()  # the writer took event 0; storage holds it
+        # The buffer accepts 8 more events without waiting.
         with anyio.fail_after(1):
-            for i in range(8):
+            for i in range(1, 9):
                 await stream.send(i)
-        # The 9th waits for room: backpressure, not loss.
+        # The next waits for room: backpressure, not loss.
         with anyio.move_on_after(0.2) as blocked:
-            await stream.send(8)
+            await stream.send(9)
         assert blocked.cancelled_caught
         gate.set()
-        # The cancelled send consumed no id: the next one is 9th.
-        assert await stream.send("next") == f"{stream.generation}-9"
+        # The cancelled send consumed no id: the next one is 10th.
+        assert await stream.send("next") == f"{stream.generation}-10"
     async with make_hub(wrap=lambda backend: wrap.backend) as hub:
         events, _ = await collect(hub, "s")
-    assert texts(events) == [0, 1, 2, 3, 4, 5, 6, 7, "next"]
+    assert texts(events) == [0, 1, 2, 3, 4, 5, 6, 7, 8, "next"]
 
 
 async def test_storage_failure_surfaces_at_send_flush_and_exit(make_hub: HubFactory) -> None:
@@ -233,7 +235,9 @@ async def test_outer_cancellation_is_cancelled_and_propagates(hub: Hub) -> None:
     assert outcome.state is State.CANCELLED
 
 
-async def test_a_loop_of_sends_is_cancelled_from_outside_within_64_events(hub: Hub) -> None:
+async def test_every_send_is_a_checkpoint_where_cancellation_lands_before_queuing(
+    hub: Hub,
+) -> None:
     returned: list[str] = []
     async with hub.produce("s") as stream:
         with anyio.CancelScope() as scope:
@@ -244,12 +248,54 @@ async def test_a_loop_of_sends_is_cancelled_from_outside_within_64_events(hub: H
         assert scope.cancelled_caught
         await stream.send("after")
     events, outcome = await collect(hub, "s")
-    assert 10 <= len(returned) < 64
-    # The send that delivered the cancellation had queued its event: stored,
-    # in order, once; the block went on and ended normally.
-    ids = [event.id for event in events]
-    assert ids[: len(returned)] == returned
-    assert texts(events) == [f"t{i}" for i in range(len(returned) + 1)] + ["after"]
+    # The eleventh send took the cancellation before queuing its event: it
+    # used no id, and the block went on and ended normally.
+    assert len(returned) == 10
+    assert [event.id for event in events] == [*returned, f"{stream.generation}-11"]
+    assert texts(events) == [f"t{i}" for i in range(10)] + ["after"]
+    assert outcome.state is State.DONE
+
+
+async def test_a_send_lets_other_tasks_run(hub: Hub) -> None:
+    ran: list[int] = []
+
+    async def other() -> None:
+        ran.append(len(sent))
+
+    sent: list[str] = []
+    async with hub.produce("s") as stream, anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        for i in range(10):
+            sent.append(await stream.send(f"t{i}"))
+    # It ran during the first send (or the second: Trio runs the tasks ready
+    # at one time in either order), not after the loop.
+    assert len(ran) == 1
+    assert ran[0] <= 1
+
+
+async def test_send_nowait_queues_at_once_and_says_when_the_buffer_is_full(
+    make_hub: HubFactory,
+) -> None:
+    async with make_hub(buffer_size=4) as hub:
+        ran = False
+
+        async def other() -> None:
+            nonlocal ran
+            ran = True
+
+        async with hub.produce("s") as stream, anyio.create_task_group() as tg:
+            tg.start_soon(other)
+            ids = [stream.send_nowait(f"t{i}") for i in range(4)]
+            assert not ran  # no checkpoint: the writer has not run either
+            with pytest.raises(anyio.WouldBlock):
+                stream.send_nowait("dropped")
+            with pytest.raises(InvalidInputError):
+                stream.send_nowait(object())  # type: ignore[arg-type]
+            await stream.flush()
+            ids.append(stream.send_nowait("t4"))
+        events, outcome = await collect(hub, "s")
+    assert [event.id for event in events] == ids
+    assert texts(events) == ["t0", "t1", "t2", "t3", "t4"]
     assert outcome.state is State.DONE
 
 
@@ -266,9 +312,9 @@ async def test_a_cancel_request_stops_a_loop_of_sends_on_the_next_send(hub: Hub)
             await stream.send(f"t{i}")
             sent += 1
     assert stream.cancel_requested
-    assert sent == 0  # not 64 sends later
+    assert sent == 0
     events, outcome = await collect(hub, "s")
-    assert texts(events) == ["first", "t0"]  # queued before the cancellation landed
+    assert texts(events) == ["first"]  # the cancellation landed before "t0" was queued
     assert outcome.state is State.CANCELLED
 
 

@@ -17,8 +17,7 @@ from replayhub import (
     SessionNotFoundError,
     State,
 )
-from replayhub._feed import WINDOW
-from replayhub._subscription import PAGE_SIZE
+from replayhub._feed import PAGE_SIZE, WINDOW
 
 from .conftest import HubFactory
 from .helpers import FaultyWrap, collect, texts

@@ -21,14 +21,17 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import cast
 
 import anyio
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 
 from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, SessionNotFoundError
 from ._events import Cursor, Event, StoredEvent
-from ._recheck import RecheckTimer
+from ._recheck import RecheckTimer, recheck_after
+from ._retry import Backoff
 from .backends import Backend, SessionRecord, Watch
 
 logger = logging.getLogger(__name__)
@@ -42,8 +45,10 @@ _shared_event = operator.attrgetter("shared")
 #: each kept event is two objects every full collection walks (200 long
 #: replies: a 142 ms pause per full pass; docs/performance.md).
 WINDOW = 2048
-#: Retry delays of a read that failed for want of storage.
-RETRY_FIRST, RETRY_MAX = 0.05, 1.0
+#: Events fetched per read: the bound on what a subscription holds in memory
+#: (about 0.5 MB of small events). Reads cost a round trip each, about as much
+#: as decoding 500 events: 512 made a 10,000-event replay half round trips.
+PAGE_SIZE = 2048
 
 
 class BehindWindow(Exception):
@@ -203,13 +208,13 @@ class SessionFeed:
             if self._missed:
                 continue  # a batch came that the read may not have covered
             record = self._record
-            wait = self._lease_ttl if record is None else record.recheck_after(self._lease_ttl)
+            wait = self._lease_ttl if record is None else recheck_after(record, self._lease_ttl)
             self._rechecks.wake_at(anyio.current_time() + wait, watch)
             await watch.wait()
 
     async def _catch_up(self) -> None:
         """Read until level with storage, retrying while it is unreachable."""
-        delay, give_up = RETRY_FIRST, None
+        backoff, give_up = Backoff(), None
         while True:
             try:
                 if await self._fetch():
@@ -221,16 +226,19 @@ class SessionFeed:
                 elif now >= give_up and self._unreachable is None:
                     self._unreachable = exc  # waiting readers give up; the feed goes on
                     self._moved()
-                await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
+                await anyio.sleep(backoff.next_delay())
 
     async def _fetch(self) -> bool:
         """Read on from the window's end; ``True`` once level with storage."""
         record = self._record
-        after = None if record is None else Cursor(record.generation, self._last_seq)
-        # The first read only finds the head: readers behind it read storage.
-        limit = 0 if after is None else self._page_size
-        result = await self._backend.read(self.session_id, after=after, limit=limit)
+        result: tuple[SessionRecord, list[StoredEvent]] | None
+        if record is None:
+            # The first read only finds the head: readers behind it read storage.
+            head = await self._backend.head(self.session_id)
+            after, result = None, None if head is None else (head, [])
+        else:
+            after = Cursor(record.generation, self._last_seq)
+            result = await self._backend.read(self.session_id, after=after, limit=self._page_size)
         self._unreachable = None
         if result is None:
             self._record, self._removed = None, True
@@ -295,3 +303,79 @@ class SessionFeed:
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()
+
+
+class FeedPool:
+    """A hub's feeds: one per session followed in this process, shared by
+    every subscription to it, each running in the pool's task group.
+
+    :param lease_ttl: see :class:`SessionFeed`.
+    """
+
+    def __init__(self, backend: Backend, *, lease_ttl: float) -> None:
+        self._backend = backend
+        self._lease_ttl = lease_ttl
+        self._rechecks = RecheckTimer()
+        self._feeds: dict[str, SessionFeed] = {}
+        self._task_group: TaskGroup | None = None
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Run the feeds until cancelled; started once feeds can be opened."""
+        try:
+            async with anyio.create_task_group() as task_group:
+                task_group.start_soon(self._rechecks.run)
+                self._task_group = task_group
+                task_status.started()
+                await anyio.sleep_forever()
+        finally:
+            self._task_group = None
+
+    @asynccontextmanager
+    async def follow(self, session_id: str) -> AsyncIterator[SessionFeed]:
+        """The feed of ``session_id`` for as long as the block lasts, its watch open.
+
+        :raises HubClosedError: if the pool is not running.
+        """
+        while True:
+            feed = self._feeds.get(session_id)
+            if feed is None:
+                task_group = self._task_group
+                if task_group is None:
+                    raise HubClosedError("the hub was closed")
+                feed = self._feeds[session_id] = SessionFeed(
+                    self._backend,
+                    session_id,
+                    page_size=PAGE_SIZE,
+                    lease_ttl=self._lease_ttl,
+                    rechecks=self._rechecks,
+                )
+                feed.users += 1
+                try:
+                    await task_group.start(feed.run)
+                except BaseException:
+                    del self._feeds[session_id]  # others waiting try again
+                    self._leave(feed)
+                    raise
+                finally:
+                    feed.started.set()
+                break
+            feed.users += 1
+            await feed.started.wait()
+            if feed.running:
+                break
+            # It failed to start, or its task ended: start another (and get
+            # any error first-hand).
+            if self._feeds.get(session_id) is feed:
+                del self._feeds[session_id]
+            self._leave(feed)
+        try:
+            yield feed
+        finally:
+            self._leave(feed)
+
+    def _leave(self, feed: SessionFeed) -> None:
+        feed.users -= 1
+        if not feed.users:
+            feed.stop()
+            if self._feeds.get(feed.session_id) is feed:
+                del self._feeds[feed.session_id]

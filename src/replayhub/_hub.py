@@ -7,17 +7,14 @@ from contextlib import asynccontextmanager
 from typing import Any, TypedDict, Unpack
 
 import anyio
-from anyio.abc import TaskGroup
 
 from ._error_types import ErrorClassifier
-from ._errors import HubClosedError, InvalidInputError, unwrap_single_exception
+from ._errors import InvalidInputError, unwrap_single_exception
 from ._events import SessionInfo, State, parse_event_id
-from ._feed import SessionFeed
-from ._producer import Producer, _Stop
-from ._recheck import RecheckTimer
+from ._producer import Producer
+from ._runtime import HubRuntime
 from ._settings import Settings, check_metadata, check_session_id
-from ._subscription import PAGE_SIZE, Subscription
-from ._writer import BatchWriter
+from ._subscription import Subscription
 from .backends import Backend, backend_from_url
 
 
@@ -60,13 +57,8 @@ class Hub(anyio.AsyncContextManagerMixin):
             if backend is not None
             else backend_from_url("memory://", namespace=self._settings.namespace)
         )
-        self._open = False
         self._entered = False
-        self._producers: set[Producer] = set()
-        self._feeds: dict[str, SessionFeed] = {}
-        self._rechecks = RecheckTimer()
-        self._writer = BatchWriter(self._backend)
-        self._task_group: TaskGroup
+        self._runtime = HubRuntime(self._backend, self._settings)
 
     @classmethod
     def from_url(cls, url: str, **options: Unpack[HubOptions]) -> Hub:
@@ -92,77 +84,20 @@ class Hub(anyio.AsyncContextManagerMixin):
         self._entered = True
         # Backends hold task groups; what leaves them (the exception of the
         # hub's own block included) is raised as itself, not as a group.
+        runtime = self._runtime
         with unwrap_single_exception():
             async with self._backend, anyio.create_task_group() as task_group:
-                task_group.start_soon(self._rechecks.run)
-                task_group.start_soon(self._writer.run)
-                self._task_group = task_group
-                self._open = True
+                await task_group.start(runtime.feeds.run)
+                task_group.start_soon(runtime.writer.run)
+                runtime.open = True
                 try:
                     yield self
                 finally:
-                    self._open = False
+                    runtime.open = False
                     # Feeds still follow the sessions, so readers see how the
                     # producers stopped by this end.
-                    await self._stop_producers()
+                    await runtime.producers.stop_all(grace=self._settings.finalize_timeout)
                     task_group.cancel_scope.cancel()
-
-    async def _stop_producers(self) -> None:
-        with anyio.move_on_after(self._settings.finalize_timeout, shield=True):
-            producers = list(self._producers)
-            for producer in producers:
-                producer._request_stop(_Stop.HUB_CLOSING)
-            for producer in producers:
-                await producer._closed.wait()
-
-    @asynccontextmanager
-    async def _feed(self, session_id: str) -> AsyncIterator[SessionFeed]:
-        """The hub's follower of ``session_id`` for as long as the block lasts,
-        its watch open."""
-        while True:
-            feed = self._feeds.get(session_id)
-            if feed is None:
-                feed = self._feeds[session_id] = SessionFeed(
-                    self._backend,
-                    session_id,
-                    page_size=PAGE_SIZE,
-                    lease_ttl=self._settings.lease_ttl,
-                    rechecks=self._rechecks,
-                )
-                feed.users += 1
-                try:
-                    await self._task_group.start(feed.run)
-                except BaseException:
-                    del self._feeds[session_id]  # others waiting try again
-                    self._leave(feed)
-                    raise
-                finally:
-                    feed.started.set()
-                break
-            feed.users += 1
-            await feed.started.wait()
-            if feed.running:
-                break
-            # It failed to start, or its task ended: start another (and get
-            # any error first-hand).
-            if self._feeds.get(session_id) is feed:
-                del self._feeds[session_id]
-            self._leave(feed)
-        try:
-            yield feed
-        finally:
-            self._leave(feed)
-
-    def _leave(self, feed: SessionFeed) -> None:
-        feed.users -= 1
-        if not feed.users:
-            feed.stop()
-            if self._feeds.get(feed.session_id) is feed:
-                del self._feeds[feed.session_id]
-
-    def _require_open(self) -> None:
-        if not self._open:
-            raise HubClosedError("use the hub inside 'async with hub:'")
 
     # -- sessions -------------------------------------------------------------
 
@@ -219,7 +154,7 @@ class Hub(anyio.AsyncContextManagerMixin):
                 if takeover_timeout is None
                 else float(takeover_timeout)
             )
-        return Producer(self, session_id, checked, takeover_timeout=limit)
+        return Producer._create(self._runtime, session_id, checked, takeover_timeout=limit)
 
     def subscribe(
         self, session_id: str, *, after: str | None = None, batch_replay: bool = False
@@ -240,7 +175,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         """
         check_session_id(session_id)
         cursor = None if after is None else parse_event_id(after)
-        return Subscription(self, session_id, cursor, batch_replay=batch_replay)
+        return Subscription._create(self._runtime, session_id, cursor, batch_replay=batch_replay)
 
     async def info(self, session_id: str) -> SessionInfo | None:
         """The session's current state, or ``None`` if there is no such session.
@@ -252,9 +187,9 @@ class Hub(anyio.AsyncContextManagerMixin):
         One read; cancelling it leaves nothing behind.
         """
         check_session_id(session_id)
-        self._require_open()
-        result = await self._backend.read(session_id, after=None, limit=0)
-        return None if result is None else result[0].info()
+        self._runtime.require_open()
+        record = await self._backend.head(session_id)
+        return None if record is None else record.info()
 
     async def sessions(
         self, *, state: State | None = None, limit: int = 100, offset: int = 0
@@ -277,7 +212,7 @@ class Hub(anyio.AsyncContextManagerMixin):
             raise InvalidInputError(f"limit must be an int from 1 to 1000, not {limit!r}")
         if not isinstance(offset, int) or offset < 0:
             raise InvalidInputError(f"offset must be a non-negative int, not {offset!r}")
-        self._require_open()
+        self._runtime.require_open()
         records = await self._backend.list_sessions(state=state, limit=limit, offset=offset)
         return [record.info() for record in records]
 
@@ -303,30 +238,9 @@ class Hub(anyio.AsyncContextManagerMixin):
         check_session_id(session_id)
         if wait is not None and (not isinstance(wait, int | float) or wait < 0):
             raise InvalidInputError(f"wait must be a non-negative number, not {wait!r}")
-        self._require_open()
-        if wait is None:
-            record = await self._backend.request_cancel(session_id)
-            return None if record is None else record.info()
-        async with self._backend.watch(session_id) as watch:
-            record = await self._backend.request_cancel(session_id)
-            if record is None or record.state.terminal:
-                return None if record is None else record.info()
-            generation = record.generation
-            try:
-                with anyio.fail_after(wait):
-                    while True:
-                        with anyio.move_on_after(record.recheck_after(self._settings.lease_ttl)):
-                            await watch.wait()
-                        result = await self._backend.read(session_id, after=None, limit=0)
-                        if result is None:
-                            return None
-                        record = result[0]
-                        if record.generation != generation or record.state.terminal:
-                            return record.info()
-            except TimeoutError:
-                raise TimeoutError(
-                    f"session {session_id!r} did not end within {wait}s of the cancel request"
-                ) from None
+        self._runtime.require_open()
+        record = await self._runtime.cancel(session_id, wait=wait)
+        return None if record is None else record.info()
 
     async def active(self, session_ids: Iterable[str]) -> dict[str, bool]:
         """For each id, whether the session is live now.
@@ -337,11 +251,11 @@ class Hub(anyio.AsyncContextManagerMixin):
         :raises ~replayhub.BackendUnavailableError: if storage cannot be reached.
         """
         ids = [check_session_id(session_id) for session_id in session_ids]
-        self._require_open()
+        self._runtime.require_open()
         found: dict[str, bool] = {}
         for session_id in ids:
-            result = await self._backend.read(session_id, after=None, limit=0)
-            found[session_id] = result is not None and result[0].state is State.LIVE
+            record = await self._backend.head(session_id)
+            found[session_id] = record is not None and record.state is State.LIVE
         return found
 
     async def remove(self, session_id: str) -> bool:
@@ -358,5 +272,5 @@ class Hub(anyio.AsyncContextManagerMixin):
         or did not.
         """
         check_session_id(session_id)
-        self._require_open()
+        self._runtime.require_open()
         return await self._backend.remove(session_id)

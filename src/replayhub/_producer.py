@@ -22,22 +22,17 @@ from ._errors import (
     SessionBusyError,
     StorageRefusedError,
 )
-from ._events import Metadata, SendData, State, StoredEvent
+from ._events import DataKind, Metadata, SendData, State, StoredEvent
+from ._retry import FIRST_DELAY, Backoff
 from ._settings import check_event_name, check_metadata, encode_data
 from .backends import AppendRequest
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._runtime import HubRuntime
     from .backends import SessionRecord
 
-#: Let other tasks (the writer among them) run, and deliver cancellation from
-#: outside, once every so many sends. Not on every send: anyio's cancellation
-#: check alone costs 1-2 µs, several times the rest of a send.
-_YIELD_EVERY = 64
 #: Most events and payload bytes (roughly) in one write to storage.
 _MAX_BATCH_EVENTS, _MAX_BATCH_BYTES = 1000, 4 * 1024 * 1024
-#: Retry delays of a write or renewal that failed for want of storage.
-_RETRY_FIRST, _RETRY_MAX = 0.05, 1.0
 
 
 class _Phase(enum.Enum):
@@ -77,19 +72,34 @@ class Producer(anyio.AsyncContextManagerMixin):
     from cancellation and bounded by the hub's ``finalize_timeout``.
     """
 
-    def __init__(
-        self,
-        hub: Hub,
+    def __init__(self) -> None:
+        raise TypeError("Producer has no public constructor: use hub.produce()")
+
+    @classmethod
+    def _create(
+        cls,
+        runtime: HubRuntime,
         session_id: str,
         metadata: Metadata,
         *,
         takeover_timeout: float | None = None,
+    ) -> Producer:
+        producer = cls.__new__(cls)
+        producer._setup(runtime, session_id, metadata, takeover_timeout)
+        return producer
+
+    def _setup(
+        self,
+        runtime: HubRuntime,
+        session_id: str,
+        metadata: Metadata,
+        takeover_timeout: float | None,
     ) -> None:
-        self._hub = hub
+        self._runtime = runtime
         self._takeover_timeout = takeover_timeout
         self._claimed_at = 0.0
-        self._backend = hub._backend
-        self._settings = hub._settings
+        self._backend = runtime.backend
+        self._settings = runtime.settings
         self._session_id = session_id
         self._metadata = metadata
         self._phase = _Phase.NEW
@@ -102,8 +112,8 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._stored_metadata_version = 0
         self._pending_metadata: tuple[int, Metadata] | None = None
         self._inflight_metadata: tuple[int, Metadata] | None = None
-        self._writer = hub._writer
-        self._retry_delay = _RETRY_FIRST
+        self._writer = runtime.writer
+        self._write_backoff = Backoff()
         self._retrying = False  # a failed write waits for its retry time
         self._progress: anyio.Event | None = None  # made when someone waits
         self._lease_deadline = 0.0
@@ -152,13 +162,43 @@ class Producer(anyio.AsyncContextManagerMixin):
         :raises ~replayhub.LeaseLostError: if the producer lost its claim.
         :raises ~replayhub.BackendUnavailableError: if storage failed for good.
 
-        It lets other tasks run (a checkpoint) every 64 events and whenever
-        it waits, so a loop of sends is cancelled from outside within 64
-        events; a cancel request (or a lost claim) stops the next send.
-        Cancelled while it waits for buffer space, it sends nothing and uses
-        no id; otherwise the event is queued and will be stored.
+        Every call is a checkpoint, as with any async call of Trio or AnyIO:
+        other tasks run, and a cancellation (from outside, or by a cancel
+        request or a lost claim) lands here, before the event is queued.
+        Cancelled, it sends nothing and uses no id; otherwise the event is
+        queued and will be stored. A loop that must not yield per event uses
+        :meth:`send_nowait`.
         """
         self._require_open()
+        event, kind, payload = self._encode(data, event)
+        await checkpoint()
+        while len(self._pending) >= self._settings.buffer_size:
+            await self._wait_progress()
+        self._require_open()
+        return self._queue(event, kind, payload)
+
+    def send_nowait(self, data: SendData, *, event: str = "message") -> str:
+        """:meth:`send` without waiting: queue the event now, or raise
+        :class:`anyio.WouldBlock` if the buffer is full (nothing is queued;
+        the caller decides whether to wait, with :meth:`send`, or drop it).
+
+        It is not a checkpoint: a loop of ``send_nowait`` calls must await
+        something now and then (the next token from the model does) for
+        other tasks to run and for a cancel request to stop it.
+
+        :raises anyio.WouldBlock: if ``buffer_size`` events wait for storage.
+        :raises ~replayhub.InvalidInputError: as :meth:`send` does.
+        :raises ~replayhub.LeaseLostError: if the producer lost its claim.
+        :raises ~replayhub.BackendUnavailableError: if storage failed for good.
+        """
+        self._require_open()
+        event, kind, payload = self._encode(data, event)
+        if len(self._pending) >= self._settings.buffer_size:
+            raise anyio.WouldBlock
+        return self._queue(event, kind, payload)
+
+    def _encode(self, data: SendData, event: str) -> tuple[str, DataKind, str | bytes]:
+        """The checked event name and the encoded data, or InvalidInputError."""
         if data.__class__ is not str:  # the common case, checked first
             name_itself = getattr(data, "__replayhub_event__", None)
             if name_itself is not None:
@@ -170,23 +210,21 @@ class Producer(anyio.AsyncContextManagerMixin):
         if event != "message":
             check_event_name(event)
         kind, payload = encode_data(data, max_bytes=self._settings.max_event_bytes)
+        self._check_max_events()
+        return event, kind, payload
+
+    def _check_max_events(self) -> None:
         if self._seq >= self._settings.max_events:
             raise InvalidInputError(
                 f"session {self._session_id!r} reached max_events={self._settings.max_events}"
             )
-        while len(self._pending) >= self._settings.buffer_size:
-            await self._wait_progress()
-            self._require_open()
+
+    def _queue(self, event: str, kind: DataKind, payload: str | bytes) -> str:
+        self._check_max_events()  # again: others may have sent while this one waited
         self._seq += 1
         seq = self._seq
         self._pending.append(StoredEvent(seq, event, kind, payload))
         self._ask_writer()
-        if not seq % _YIELD_EVERY or self._stop is not None or self._lost is not None:
-            # A cancel request, the hub closing (both _request_stop) or a lost
-            # claim cancelled the body's scope: that lands on the next send,
-            # not 64 sends later. (Our own fields: the scope's cancel_called
-            # is two property calls, per send.)
-            await checkpoint()
         return f"{self._generation}-{seq}"  # format_event_id, inline (per event)
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
@@ -236,7 +274,7 @@ class Producer(anyio.AsyncContextManagerMixin):
     async def __asynccontextmanager__(self) -> AsyncIterator[Producer]:
         if self._phase is not _Phase.NEW:
             raise RuntimeError("a producer can be entered only once; call hub.produce() again")
-        self._hub._require_open()
+        self._runtime.require_open()
         settings = self._settings
         if self._takeover_timeout is None:
             record = await self._claim()
@@ -244,7 +282,9 @@ class Producer(anyio.AsyncContextManagerMixin):
             record = await self._take_over()
         self._generation = record.generation
         self._lease_deadline = self._claimed_at + settings.lease_ttl
-        self._hub._producers.add(self)
+        self._runtime.producers.add(
+            self, stop=lambda: self._request_stop(_Stop.HUB_CLOSING), closed=self._closed
+        )
         body_error: BaseException | None = None
         try:
             async with anyio.create_task_group() as task_group:
@@ -272,7 +312,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             if release is not None:
                 release(self._session_id, self._generation)
             self._phase = _Phase.CLOSED
-            self._hub._producers.discard(self)
+            self._runtime.producers.discard(self)
             self._closed.set()
         if body_error is not None:
             raise body_error
@@ -316,7 +356,7 @@ class Producer(anyio.AsyncContextManagerMixin):
                 remaining = deadline - anyio.current_time()
                 if remaining > 0:
                     try:
-                        await self._hub.cancel(self._session_id, wait=remaining)
+                        await self._runtime.cancel(self._session_id, wait=remaining)
                     except TimeoutError:
                         pass
                     else:
@@ -380,7 +420,10 @@ class Producer(anyio.AsyncContextManagerMixin):
         # even the terminal write is refused) instead of looking live.
         while self._lost is None and self._failure is None:
             await anyio.sleep(min(delay, max(0.0, self._lease_deadline - anyio.current_time())))
-            delay = interval if await self._renew() else _RETRY_FIRST
+            # A failed renewal is retried at the shortest delay, not backed
+            # off: the lease runs out while storage is away, and a renewal
+            # that lands the moment it is back keeps the claim.
+            delay = interval if await self._renew() else FIRST_DELAY
 
     async def _renew(self) -> bool:
         """Renew the lease and act on the cancel flag; ``False`` if storage failed."""
@@ -388,7 +431,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         remaining = self._lease_deadline - started
         try:
             with anyio.fail_after(max(remaining, 0.0)):
-                cancel_requested = await self._backend.renew(
+                renewal = await self._backend.renew(
                     self._session_id, self._generation, lease_ttl=self._settings.lease_ttl
                 )
         except LeaseLostError as exc:
@@ -407,7 +450,7 @@ class Producer(anyio.AsyncContextManagerMixin):
                 )
             return False
         self._lease_deadline = started + self._settings.lease_ttl
-        if cancel_requested:
+        if renewal.cancel_requested:
             self._request_stop(_Stop.CANCEL_REQUESTED)
         return True
 
@@ -459,7 +502,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         a second, until the lease runs out.
         """
         if error is None:
-            self._retry_delay = _RETRY_FIRST
+            self._write_backoff.reset()
             if self._inflight:
                 self._stored_seq = self._inflight[-1].seq
             if self._inflight_metadata is not None:
@@ -483,8 +526,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             )
         else:
             self._retrying = True
-            self._writer.request_at(anyio.current_time() + self._retry_delay, self)
-            self._retry_delay = min(self._retry_delay * 2, _RETRY_MAX)
+            self._writer.request_at(anyio.current_time() + self._write_backoff.next_delay(), self)
             return
         self._signal_progress()
 

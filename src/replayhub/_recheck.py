@@ -12,9 +12,25 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
+
+if TYPE_CHECKING:
+    from .backends import SessionRecord
+
+
+def recheck_after(record: SessionRecord, lease_ttl: float) -> float:
+    """Seconds a reader waiting on ``record``'s session may go without a
+    wake-up before reading again.
+
+    A live session is re-read once its lease would have expired, so a
+    producer that vanished is noticed (and stored as abandoned) even if no
+    message ever arrives.
+    """
+    if record.lease_remaining is None:
+        return lease_ttl
+    return min(lease_ttl, record.lease_remaining + 0.005)
 
 
 class Wakeable(Protocol):

@@ -17,19 +17,28 @@ from ._errors import (
     InvalidInputError,
     SessionNotFoundError,
 )
-from ._events import KIND_TEXT, Cursor, Event, Outcome, StoredEvent, format_event_id
-from ._feed import RETRY_FIRST, RETRY_MAX, BehindWindow, SessionFeed
+from ._events import KIND_TEXT, Cursor, Event, Outcome, State, StoredEvent, format_event_id
+from ._feed import PAGE_SIZE, BehindWindow, SessionFeed
+from ._retry import Backoff
 from .backends import SessionRecord
 
 if TYPE_CHECKING:
-    from ._hub import Hub
+    from ._runtime import HubRuntime
 
 _shared_event = operator.attrgetter("shared")
 
-#: Events fetched per read: the bound on what a subscription holds in memory
-#: (about 0.5 MB of small events). Reads cost a round trip each, about as much
-#: as decoding 500 events: 512 made a 10,000-event replay half round trips.
-PAGE_SIZE = 2048
+
+def outcome_of(record: SessionRecord, generation: int) -> Outcome | None:
+    """How ``generation`` of ``record``'s session ended, if the record knows."""
+    if generation == record.generation:
+        return (
+            None
+            if record.state is State.LIVE
+            else Outcome(record.state, record.error, record.metadata, record.error_type)
+        )
+    if record.previous is not None and record.previous[0] == generation:
+        return record.previous[1]
+    return None
 
 
 class Subscription(anyio.AsyncContextManagerMixin):
@@ -48,12 +57,23 @@ class Subscription(anyio.AsyncContextManagerMixin):
     the event that would have come.
     """
 
-    def __init__(
-        self, hub: Hub, session_id: str, after: Cursor | None, *, batch_replay: bool
+    def __init__(self) -> None:
+        raise TypeError("Subscription has no public constructor: use hub.subscribe()")
+
+    @classmethod
+    def _create(
+        cls, runtime: HubRuntime, session_id: str, after: Cursor | None, *, batch_replay: bool
+    ) -> Subscription:
+        subscription = cls.__new__(cls)
+        subscription._setup(runtime, session_id, after, batch_replay)
+        return subscription
+
+    def _setup(
+        self, runtime: HubRuntime, session_id: str, after: Cursor | None, batch_replay: bool
     ) -> None:
-        self._hub = hub
-        self._backend = hub._backend
-        self._lease_ttl = hub.settings.lease_ttl
+        self._runtime = runtime
+        self._backend = runtime.backend
+        self._lease_ttl = runtime.settings.lease_ttl
         self._session_id = session_id
         self._after = after
         self._batch_replay = batch_replay
@@ -89,7 +109,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Subscription]:
-        self._hub._require_open()
+        self._runtime.require_open()
         result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
         if result is None:
             raise SessionNotFoundError(f"no session {self._session_id!r}")
@@ -116,7 +136,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 # (behind the feed's window), what comes later reaches the
                 # feed. A finished session's log is final (reads are atomic
                 # snapshots): it is read from storage, with no watch at all.
-                self._feed = await stack.enter_async_context(self._hub._feed(self._session_id))
+                self._feed = await stack.enter_async_context(
+                    self._runtime.feeds.follow(self._session_id)
+                )
             self._inside = True
             try:
                 yield self
@@ -172,7 +194,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
         (forwarding to a socket, say: one write per list). Mixing it with
         plain iteration is allowed; both move the same cursor.
         """
-        return EventBatches(self)
+        return EventBatches._create(self)
 
     def _take_shared(self) -> list[Event]:
         """Events ready-made in the feed's window right after the cursor,
@@ -251,7 +273,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
         a connection being replaced), then raised.
         """
         after = Cursor(self._generation, self._fetched_seq)
-        delay, give_up = RETRY_FIRST, None
+        backoff, give_up = Backoff(), None
         while True:
             try:
                 result = await self._backend.read(self._session_id, after=after, limit=PAGE_SIZE)
@@ -259,10 +281,10 @@ class Subscription(anyio.AsyncContextManagerMixin):
             except BackendUnavailableError:
                 if give_up is None:
                     give_up = anyio.current_time() + self._lease_ttl
+                delay = backoff.next_delay()
                 if anyio.current_time() + delay > give_up:
                     raise
                 await anyio.sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
         if result is None:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was removed or expired while being read"
@@ -271,7 +293,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
 
     def _accept(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
         if record.generation != self._generation:
-            outcome = record.outcome_of(self._generation)
+            outcome = outcome_of(record, self._generation)
             if outcome is None:
                 raise SessionNotFoundError(
                     f"generation {self._generation} of session {self._session_id!r} was "
@@ -293,7 +315,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
             self._fetched_seq = events[-1].seq
             return True
         if record.state.terminal and self._fetched_seq >= record.last_seq:
-            self._outcome = record.outcome_of(self._generation)
+            self._outcome = outcome_of(record, self._generation)
             return True
         return False
 
@@ -305,8 +327,16 @@ class EventBatches:
     subscription itself.
     """
 
-    def __init__(self, subscription: Subscription) -> None:
-        self._subscription = subscription
+    _subscription: Subscription
+
+    def __init__(self) -> None:
+        raise TypeError("EventBatches has no public constructor: use Subscription.batches()")
+
+    @classmethod
+    def _create(cls, subscription: Subscription) -> EventBatches:
+        batches = cls.__new__(cls)
+        batches._subscription = subscription
+        return batches
 
     def __aiter__(self) -> EventBatches:
         return self

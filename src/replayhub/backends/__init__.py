@@ -9,6 +9,7 @@ from ._protocol import AppendRequest as AppendRequest
 from ._protocol import Backend as Backend
 from ._protocol import BatchAppender as BatchAppender
 from ._protocol import ReleasesClaims as ReleasesClaims
+from ._protocol import Renewal as Renewal
 from ._protocol import SessionRecord as SessionRecord
 from ._protocol import Watch as Watch
 from ._protocol import append_each as append_each

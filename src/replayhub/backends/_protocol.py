@@ -23,8 +23,8 @@ of the previous generation, and a cancel flag. Its duties:
 * **Release (optional).** A backend with ``release`` (:class:`ReleasesClaims`)
   hears from every producer that claimed through it when it ends.
 * **Atomic snapshots.** ``read`` returns a record and events that belong
-  together: if the record is terminal, the events up to ``record.last_seq``
-  are all the generation will ever have.
+  together (``head`` the record alone): if the record is terminal, the
+  events up to ``record.last_seq`` are all the generation will ever have.
 * **Wake-ups.** Watches are signalled after every change they cover. A
   signal may be spurious or coalesced, never lost while the watch is open.
   A watch opened with ``on_append`` may get a stored batch handed to that
@@ -89,28 +89,13 @@ class SessionRecord:
             error_type=self.error_type,
         )
 
-    def recheck_after(self, lease_ttl: float) -> float:
-        """Seconds a waiting reader may go without a wake-up before reading again.
 
-        A live session is re-read once its lease would have expired, so a
-        producer that vanished is noticed (and stored as abandoned) even if no
-        message ever arrives.
-        """
-        if self.lease_remaining is None:
-            return lease_ttl
-        return min(lease_ttl, self.lease_remaining + 0.005)
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What :meth:`Backend.renew` found besides the extended lease."""
 
-    def outcome_of(self, generation: int) -> Outcome | None:
-        """How ``generation`` ended, if this record knows."""
-        if generation == self.generation:
-            return (
-                None
-                if self.state is State.LIVE
-                else Outcome(self.state, self.error, self.metadata, self.error_type)
-            )
-        if self.previous is not None and self.previous[0] == generation:
-            return self.previous[1]
-        return None
+    cancel_requested: bool
+    """Someone asked the session to stop (:meth:`Backend.request_cancel`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,8 +185,8 @@ class Backend(Protocol):
         """Store ``events`` (consecutive ``seq``) and, if given, the new metadata."""
         ...
 
-    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
-        """Extend the lease to ``lease_ttl`` from now; return the cancel flag."""
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
+        """Extend the lease to ``lease_ttl`` from now, and read the cancel flag."""
         ...
 
     async def finish(
@@ -218,10 +203,15 @@ class Backend(Protocol):
         ``error_type`` when ``failed``) and start the retention countdown."""
         ...
 
+    async def head(self, session_id: str) -> SessionRecord | None:
+        """The session's record, or ``None`` if it does not exist."""
+        ...
+
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
-        """The session's record and up to ``limit`` events of its current generation.
+        """The session's record and up to ``limit`` (at least 1) events of
+        its current generation.
 
         The events follow ``after`` when it is of the current generation;
         they start at the beginning when ``after`` is ``None`` or older;
@@ -314,3 +304,9 @@ def check_batch_follows(events: Sequence[StoredEvent], *, stored: int) -> None:
             f"events {first}-{last} overlap the stored log, which ends at event {stored}: "
             "a retried batch must be sent unchanged"
         )
+
+
+def check_read_limit(limit: int) -> None:
+    """Raise unless ``limit`` is a valid :meth:`Backend.read` limit (a bug otherwise)."""
+    if limit < 1:
+        raise ValueError(f"read limit must be at least 1, not {limit}: use head() for the record")

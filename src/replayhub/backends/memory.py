@@ -21,7 +21,14 @@ from anyio.lowlevel import checkpoint
 from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import Cursor, Metadata, Outcome, State, StoredEvent
-from ._protocol import AppendRequest, SessionRecord, Watch, check_batch_follows
+from ._protocol import (
+    AppendRequest,
+    Renewal,
+    SessionRecord,
+    Watch,
+    check_batch_follows,
+    check_read_limit,
+)
 from ._watch import AppendListener, WatchRegistry
 
 
@@ -173,11 +180,11 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         else:
             self._changed(session_id)
 
-    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
         await checkpoint()
         session = self._owned(session_id, generation)
         session.lease_deadline = anyio.current_time() + lease_ttl
-        return session.cancel_requested
+        return Renewal(session.cancel_requested)
 
     async def finish(
         self,
@@ -200,9 +207,17 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
 
     # -- reader side ----------------------------------------------------------
 
+    async def head(self, session_id: str) -> SessionRecord | None:
+        await checkpoint()
+        self._require_open()
+        now = anyio.current_time()
+        session = self._current(session_id, now)
+        return None if session is None else session.record(session_id, now)
+
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        check_read_limit(limit)
         await checkpoint()
         self._require_open()
         now = anyio.current_time()

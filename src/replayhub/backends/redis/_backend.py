@@ -36,7 +36,15 @@ from ..._errors import (
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
-from .._protocol import AppendRequest, SessionRecord, Watch, append_each, check_batch_follows
+from .._protocol import (
+    AppendRequest,
+    Renewal,
+    SessionRecord,
+    Watch,
+    append_each,
+    check_batch_follows,
+    check_read_limit,
+)
 from .._watch import AppendListener
 from ._connect import Topology, open_client, parse_url
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
@@ -243,13 +251,13 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 self._notifier.notify_local(keys.changes)
         return None
 
-    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> bool:
+    async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
         reply = await self._run(
             "renew", self._keys(session_id), session_id, generation, _ms(lease_ttl)
         )
         self._check_fenced(session_id, generation, reply)
         await self._index(session_id, lease_ttl + int(reply[2]) / 1000)
-        return bool(reply[1] == b"1")
+        return Renewal(cancel_requested=reply[1] == b"1")
 
     async def finish(
         self,
@@ -293,9 +301,39 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
     # -- reader side ----------------------------------------------------------
 
+    async def head(self, session_id: str) -> SessionRecord | None:
+        found = await self._read(session_id, after=None, limit=0)
+        return None if found is None else found[0]
+
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        check_read_limit(limit)
+        found = await self._read(session_id, after=after, limit=limit)
+        if found is None:
+            return None
+        record, entries = found
+        after_seq = after.seq if after is not None and after.generation == record.generation else 0
+        events = decode_entries(entries, after_seq=after_seq, limit=limit)
+        if (
+            after_seq < record.last_seq
+            and (after is None or after.generation <= record.generation)
+            and (not events or events[0].seq != after_seq + 1)
+        ):
+            # The log lost its head (evicted, then recreated by a write that
+            # got in before the check in _read existed, or by another client).
+            first = events[0].seq if events else record.last_seq + 1
+            raise EventsLostError(
+                f"session {session_id!r}: events {after_seq + 1}-{first - 1} are missing "
+                "from its stored log"
+            )
+        return record, events
+
+    async def _read(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[tuple[bytes, list[bytes]]]] | None:
+        """The record and the raw log entries read.lua returns (none for
+        ``limit=0``)."""
         reply = await self._run(
             "read",
             self._keys(session_id),
@@ -315,23 +353,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 f"session {session_id!r}: its {record.last_seq} stored events are gone "
                 "(evicted by Redis? replayhub needs maxmemory-policy noeviction)"
             )
-        after_seq = after.seq if after is not None and after.generation == record.generation else 0
-        if not limit:
-            return record, []
-        events = decode_entries(reply[3], after_seq=after_seq, limit=limit)
-        if (
-            after_seq < record.last_seq
-            and (after is None or after.generation <= record.generation)
-            and (not events or events[0].seq != after_seq + 1)
-        ):
-            # The log lost its head (evicted, then recreated by a write that
-            # got in before the check above existed, or by another client).
-            first = events[0].seq if events else record.last_seq + 1
-            raise EventsLostError(
-                f"session {session_id!r}: events {after_seq + 1}-{first - 1} are missing "
-                "from its stored log"
-            )
-        return record, events
+        return record, reply[3]
 
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int
@@ -352,14 +374,13 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             for member in members:
                 session_id = member.decode()
                 try:
-                    result = await self.read(session_id, after=None, limit=0)
+                    record = await self.head(session_id)
                 except EventsLostError as exc:
                     logger.warning("not listing session %r: %s", session_id, exc)
                     continue  # a session whose log is gone is not listed as whole
-                if result is None:
+                if record is None:
                     gone.append(member)  # expired: forget it
                     continue
-                record = result[0]
                 if state is not None and record.state is not state:
                     continue
                 if skipped < offset:

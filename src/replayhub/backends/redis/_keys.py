@@ -95,14 +95,14 @@ def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:
     if not space:
         return None
     generation = int(entry_id.partition(b"-")[0])
-    return generation, decode_entries([(entry_id, [b"b", value])], after_seq=0, limit=0)
+    return generation, decode_entries([(entry_id, [b"b", value])], after_seq=0, limit=None)
 
 
 def decode_entries(
-    entries: list[tuple[bytes, list[bytes]]], *, after_seq: int, limit: int
+    entries: list[tuple[bytes, list[bytes]]], *, after_seq: int, limit: int | None
 ) -> list[StoredEvent]:
     """The events of raw ``XRANGE`` entries that follow ``after_seq``, at
-    most ``limit`` (no bound if 0).
+    most ``limit`` (``None``: all of them).
 
     Each event carries its :class:`~replayhub.Event`, built here once for
     every subscription of this process that delivers it.
@@ -135,7 +135,7 @@ def decode_entries(
                         None if kind is KIND_JSON else Event(f"{generation}-{seq}", name, payload)
                     )
                     append(StoredEvent(seq, name, kind, payload, shared))
-                    if len(events) == limit:  # never when 0
+                    if len(events) == limit:
                         return events
                 start = end
     return events
