@@ -11,25 +11,18 @@ connections one hub holds while 100 sessions stream to 200 subscribers.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from redis_throughput import PAYLOAD, emit, send_fast
 from tests.redis_server import RedisClusterNodes, RedisServer
 
 from replayhub import Hub
-
-PAYLOAD = "x" * 20
-
-
-def emit(**fields: Any) -> None:
-    print(json.dumps(fields), flush=True)
 
 
 def used_memory(node: RedisServer) -> int:
@@ -53,7 +46,7 @@ async def fill(hub: Hub, prefix: str, sessions: int, events: int) -> None:
     async def one(index: int) -> None:
         async with limit, hub.produce(f"{prefix}{index}") as stream:
             for _ in range(events):
-                await stream.send(PAYLOAD)
+                await send_fast(stream, PAYLOAD)
 
     async with anyio.create_task_group() as task_group:
         for index in range(sessions):

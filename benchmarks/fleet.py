@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-from redis_throughput import emit, redis_server
+from redis_throughput import emit, redis_server, send_fast
 
 from replayhub import BackendUnavailableError, Hub, LeaseLostError
 
@@ -274,7 +274,7 @@ async def late_replay(url: str, events: int = 10_000, repeat: int = 7) -> list[f
         for name in names:
             async with hub.produce(name) as stream:
                 for index in range(events):
-                    await stream.send(f"{index:020d}")
+                    await send_fast(stream, f"{index:020d}")
     seconds = []
     for name in names:
         async with Hub.from_url(url, namespace="late") as hub:

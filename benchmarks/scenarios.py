@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 from delay_proxy import serve_delay_proxy
-from redis_throughput import PAYLOAD, emit, run_on_redis
+from redis_throughput import PAYLOAD, emit, run_on_redis, send_fast
 
 from replayhub import BackendUnavailableError, Hub, LeaseLostError
 
@@ -108,7 +108,7 @@ async def _memory_run(mode: str, events: int) -> tuple[float, float]:
         async with hub.produce("rate") as producer:
             claimed.set()
             for _ in range(events):
-                await producer.send(PAYLOAD)
+                await send_fast(producer, PAYLOAD)
         produced = time.perf_counter() - started
     delivered = time.perf_counter() - started
     assert received == events
@@ -255,7 +255,7 @@ async def distance(url: str, loop: str, delay: float = 0.010) -> None:
             async with hub.produce("far-rate") as stream:
                 started = time.perf_counter()
                 for _ in range(10_000):
-                    await stream.send(PAYLOAD)
+                    await send_fast(stream, PAYLOAD)
                 await stream.flush()
                 rate = 10_000 / (time.perf_counter() - started)
 

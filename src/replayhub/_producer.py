@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +113,12 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._pending_metadata: tuple[int, Metadata] | None = None
         self._inflight_metadata: tuple[int, Metadata] | None = None
         self._writer = runtime.writer
+        # A backend that stores without a round trip (in process) is given
+        # each send at once: a send has just let other tasks run, so there is
+        # nothing to gather. send_nowait queues for the writer (a batch).
+        self._append_now: Callable[[AppendRequest], None] | None = getattr(
+            runtime.backend, "append_now", None
+        )
         self._write_backoff = Backoff()
         self._retrying = False  # a failed write waits for its retry time
         self._progress: anyio.Event | None = None  # made when someone waits
@@ -175,7 +181,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         while len(self._pending) >= self._settings.buffer_size:
             await self._wait_progress()
         self._require_open()
-        return self._queue(event, kind, payload)
+        return self._queue(event, kind, payload, at_once=True)
 
     def send_nowait(self, data: SendData, *, event: str = "message") -> str:
         """:meth:`send` without waiting: queue the event now, or raise
@@ -195,7 +201,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         event, kind, payload = self._encode(data, event)
         if len(self._pending) >= self._settings.buffer_size:
             raise anyio.WouldBlock
-        return self._queue(event, kind, payload)
+        return self._queue(event, kind, payload, at_once=False)
 
     def _encode(self, data: SendData, event: str) -> tuple[str, DataKind, str | bytes]:
         """The checked event name and the encoded data, or InvalidInputError."""
@@ -219,12 +225,15 @@ class Producer(anyio.AsyncContextManagerMixin):
                 f"session {self._session_id!r} reached max_events={self._settings.max_events}"
             )
 
-    def _queue(self, event: str, kind: DataKind, payload: str | bytes) -> str:
+    def _queue(self, event: str, kind: DataKind, payload: str | bytes, *, at_once: bool) -> str:
         self._check_max_events()  # again: others may have sent while this one waited
         self._seq += 1
         seq = self._seq
-        self._pending.append(StoredEvent(seq, event, kind, payload))
-        self._ask_writer()
+        if at_once:
+            self._store_or_queue(StoredEvent(seq, event, kind, payload))
+        else:
+            self._pending.append(StoredEvent(seq, event, kind, payload))
+            self._ask_writer()
         return f"{self._generation}-{seq}"  # format_event_id, inline (per event)
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
@@ -466,6 +475,22 @@ class Producer(anyio.AsyncContextManagerMixin):
         is waiting for its retry time (the writer asks again then)."""
         if not self._retrying:
             self._writer.request(self)
+
+    def _store_or_queue(self, event: StoredEvent) -> None:
+        """Store ``event`` at once where the backend can and nothing is
+        ahead of it; else queue it for the writer."""
+        append_now = self._append_now
+        if append_now is None or self._retrying or self._unwritten:
+            self._pending.append(event)
+            self._ask_writer()
+            return
+        self._inflight = [event]
+        try:
+            append_now(AppendRequest(self._session_id, self._generation, self._inflight, None))
+        except Exception as exc:
+            self.write_done(exc)
+        else:
+            self.write_done(None)
 
     @property
     def _unwritten(self) -> bool:

@@ -16,16 +16,17 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from ._errors import ReplayHubError
 from ._events import Event, Outcome, State
 from ._hub import Hub
-from .asgi import next_batch
+from ._subscription import Subscription
+from .asgi import SubscriptionResponse
 from .llm import (
     ContentEnd,
     ContentStart,
@@ -232,16 +233,16 @@ def encode_part(part: Part) -> str:
 DONE = "data: [DONE]\n\n"
 
 
-class UIMessageStreamResponse(StreamingResponse):
+class UIMessageStreamResponse(SubscriptionResponse):
     """A UI message stream of one session, from its first event, then live.
 
     Ends with ``finish`` (``done``), ``error`` (``failed``: the category and
     message), or ``abort`` (``cancelled``, ``abandoned``), then ``[DONE]``;
-    sends an SSE comment every ``ping_interval`` seconds while idle. A client
-    that disconnects ends only its own response; the reply goes on.
+    an ``error`` part too if the session cannot be read on (removed, events
+    lost, storage unreachable for longer than the lease). Sends an SSE
+    comment every ``ping_interval`` seconds while idle. A client that
+    disconnects ends only its own response; the reply goes on.
     """
-
-    media_type = "text/event-stream"
 
     def __init__(
         self,
@@ -251,36 +252,28 @@ class UIMessageStreamResponse(StreamingResponse):
         ping_interval: float = 15.0,
         headers: Mapping[str, str] | None = None,
     ) -> None:
-        self._hub = hub
-        self._session_id = session_id
-        self._ping_interval = ping_interval
         super().__init__(
-            self._body(), media_type=self.media_type, headers={**HEADERS, **(headers or {})}
+            hub,
+            session_id,
+            after=None,
+            batch_replay=False,
+            ping_interval=ping_interval,
+            headers={**HEADERS, **(headers or {})},
         )
+        self._encoder: UIMessageEncoder
 
-    async def _body(self) -> AsyncIterator[str]:
-        try:
-            async with self._hub.subscribe(self._session_id) as events:
-                encoder = UIMessageEncoder(f"{self._session_id}:{events.generation}")
-                batches = events.batches()
-                while True:
-                    batch = await next_batch(batches, wait=self._ping_interval)
-                    if batch is None:
-                        if events.outcome is not None:
-                            break
-                        yield ": ping\n\n"
-                        continue
-                    # One chunk per batch: one write to the socket, not one per part.
-                    yield "".join(
-                        [encode_part(part) for event in batch for part in encoder.parts(event)]
-                    )
-                assert events.outcome is not None
-                yield "".join(encode_part(part) for part in encoder.end(events.outcome)) + DONE
-        except ReplayHubError as exc:
-            # Removed while being read, storage gone for longer than the
-            # lease, events lost: the client shows an error, not a reply
-            # that silently stops.
-            yield encode_part({"type": "error", "errorText": str(exc)}) + DONE
+    def _opened(self, events: Subscription) -> None:
+        self._encoder = UIMessageEncoder(f"{self._session_id}:{events.generation}")
+
+    def _encode_batch(self, batch: list[Event]) -> str:
+        parts = self._encoder.parts
+        return "".join([encode_part(part) for event in batch for part in parts(event)])
+
+    def _encode_end(self, outcome: Outcome) -> str:
+        return "".join(encode_part(part) for part in self._encoder.end(outcome)) + DONE
+
+    def _encode_failure(self, error: ReplayHubError) -> str:
+        return encode_part({"type": "error", "errorText": str(error)}) + DONE
 
 
 async def ui_message_stream_response(

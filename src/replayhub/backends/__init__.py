@@ -11,6 +11,7 @@ from ._protocol import BatchAppender as BatchAppender
 from ._protocol import ReleasesClaims as ReleasesClaims
 from ._protocol import Renewal as Renewal
 from ._protocol import SessionRecord as SessionRecord
+from ._protocol import StoresAtOnce as StoresAtOnce
 from ._protocol import Watch as Watch
 from ._protocol import append_each as append_each
 from ._watch import AppendListener as AppendListener

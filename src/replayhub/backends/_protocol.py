@@ -20,6 +20,9 @@ of the previous generation, and a cancel flag. Its duties:
 * **Batched appends (optional).** A backend that can store many sessions'
   batches in one call has ``append_many`` (:class:`BatchAppender`); the
   core then sends it every ready producer's batch at once.
+* **Storing at once (optional).** A backend with ``append_now``
+  (:class:`StoresAtOnce`) stores without waiting; producers then store each
+  send as it is made.
 * **Release (optional).** A backend with ``release`` (:class:`ReleasesClaims`)
   hears from every producer that claimed through it when it ends.
 * **Atomic snapshots.** ``read`` returns a record and events that belong
@@ -115,6 +118,19 @@ class BatchAppender(Protocol):
         """Store each append as :meth:`Backend.append` would; for each, in
         order, ``None`` if stored, else the exception that ``append`` would
         have raised. Raises only if the whole call failed."""
+        ...
+
+
+class StoresAtOnce(Protocol):
+    """A backend that stores an append without waiting (in process)."""
+
+    def append_now(self, request: AppendRequest) -> None:
+        """Store ``request`` as :meth:`Backend.append` would, before returning.
+
+        Producers call it from ``send`` instead of handing their events to the
+        hub's writer: with no round trip to wait for, there is nothing to
+        gather, and the event is stored (and handed to readers) at once.
+        """
         ...
 
 

@@ -21,6 +21,7 @@ from anyio.lowlevel import checkpoint
 from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import Cursor, Metadata, Outcome, State, StoredEvent
+from ._clock import loop_clock
 from ._protocol import (
     AppendRequest,
     Renewal,
@@ -96,9 +97,11 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         self._generations = itertools.count(1)
         self._sweep_interval = sweep_interval
         self._open = False
+        self._now = time.monotonic  # until entered: then the loop's clock
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        self._now = loop_clock()
         async with anyio.create_task_group() as task_group:
             task_group.start_soon(self._sweep_forever)
             self._open = True
@@ -118,7 +121,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     ) -> SessionRecord:
         await checkpoint()
         self._require_open()
-        now = anyio.current_time()
+        now = self._now()
         old = self._current(session_id, now)
         if old is not None and old.state is State.LIVE:
             raise SessionBusyError(f"session {session_id!r} has a live producer")
@@ -147,21 +150,21 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         metadata: Metadata | None,
     ) -> None:
         await checkpoint()
-        self._append_now(AppendRequest(session_id, generation, events, metadata))
+        self.append_now(AppendRequest(session_id, generation, events, metadata))
 
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
         await checkpoint()
         results: list[Exception | None] = []
         for request in appends:
             try:
-                self._append_now(request)
+                self.append_now(request)
             except Exception as exc:
                 results.append(exc)
             else:
                 results.append(None)
         return results
 
-    def _append_now(self, request: AppendRequest) -> None:
+    def append_now(self, request: AppendRequest) -> None:
         session_id, generation = request.session_id, request.generation
         events, metadata = request.events, request.metadata
         session = self._owned(session_id, generation)
@@ -183,7 +186,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
         await checkpoint()
         session = self._owned(session_id, generation)
-        session.lease_deadline = anyio.current_time() + lease_ttl
+        session.lease_deadline = self._now() + lease_ttl
         return Renewal(session.cancel_requested)
 
     async def finish(
@@ -199,7 +202,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         await checkpoint()
         session = self._owned(session_id, generation)
         session.retention = retention
-        session.end(state, error, error_type, anyio.current_time())
+        session.end(state, error, error_type, self._now())
         self._changed(session_id)
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
@@ -210,7 +213,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     async def head(self, session_id: str) -> SessionRecord | None:
         await checkpoint()
         self._require_open()
-        now = anyio.current_time()
+        now = self._now()
         session = self._current(session_id, now)
         return None if session is None else session.record(session_id, now)
 
@@ -220,7 +223,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         check_read_limit(limit)
         await checkpoint()
         self._require_open()
-        now = anyio.current_time()
+        now = self._now()
         session = self._current(session_id, now)
         if session is None:
             return None
@@ -236,7 +239,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     ) -> list[SessionRecord]:
         await checkpoint()
         self._require_open()
-        now = anyio.current_time()
+        now = self._now()
         sessions = [
             (session_id, session)
             for session_id in list(self._sessions)
@@ -249,7 +252,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     async def request_cancel(self, session_id: str) -> SessionRecord | None:
         await checkpoint()
         self._require_open()
-        now = anyio.current_time()
+        now = self._now()
         session = self._current(session_id, now)
         if session is None:
             return None
@@ -298,7 +301,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
 
     def _owned(self, session_id: str, generation: int) -> _Session:
         self._require_open()
-        session = self._current(session_id, anyio.current_time())
+        session = self._current(session_id, self._now())
         if session is None:
             raise LeaseLostError(f"session {session_id!r} was removed")
         if session.generation != generation:
@@ -314,6 +317,6 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     async def _sweep_forever(self) -> None:
         while True:
             await anyio.sleep(self._sweep_interval)
-            now = anyio.current_time()
+            now = self._now()
             for session_id in list(self._sessions):
                 self._current(session_id, now)

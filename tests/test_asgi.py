@@ -1,0 +1,164 @@
+"""The SSE responses at the ASGI level, driven by hand: one subscription per
+request, opened when the response starts and closed as soon as the client
+disconnects, even while the stream is idle."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from replayhub import Hub, LeaseLostError
+from replayhub.aisdk import UIMessageStreamResponse
+from replayhub.asgi import EventStreamResponse, SubscriptionResponse
+from replayhub.sse import END_EVENT, ERROR_EVENT
+
+from .sse_client import Message, parse
+
+SCOPE = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.4"}}
+
+
+class CountingHub(Hub):
+    """A hub that counts the subscriptions its responses open and hold."""
+
+    opened = 0
+    held = 0
+
+    def subscribe(self, *args: Any, **kwargs: Any) -> Any:
+        subscription = super().subscribe(*args, **kwargs)
+
+        @asynccontextmanager
+        async def counted() -> AsyncIterator[Any]:
+            async with subscription as events:
+                self.opened += 1
+                self.held += 1
+                try:
+                    yield events
+                finally:
+                    self.held -= 1
+
+        return counted()
+
+
+class Client:
+    """The server side of one request: what the response sent, and a
+    disconnect to hand it when the test says so."""
+
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.body = b""
+        self.disconnected = anyio.Event()
+        self.got_body = anyio.Event()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        if message["type"] == "http.response.body":
+            self.body += message["body"]
+            if message["body"]:
+                self.got_body.set()
+
+    @property
+    def status(self) -> int:
+        return int(self.messages[0]["status"])
+
+    def events(self) -> list[Message]:
+        return parse(self.body.decode().split("\n"))
+
+
+async def respond(response: SubscriptionResponse, client: Client) -> None:
+    await response(SCOPE, client.receive, client.send)  # type: ignore[arg-type]
+
+
+async def test_a_finished_session_is_served_with_one_subscription() -> None:
+    hub = CountingHub()
+    async with hub:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await stream.send("b")
+        client = Client()
+        with anyio.fail_after(5):
+            await respond(EventStreamResponse(hub, "s"), client)
+    assert client.status == 200
+    events = client.events()
+    assert [(event.event, event.data) for event in events[:2]] == [
+        ("message", "a"),
+        ("message", "b"),
+    ]
+    assert events[2].event == END_EVENT
+    assert json.loads(events[2].data) == {
+        "state": "done",
+        "error": None,
+        "error_type": None,
+        "metadata": {},
+    }
+    assert len(events) == 3
+    assert client.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    assert (hub.opened, hub.held) == (1, 0)
+
+
+@pytest.mark.parametrize("response_class", [EventStreamResponse, UIMessageStreamResponse])
+async def test_a_client_leaving_an_idle_stream_closes_its_subscription_at_once(
+    response_class: type[EventStreamResponse] | type[UIMessageStreamResponse],
+) -> None:
+    hub = CountingHub()
+    async with hub, hub.produce("s") as stream:
+        await stream.send("a")
+        client = Client()
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(respond, response_class(hub, "s", ping_interval=3600), client)
+            with anyio.fail_after(5):
+                await client.got_body.wait()
+            assert hub.held == 1
+            client.disconnected.set()
+            with anyio.fail_after(5):  # not the hour until the next ping
+                while hub.held:  # noqa: ASYNC110 - the response's exit is what is waited for
+                    await anyio.sleep(0.01)
+        assert not stream.cancel_requested  # the producer goes on
+        await stream.send("b")
+    assert hub.opened == 1
+
+
+async def test_unknown_sessions_and_bad_cursors_are_refused_before_streaming() -> None:
+    hub = CountingHub()
+    async with hub:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+        for response, status in [
+            (EventStreamResponse(hub, "nobody"), 404),
+            (EventStreamResponse(hub, "s", after="garbage"), 400),
+            (EventStreamResponse(hub, "s", after=f"{stream.generation}-9"), 400),
+        ]:
+            client = Client()
+            await respond(response, client)
+            assert client.status == status
+            assert "error" in json.loads(client.body)
+    assert (hub.opened, hub.held) == (0, 0)
+
+
+async def test_a_session_removed_while_streamed_ends_with_an_error_event() -> None:
+    hub = CountingHub()
+    async with hub:
+        client = Client()
+        async with anyio.create_task_group() as tg:
+            with pytest.raises(LeaseLostError):
+                async with hub.produce("s") as stream:
+                    await stream.send("a")
+                    tg.start_soon(respond, EventStreamResponse(hub, "s"), client)
+                    with anyio.fail_after(5):
+                        await client.got_body.wait()
+                    await hub.remove("s")
+                    await anyio.sleep_forever()  # the lost claim cancels the block
+    assert client.status == 200
+    last = client.events()[-1]
+    assert last.event == ERROR_EVENT
+    assert "removed" in last.data
+    assert client.messages[-1]["more_body"] is False
+    assert hub.held == 0
