@@ -23,7 +23,6 @@ from replayhub import (
 from replayhub._events import DataKind, StoredEvent
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
-from replayhub.backends.redis._coredis import receive_messages
 from replayhub.backends.redis._keys import decode_notification, encode_batch, session_keys
 
 from .helpers import collect, texts
@@ -354,33 +353,6 @@ async def test_password_and_unix_socket_urls(tmp_path: Path) -> None:
                     pass
     finally:
         server.stop()
-
-
-async def test_the_coredis_pubsub_stream_read_directly_still_carries_its_messages(
-    fresh_redis: RedisServer,
-) -> None:
-    # The notifier reads coredis's parsed-message stream below its public
-    # API (_coredis.receive_messages): a coredis that renames or reshapes it
-    # must fail here, not leave readers without wake-ups.
-    import coredis
-
-    async with (
-        coredis.Redis.from_url(fresh_redis.url) as client,
-        client.pubsub(channels=["c"]) as pubsub,
-    ):
-        acknowledgement = await receive_messages(pubsub)
-        assert [message["type"] for message in acknowledgement] == ["subscribe"]
-        for index in range(3):
-            await client.publish("c", str(index))
-        received: list[Any] = []
-        with anyio.fail_after(5):
-            while len(received) < 3:
-                received += await receive_messages(pubsub)
-    assert [(message["type"], message["data"]) for message in received] == [
-        ("message", b"0"),
-        ("message", b"1"),
-        ("message", b"2"),
-    ]
 
 
 async def test_a_session_produced_here_is_not_heard_back_and_others_are_heard_after(

@@ -5,7 +5,7 @@ Only non-blocking commands are used (``EVALSHA`` on the client's shared,
 multiplexed connections) plus one Pub/Sub connection, so a hub holds two
 connections at rest and at most four (``_connect.MAX_CONNECTIONS``, per node
 on a cluster) whatever its number of producers and subscribers; the pools
-(``_pools``) keep their slots whatever dies or is cancelled.
+(``_coredis``) keep their slots whatever dies or is cancelled.
 
 On a Redis Cluster every key of a session shares one hash slot, so its
 scripts run on one shard; wake-ups use sharded Pub/Sub on that shard; and the
@@ -61,10 +61,6 @@ _SCRIPTS = ("claim", "append", "append_many", "renew", "finish", "read", "cancel
 _WRITES = frozenset(_SCRIPTS) - {"read"}
 #: Fragments a script needs besides _common.lua.
 _FRAGMENTS = {"append": ("_append",), "append_many": ("_append",)}
-#: Seconds between attempts to reconnect the Pub/Sub connection.
-_PUBSUB_RECONNECT = 0.1
-#: Reconnect attempts of a cluster's sharded Pub/Sub before it is rebuilt.
-_CLUSTER_PUBSUB_RETRIES = 5
 #: Appends per script call at most: the call blocks Redis while it runs.
 MAX_PER_CALL = 128
 #: Sessions read per round trip while listing.
@@ -137,8 +133,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             if self._cluster:
                 lua = files(__package__).joinpath("lua", "touch_index.lua").read_text()
                 self._touch_index = client.register_script(lua)
+            from ._coredis import open_pubsub, receive_messages
+
             notifier = Notifier(
-                lambda: _pubsub(client, sharded=self._cluster),
+                lambda: open_pubsub(client, sharded=self._cluster),
+                receive=receive_messages,
                 refresh=self._refresh_layout if self._cluster else None,
             )
             try:
@@ -488,32 +487,6 @@ def _append_args(request: AppendRequest) -> tuple[str | bytes | int, ...]:
         else json.dumps(request.metadata, separators=(",", ":"), ensure_ascii=False),
         encode_batch(events) if events else "",
     )
-
-
-def _pubsub(client: Any, *, sharded: bool) -> Any:
-    """coredis's Pub/Sub (sharded on a cluster), reconnecting every 0.1 s.
-
-    Its default backs off exponentially up to 16 s and never resets, so after
-    a few dropped connections readers would wait for their lease re-check.
-    On a cluster, retries are bounded: one that keeps failing is on a stale
-    layout, and the notifier rebuilds it on a fresh one.
-    """
-    from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.retry import (
-        CompositeRetryPolicy,
-        ConstantRetryPolicy,
-    )
-
-    retries = _CLUSTER_PUBSUB_RETRIES if sharded else None
-    policy = CompositeRetryPolicy(
-        ConstantRetryPolicy((RedisConnectionError,), retries=retries, delay=_PUBSUB_RECONNECT),
-        ConstantRetryPolicy((TimeoutError,), retries=retries, delay=_PUBSUB_RECONNECT),
-    )
-    if sharded:
-        from ._sharded import ClosingShardedPubSub
-
-        return ClosingShardedPubSub(client.connection_pool, retry_policy=policy)
-    return client.pubsub(retry_policy=policy)
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:

@@ -138,14 +138,14 @@ MAX_CONNECTIONS = 4
 @asynccontextmanager
 async def open_client(target: RedisTarget, *, reply_timeout: float) -> AsyncIterator[Any]:
     """An open coredis client for the target (entered as ``async with``),
-    on a pool of :data:`MAX_CONNECTIONS` that keeps its slots (``_pools``)."""
+    on a pool of :data:`MAX_CONNECTIONS` that keeps its slots (``_coredis``)."""
     import coredis
     from coredis.connection import TCPLocation
     from coredis.exceptions import ClusterDownError
     from coredis.exceptions import ConnectionError as RedisConnectionError
     from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 
-    from ._pools import SlotReturningClusterPool, SlotReturningPool, SlotReturningSentinelPool
+    from ._coredis import SlotReturningClusterPool, SlotReturningPool, SlotReturningSentinelPool
 
     options: dict[str, Any] = {
         "stream_timeout": reply_timeout,

@@ -1,22 +1,214 @@
-"""Where replayhub reads coredis 6.9 below its public API, for speed.
+"""Everything replayhub does to coredis 6.9 below its public API, in one place.
 
-coredis hands each Pub/Sub message to ``get_message()`` one at a time, and
-``get_message()`` enters a cancel scope for its timeout even without one (a
-few microseconds each on either loop). At chat rates a hub receives one
-message per stored batch of every session it follows, so that alone was a
-visible share of a busy process. Its parsed messages wait in a memory
-object stream, ``_receive_stream``: reading that stream directly, and
-taking everything already there in one wake-up, is what ``get_message()``
-does minus the scope. ``tests/test_redis_backend.py`` checks the attribute
-is still there and still carries the messages, so a coredis release that
-changes it fails the suite rather than the notifier.
+Each piece works around a coredis behaviour named here, with where it lives
+in coredis 6.9.0's source. ``tests/test_coredis_workarounds.py`` pins each:
+it shows the behaviour still there on plain coredis (so a release that fixes
+it fails the test, and the piece can go), and fingerprints the coredis
+methods copied here (so a release that changes them fails the test before
+it can break the copy).
+
+**Pool slots** (``coredis/pool/_basic.py``: ``ConnectionPool.get_connection``
+and ``release``; ``coredis/pool/_cluster.py``: ``_get_connection_by_node``
+and ``release``). A pool holds ``max_connections`` slots and loses one
+
+- when a connection dies while checked out: ``release()`` drops it with its
+  slot (a Pub/Sub connection always is checked out; CLIENT KILL and
+  failovers do this), and
+- when ``get_connection()`` is cancelled while it connects (the slot is
+  taken, the connection never handed out; coredis catches ``Exception``,
+  not cancellation).
+
+After enough of either the pool is empty and every command waits forever.
+The pools here give the slot back in both cases, so a hub can keep a small,
+fixed pool; their methods are coredis's own, with the slot returned.
+
+**Sharded Pub/Sub** (``coredis/patterns/pubsub.py``: ``ShardedPubSub.run``)
+acquires one pooled connection per primary through an ``AsyncExitStack``
+that it never closes: every reconnect leaks those leases (and, under Trio,
+their unfinished async generators are collected with a ``ResourceWarning``).
+:class:`ClosingShardedPubSub` is the same loop with the stack closed on every
+exit, and a cleanup that cannot fail the close.
+
+**Pub/Sub reconnects** (``coredis/patterns/pubsub.py``: the default
+``retry_policy`` of ``BasePubSub``) back off exponentially up to 16 s and
+never reset, so after a few dropped connections readers would wait for their
+lease re-check: :func:`open_pubsub` reconnects every 0.1 s.
+
+**Pub/Sub messages** (``coredis/patterns/pubsub.py``: ``get_message``) are
+handed over one at a time, each inside a cancel scope for its timeout even
+without one (a few microseconds each on either loop). At chat rates a hub
+receives one message per stored batch of every session it follows, so that
+alone was a visible share of a busy process. :func:`receive_messages` reads
+the stream the parsed messages wait in, ``_receive_stream``, taking
+everything already there in one wake-up: ``get_message()`` minus the scope.
 """
 
 from __future__ import annotations
 
+import logging
+from contextlib import AsyncExitStack, suppress
 from typing import Any
 
-from anyio import WouldBlock
+import anyio
+from anyio import WouldBlock, fail_after
+from anyio.abc import TaskStatus
+from coredis._concurrency import QueueFull
+from coredis.connection import TCPLocation
+from coredis.exceptions import ConnectionError as RedisConnectionError
+from coredis.patterns.pubsub import ShardedPubSub
+from coredis.pool import ClusterConnectionPool, ConnectionPool
+from coredis.pool._sentinel import SentinelConnectionPool
+from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
+
+logger = logging.getLogger(__name__)
+
+#: Seconds between Pub/Sub reconnection attempts.
+PUBSUB_RECONNECT = 0.1
+#: Reconnection attempts of a cluster's sharded Pub/Sub on one layout: one
+#: that keeps failing is on a stale layout, and the notifier rebuilds it.
+CLUSTER_PUBSUB_RETRIES = 5
+
+
+# -- pool slots ------------------------------------------------------------------
+
+
+def _return_slot(queue: Any) -> None:
+    with suppress(QueueFull):
+        queue.append_nowait(None)  # an empty slot: the next get() connects anew
+
+
+class _KeepsSlots:
+    """For ``ConnectionPool`` and its Sentinel subclass."""
+
+    _available_connections: Any
+    _online_connections: set[Any]
+    statistics: Any
+    task_group: Any
+    timeout: float | None
+    _construct_connection: Any  # annotations only: the pool's own methods run
+
+    async def get_connection(self, **_: Any) -> Any:
+        with fail_after(self.timeout):
+            connection = await self._available_connections.get()
+        if connection is None or not connection.reusable:
+            if connection is not None:
+                connection.invalidate()
+            try:
+                connection = await self._connect()
+            except BaseException:
+                _return_slot(self._available_connections)
+                raise
+            self.statistics.connection_created(connection)
+            self._online_connections.add(connection)
+        self.statistics.connection_leased(connection)
+        return connection
+
+    async def _connect(self) -> Any:
+        connection = await self._construct_connection()
+        wrap = self._ConnectionPool__wrap_connection  # type: ignore[attr-defined]
+        if error := await self.task_group.start(wrap, connection):
+            raise error
+        return connection
+
+    def release(self, connection: Any) -> None:
+        super().release(connection)  # type: ignore[misc]
+        if not connection.usable:
+            _return_slot(self._available_connections)
+
+
+class SlotReturningPool(_KeepsSlots, ConnectionPool[Any]):
+    pass
+
+
+class SlotReturningSentinelPool(_KeepsSlots, SentinelConnectionPool):
+    pass
+
+
+class SlotReturningClusterPool(ClusterConnectionPool):
+    async def _get_connection_by_node(self, node: Any) -> Any:
+        queue = self._node_pool(TCPLocation(node.host, node.port))
+        with fail_after(self.timeout):
+            connection = await queue.get()
+        if not connection or not connection.reusable:
+            if connection:
+                connection.invalidate()
+            try:
+                connection = await self._make_node_connection(node)
+            except BaseException:  # coredis catches Exception only: not cancellation
+                _return_slot(queue)
+                raise
+        return connection
+
+    def release(self, connection: Any) -> None:
+        super().release(connection)
+        if not connection.usable:
+            _return_slot(self._node_pool(connection.location))
+
+
+# -- Pub/Sub ---------------------------------------------------------------------
+
+
+def open_pubsub(client: Any, *, sharded: bool) -> Any:
+    """coredis's Pub/Sub (sharded on a cluster), reconnecting every
+    :data:`PUBSUB_RECONNECT` seconds; on a cluster at most
+    :data:`CLUSTER_PUBSUB_RETRIES` times in a row."""
+    retries = CLUSTER_PUBSUB_RETRIES if sharded else None
+    policy = CompositeRetryPolicy(
+        ConstantRetryPolicy((RedisConnectionError,), retries=retries, delay=PUBSUB_RECONNECT),
+        ConstantRetryPolicy((TimeoutError,), retries=retries, delay=PUBSUB_RECONNECT),
+    )
+    if sharded:
+        return ClosingShardedPubSub(client.connection_pool, retry_policy=policy)
+    return client.pubsub(retry_policy=policy)
+
+
+class ClosingShardedPubSub(ShardedPubSub[Any]):
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        started = False
+
+        async def run_once() -> None:
+            nonlocal started
+            async with AsyncExitStack() as stack:
+                pool = self.connection_pool
+                nodes = (
+                    pool.cluster_layout.replicas
+                    if self._read_from_replicas
+                    else pool.cluster_layout.primaries
+                )
+                self.shard_connections = {}
+                for node in nodes:
+                    if node.node_id:
+                        self.shard_connections[node.node_id] = await stack.enter_async_context(
+                            pool.acquire(node=node)
+                        )
+                try:
+                    async with anyio.create_task_group() as task_group:
+                        self._current_scope = task_group.cancel_scope
+                        for connection in self.shard_connections.values():
+                            task_group.start_soon(self._consume_shard_push_messages, connection)
+                            task_group.start_soon(self._shard_keepalive, connection)
+                        if not started:
+                            task_status.started()
+                            started = True
+                        elif self.channels:  # resubscribe
+                            await self.subscribe(*self.channels.keys())
+                finally:
+                    if self._current_scope.cancel_called:
+                        with anyio.CancelScope(shield=True):
+                            await self._cleanup_quietly()
+
+        await self._retry_policy.call_with_retries(run_once)
+
+    async def _cleanup_quietly(self) -> None:
+        """Unsubscribe on the way out, if the shards can still be told.
+
+        On a layout gone stale (a failover) coredis cannot route the
+        unsubscribe and raises; the connections close anyway.
+        """
+        try:
+            await self._cleanup()
+        except Exception as exc:
+            logger.debug("sharded Pub/Sub cleanup failed: %s", exc)
 
 
 async def receive_messages(pubsub: Any) -> list[Any]:

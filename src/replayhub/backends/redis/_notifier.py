@@ -35,7 +35,6 @@ from anyio.abc import TaskStatus
 from ..._errors import BackendUnavailableError
 from ..._events import StoredEvent
 from .._watch import AppendListener, FlagWatch, WatchRegistry
-from ._coredis import receive_messages
 from ._keys import decode_notification
 
 logger = logging.getLogger(__name__)
@@ -57,6 +56,8 @@ class _Rebuild(Exception):
 class Notifier:
     """
     :param open_pubsub: opens a new coredis Pub/Sub client.
+    :param receive: waits for the client's next messages and returns every
+        one already parsed (``_coredis.receive_messages``).
     :param refresh: called before a rebuild (the cluster layout is refreshed).
     """
 
@@ -64,9 +65,11 @@ class Notifier:
         self,
         open_pubsub: Callable[[], AbstractAsyncContextManager[Any]],
         *,
+        receive: Callable[[Any], Awaitable[list[Any]]],
         refresh: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self._open_pubsub = open_pubsub
+        self._receive = receive
         self._refresh = refresh
         self._watches = WatchRegistry()
         self._acks: dict[str, anyio.Event] = {}
@@ -209,7 +212,7 @@ class Notifier:
 
     async def _deliver_messages(self, pubsub: Any) -> None:
         while True:
-            for message in await receive_messages(pubsub):
+            for message in await self._receive(pubsub):
                 if message is not None:
                     self._handle(message)
 
