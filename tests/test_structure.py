@@ -8,10 +8,15 @@ is how the modules depend on each other, not what Python happens to load.
 from __future__ import annotations
 
 import ast
+import dataclasses
+import inspect
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 import replayhub
+from replayhub import Event
 
 PACKAGE_DIR = Path(replayhub.__file__).parent
 #: What a backend may use of the core: the errors, the event types and
@@ -118,3 +123,15 @@ def test_backends_use_only_the_errors_event_types_and_their_own_modules() -> Non
         if name.startswith("replayhub.backends")
     }
     assert {name: targets for name, targets in reaching_out.items() if targets} == {}
+
+
+def test_event_init_sets_every_field() -> None:
+    # Event.__init__ is replaced for speed (replayhub._events): a field added
+    # to the dataclass and not to that __init__ would silently stay unset.
+    names = [field.name for field in dataclasses.fields(Event)]
+    assert list(inspect.signature(Event.__init__).parameters)[1:] == names
+    values = {name: f"value of {name}" for name in names}
+    event = Event(**values)
+    assert {name: getattr(event, name) for name in names} == values
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        event.id = "changed"  # type: ignore[misc]

@@ -22,7 +22,7 @@ from ._errors import (
     SessionBusyError,
     StorageRefusedError,
 )
-from ._events import DataKind, Metadata, SendData, State, StoredEvent
+from ._events import DataKind, Metadata, SendData, State, StoredEvent, format_event_id
 from ._retry import FIRST_DELAY, Backoff
 from ._settings import check_event_name, check_metadata, encode_data
 from .backends import AppendRequest
@@ -234,7 +234,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         else:
             self._pending.append(StoredEvent(seq, event, kind, payload))
             self._ask_writer()
-        return f"{self._generation}-{seq}"  # format_event_id, inline (per event)
+        return format_event_id(self._generation, seq)
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into the session's metadata (top-level keys replace).

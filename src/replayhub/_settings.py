@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from ._error_types import ErrorClassifier
 from ._errors import InvalidInputError
-from ._events import KIND_BYTES, KIND_JSON, KIND_TEXT, DataKind, Metadata
+from ._events import DataKind, Metadata
 
 MAX_SESSION_ID_LENGTH = 256
 MAX_EVENT_NAME_LENGTH = 64
@@ -138,15 +138,15 @@ def encode_data(data: object, *, max_bytes: int) -> tuple[DataKind, str | bytes]
     kind: DataKind
     payload: str | bytes
     if isinstance(data, str):
-        kind, payload = KIND_TEXT, data
+        kind, payload = DataKind.TEXT, data
         # ASCII text is its own UTF-8; other text is encoded once, to reject
         # lone surrogates and to measure it.
         size = len(data) if data.isascii() else len(_require_utf8(data, "data"))
     elif isinstance(data, bytes | bytearray | memoryview):
-        kind, payload = KIND_BYTES, bytes(data)
+        kind, payload = DataKind.BYTES, bytes(data)
         size = len(payload)
     else:
-        kind, payload = KIND_JSON, dump_json(data, what="data")
+        kind, payload = DataKind.JSON, dump_json(data, what="data")
         size = len(payload.encode())
     if size > max_bytes:
         raise InvalidInputError(f"event data is {size} bytes, over max_event_bytes={max_bytes}")

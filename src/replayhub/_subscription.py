@@ -17,7 +17,7 @@ from ._errors import (
     InvalidInputError,
     SessionNotFoundError,
 )
-from ._events import KIND_TEXT, Cursor, Event, Outcome, State, StoredEvent, format_event_id
+from ._events import Cursor, DataKind, Event, Outcome, State, StoredEvent, format_event_id
 from ._feed import PAGE_SIZE, BehindWindow, SessionFeed
 from ._retry import Backoff
 from .backends import SessionRecord
@@ -225,14 +225,14 @@ class Subscription(anyio.AsyncContextManagerMixin):
     async def _next_replayed(self) -> Event:
         """Join a run of text events of one name into one event with the last id."""
         first = self._buffer[0]
-        if first.kind is not KIND_TEXT:
+        if first.kind is not DataKind.TEXT:
             return self._deliver(1)
         count = 1
         while True:
             for stored in itertools.islice(self._buffer, count, None):
                 if (
                     stored.seq > self._join_until
-                    or stored.kind is not KIND_TEXT
+                    or stored.kind is not DataKind.TEXT
                     or stored.event != first.event
                 ):
                     return self._deliver(count)
