@@ -13,12 +13,13 @@ the table at the end is what ``docs/performance.md`` quotes. Kinds:
     putting the event into one queue per reader (``asyncio.Queue``; Trio
     memory channels), one task per reader waiting on its queue. What the
     event loop itself costs for this load.
-``memory``, ``redis``
+``memory``, ``redis``, ``redis-py``
     one hub in the process, ``hub.produce`` per session and two
     ``hub.subscribe`` per session (Redis: a redis-server of this script's
-    own on a free loopback port).
+    own on a free loopback port; ``redis`` through the coredis driver,
+    ``redis-py`` through the redis-py driver, asyncio only).
 ``split``
-    Redis, producers in one process and readers in another (workers and
+    Redis (coredis), producers in one process and readers in another (workers and
     web servers are often apart): each process's CPU and the readers' p99.
 
 A run sends ``rate`` events/s of ~20 bytes per session for ``seconds``, every
@@ -337,7 +338,7 @@ def child(args: argparse.Namespace) -> None:
     fields: dict[str, Any] = {"kind": args.kind, "loop": args.loop}
     if args.kind == "floor":
         (floor_asyncio if args.loop == "asyncio" else floor_trio)(tally, args.readers)
-    elif args.kind in ("memory", "redis"):
+    elif args.kind in ("memory", "redis", "redis-py"):
 
         async def main() -> None:
             async with open_hub(args.kind, args.url, f"n{os.getpid()}") as hub:
@@ -490,8 +491,9 @@ def table(rows: list[dict[str, Any]]) -> str:
     for row in rows:
         if row.get("figure") == "late_replay_cold":
             build = f" ({row['build']})" if row.get("build") else ""
+            driver = " (redis-py)" if "redis-py" in row["kind"] else ""
             lines.append(
-                f"- late replay of 10,000 events, cold, Redis{build}, {row['loop']}: "
+                f"- late replay of 10,000 events, cold, Redis{driver}{build}, {row['loop']}: "
                 f"median {row['median_ms']} ms"
             )
     return "\n".join(lines)
@@ -511,6 +513,16 @@ def median_run(tries: list[dict[str, Any]]) -> dict[str, Any]:
     return row
 
 
+#: The Redis driver of each kind that runs on Redis (the rest: coredis).
+DRIVERS = {"redis-py": "redis-py"}
+
+
+def loops_of(kind: str, args: argparse.Namespace) -> list[str]:
+    """The loops ``kind`` runs on: redis-py has asyncio only."""
+    loops: list[str] = args.loops.split(",")
+    return [loop for loop in loops if loop == "asyncio"] if kind == "redis-py" else loops
+
+
 def flush_redis(url: str) -> None:
     """Empty this script's own redis-server between runs."""
     subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=False, capture_output=True)
@@ -527,26 +539,30 @@ def parent(args: argparse.Namespace) -> None:
         print(json.dumps(row), flush=True)
         rows.append(row)
 
-    with redis_server() as url:
+    with redis_server() as server_url:
+        # "redis" is the coredis driver, "redis-py" the other (asyncio only).
+        urls = {kind: f"{server_url}?driver={DRIVERS.get(kind, 'coredis')}" for kind in kinds}
         for kind in (kind for kind in kinds if kind != "split"):
-            for loop in args.loops.split(","):
+            for loop in loops_of(kind, args):
                 for sessions in counts:
                     # The floors use no replayhub: once, whatever the builds.
                     for label, src in builds if kind != "floor" else [("", "")]:
-                        record(
-                            run_child(child_command(kind, loop, sessions, args, url), src), label
-                        )
-                        flush_redis(url)
-        if "redis" in kinds:
-            for loop in args.loops.split(","):
+                        command = child_command(kind, loop, sessions, args, urls[kind])
+                        record(run_child(command, src), label)
+                        flush_redis(server_url)
+        for kind in (kind for kind in kinds if kind in ("redis", "redis-py")):
+            for loop in loops_of(kind, args):
                 for label, src in builds:
-                    record(run_child(child_command("late-replay", loop, 0, args, url), src), label)
-                    flush_redis(url)
+                    command = child_command("late-replay", loop, 0, args, urls[kind])
+                    row = run_child(command, src)
+                    row["kind"] = "late-replay" if kind == "redis" else f"late-replay ({kind})"
+                    record(row, label)
+                    flush_redis(server_url)
         if "split" in kinds:
             for sessions in (int(value) for value in args.split_sessions.split(",")):
                 for label, src in builds:
-                    record(run_split(sessions, args, url, src), label)
-                    flush_redis(url)
+                    record(run_split(sessions, args, urls["split"], src), label)
+                    flush_redis(server_url)
     print()
     print(table(rows))
 
@@ -573,7 +589,7 @@ def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", default="100,200,400,1000")
     parser.add_argument("--split-sessions", default="200")
-    parser.add_argument("--kinds", default="floor,memory,redis,split")
+    parser.add_argument("--kinds", default="floor,memory,redis,redis-py,split")
     parser.add_argument("--loops", default="asyncio,trio")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=6.0)

@@ -327,6 +327,7 @@ def cli() -> None:
     parser.add_argument("--expected", type=int)
     parser.add_argument("--mode", choices=MODES, default="events")
     parser.add_argument("--timed", action="store_true", help="note each arrival's time")
+    add_driver_option(parser)
     args = parser.parse_args()
     if args.role == "subscribers":
         anyio.run(
@@ -343,14 +344,33 @@ def cli() -> None:
         run_on_redis(main, args)
 
 
+def add_driver_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--driver",
+        choices=["coredis", "redis-py"],
+        default="coredis",
+        help="the Redis client library the hubs use (redis-py: asyncio only)",
+    )
+
+
 def run_on_redis(main: Any, args: argparse.Namespace) -> None:
     """``main(args, url)`` on ``args.loop``, against ``args.url`` or a
-    redis-server of its own."""
+    redis-server of its own; the URL names ``args.driver``."""
     if args.url:
-        anyio.run(main, args, args.url, backend=args.loop)
+        anyio.run(main, args, with_driver(args.url, args.driver), backend=args.loop)
     else:
         with redis_server() as url:
-            anyio.run(main, args, url, backend=args.loop)
+            anyio.run(main, args, with_driver(url, args.driver), backend=args.loop)
+
+
+def with_driver(url: str, driver: str) -> str:
+    """``url`` naming ``driver`` (``?driver=``), unless it names one already."""
+    return url if "driver=" in url else f"{url}{'&' if '?' in url else '?'}driver={driver}"
+
+
+def plain(url: str) -> str:
+    """``url`` without replayhub's query options, for a bare client."""
+    return url.split("?", 1)[0]
 
 
 if __name__ == "__main__":

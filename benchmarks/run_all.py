@@ -1,11 +1,13 @@
-"""Every benchmark on both event loops, then one Markdown table.
+"""Every benchmark on both event loops and both Redis drivers, then one
+Markdown table.
 
     python benchmarks/run_all.py [--out benchmarks/results.md] [--quick] [--table-only]
 
-Runs ``redis_throughput.py`` and ``scenarios.py`` once per event loop (each
-starts its own redis-server), keeps their JSON lines in ``results.jsonl``
-next to the table, and writes the table: our figure, the issue's target, and
-where one applies the raw ceiling measured in the same run and our ratio to it.
+Runs ``redis_throughput.py`` and ``scenarios.py`` once per column (each
+starts its own redis-server): asyncio on coredis, asyncio on redis-py, Trio
+on coredis. Keeps their JSON lines in ``results.jsonl`` next to the table,
+and writes the table: our figure, the issue's target, and where one applies
+the raw ceiling measured in the same run and our ratio to it.
 """
 
 from __future__ import annotations
@@ -18,15 +20,22 @@ from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
-LOOPS = ("asyncio", "trio")
+#: The table's columns: (event loop, Redis driver).
+COLUMNS = {
+    "asyncio": ("asyncio", "coredis"),
+    "asyncio, redis-py": ("asyncio", "redis-py"),
+    "trio": ("trio", "coredis"),
+}
+LOOPS = tuple(COLUMNS)
 
 
-def run(script: str, loop: str, extra: list[str]) -> list[dict[str, Any]]:
-    command = [sys.executable, str(HERE / script), "--loop", loop, *extra]
+def run(script: str, column: str, extra: list[str]) -> list[dict[str, Any]]:
+    loop, driver = COLUMNS[column]
+    command = [sys.executable, str(HERE / script), "--loop", loop, "--driver", driver, *extra]
     print("$", " ".join(command[1:]), file=sys.stderr, flush=True)
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
-        sys.exit(f"{script} --loop {loop} failed:\n{done.stderr[-4000:]}")
+        sys.exit(f"{' '.join(command[1:])} failed:\n{done.stderr[-4000:]}")
     output = done.stdout
     return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
 
@@ -187,14 +196,14 @@ def main() -> None:
     if args.table_only:
         for line in raw_path.read_text().splitlines():
             row = json.loads(line)
-            results[row["loop"]].append(row)
+            results[row["column"]].append(row)
     else:
         for loop in LOOPS:
             results[loop] = run("redis_throughput.py", loop, []) + run("scenarios.py", loop, extra)
         with raw_path.open("w") as raw:
             for loop in LOOPS:
                 for line in results[loop]:
-                    raw.write(json.dumps({"loop": loop, **line}) + "\n")
+                    raw.write(json.dumps({**line, "column": loop}) + "\n")
     markdown = table(results)
     args.out.write_text(markdown)
     print(markdown)

@@ -20,7 +20,7 @@ from typing import Any
 
 import anyio
 from delay_proxy import serve_delay_proxy
-from redis_throughput import PAYLOAD, emit, run_on_redis, send_fast
+from redis_throughput import PAYLOAD, add_driver_option, emit, plain, run_on_redis, send_fast
 
 from replayhub import BackendUnavailableError, Hub, LeaseLostError
 
@@ -49,7 +49,7 @@ async def coredis_pipeline_ceiling(url: str, loop: str) -> None:
     process on this client library can push."""
     import coredis
 
-    async with coredis.Redis.from_url(url) as client:
+    async with coredis.Redis.from_url(plain(url)) as client:
         started = time.perf_counter()
         for _ in range(100):
             async with client.pipeline(transaction=False) as pipe:
@@ -250,7 +250,7 @@ async def distance(url: str, loop: str, delay: float = 0.010) -> None:
     events) and live latency at 100 events/s for one subscriber."""
     async with anyio.create_task_group() as task_group:
         port = await task_group.start(serve_delay_proxy, port_of(url), delay)
-        far = f"redis://127.0.0.1:{port}/0"
+        far = f"redis://127.0.0.1:{port}/0" + url[len(plain(url)) :]  # the same driver
         async with Hub.from_url(far, namespace="far", lease_ttl=10) as hub:
             async with hub.produce("far-rate") as stream:
                 started = time.perf_counter()
@@ -319,6 +319,7 @@ def cli() -> None:
     parser.add_argument("--url")
     parser.add_argument("--fleet-sessions", type=int, default=1000)
     parser.add_argument("--fleet-seconds", type=float, default=6.0)
+    add_driver_option(parser)
     run_on_redis(main, parser.parse_args())
 
 

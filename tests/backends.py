@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Self
 
 from replayhub.backends import Backend, backend_from_url
+from replayhub.backends.redis import RedisBackend
 
-#: memory; Redis plain; a Redis Cluster of three primaries: every contract
-#: test runs on these.
-BACKEND_KINDS = ["memory", "redis", "redis-cluster"]
+#: memory; Redis on coredis; a Redis Cluster of three primaries; Redis on
+#: redis-py (asyncio only): every contract test runs on these.
+BACKEND_KINDS = ["memory", "redis", "redis-cluster", "redis-py"]
 #: Redis as a least-privilege ACL user and Redis over TLS change how the
 #: client connects and what it may run, not what the scripts do: they run the
 #: backend contract and a hub's whole round (test_backend_contract.py), a smoke
 #: subset rather than every contract test again.
 SMOKE_KINDS = ["redis-acl", "redis-tls"]
+#: The redis-py driver (asyncio only): from a URL (a contract kind above),
+#: and on a client the test makes and passes in (``RedisBackend.from_client``),
+#: which runs the backend contract and a hub's whole round.
+REDIS_PY_KINDS = ["redis-py", "redis-py-client"]
 
 
 class BackendServers:
@@ -26,4 +33,31 @@ class BackendServers:
     def backend(self, kind: str, *, namespace: str) -> Backend:
         if kind == "memory":
             return backend_from_url("memory://", namespace=namespace)
+        if kind == "redis-py-client":
+            return ClientOfTheTest.on(self._url_of(kind), namespace=namespace)
         return backend_from_url(self._url_of(kind), namespace=namespace)
+
+
+class ClientOfTheTest(RedisBackend):
+    """A backend on a redis-py client made here, as an app would make it,
+    closed when the backend closes (the hub itself leaves it open)."""
+
+    _own_client: Any
+
+    @classmethod
+    def on(cls, url: str, *, namespace: str) -> ClientOfTheTest:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(url)
+        backend = cls.from_client(client, namespace=namespace)
+        assert isinstance(backend, ClientOfTheTest)
+        backend._own_client = client
+        return backend
+
+    @asynccontextmanager
+    async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
+        try:
+            async with super().__asynccontextmanager__() as backend:
+                yield backend
+        finally:
+            await self._own_client.aclose()

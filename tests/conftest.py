@@ -13,7 +13,7 @@ import pytest
 from replayhub import Hub, HubOptions
 from replayhub.backends import Backend
 
-from .backends import BACKEND_KINDS, SMOKE_KINDS, BackendServers
+from .backends import BACKEND_KINDS, REDIS_PY_KINDS, SMOKE_KINDS, BackendServers
 from .redis_server import RedisClusterNodes, RedisServer, acl_server, tls_server
 
 
@@ -49,11 +49,20 @@ def fresh_redis(tmp_path: Path) -> Iterator[RedisServer]:
     server.stop()
 
 
+@pytest.fixture(params=["coredis", "redis-py"])
+def redis_driver(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Runs the test once per Redis driver (redis-py on asyncio only): the
+    URLs of the test's single servers name it."""
+    driver = str(request.param)
+    monkeypatch.setattr(RedisServer, "driver", driver)
+    return driver
+
+
 @pytest.fixture(scope="session")
 def redis_acl_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Redis whose only user may touch just the test namespaces (``t*``)."""
     server = acl_server(tmp_path_factory.mktemp("redis-acl"), pattern="t*").start()
-    yield f"redis://app:app-secret@127.0.0.1:{server.port}/0"
+    yield f"redis://app:app-secret@127.0.0.1:{server.port}/0?driver=coredis"
     server.stop()
 
 
@@ -83,9 +92,13 @@ def redis_cluster_url(redis_cluster: RedisClusterNodes) -> str:
 @pytest.fixture
 def backend_servers(request: pytest.FixtureRequest) -> BackendServers:
     def url_of(kind: str) -> str:
-        if kind == "redis":
+        if kind.startswith("redis") and kind in ("redis", *REDIS_PY_KINDS):
             server: RedisServer = request.getfixturevalue("redis_server")
-            return server.url
+            if kind == "redis":
+                return server.url
+            if kind == "redis-py":
+                return f"{server.plain_url}?driver=redis-py"
+            return server.plain_url
         url: str = request.getfixturevalue(f"{kind.replace('-', '_')}_url")
         return url
 
@@ -101,7 +114,27 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
     if "backend_kind" in metafunc.fixturenames and not chosen:
         smoke = metafunc.module.__name__.endswith(".test_backend_contract")
-        metafunc.parametrize("backend_kind", BACKEND_KINDS + (SMOKE_KINDS if smoke else []))
+        metafunc.parametrize(
+            "backend_kind", BACKEND_KINDS + ([*SMOKE_KINDS, "redis-py-client"] if smoke else [])
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # redis-py runs on asyncio only: its kinds are not collected on trio.
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(item, "callspec", None)
+        params = params.params if params is not None else {}
+        redis_py = (
+            params.get("backend_kind") in REDIS_PY_KINDS or params.get("redis_driver") == "redis-py"
+        )
+        if redis_py and params.get("anyio_backend") == "trio":
+            dropped.append(item)
+        else:
+            kept.append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 @pytest.fixture

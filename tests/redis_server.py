@@ -74,8 +74,18 @@ class RedisServer:
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
-    def url(self) -> str:
+    def plain_url(self) -> str:
+        """The server's URL as any client library reads it."""
         return f"redis://127.0.0.1:{self.port}/0"
+
+    #: The Redis driver that :attr:`url` names: coredis, unless a test runs
+    #: on each driver (the ``redis_driver`` fixture sets it for its test).
+    driver = "coredis"
+
+    @property
+    def url(self) -> str:
+        """The server's URL for replayhub, naming :attr:`driver`."""
+        return f"{self.plain_url}?driver={self.driver}"
 
     def start(
         self, *, ready: Callable[[], bool] | None = None, config: Path | None = None
@@ -203,7 +213,7 @@ def tls_server(directory: Path) -> tuple[RedisServer, str]:
         "--tls-key-file", str(key), "--tls-ca-cert-file", str(ca), "--tls-auth-clients", "no",
     )  # fmt: skip
     server.start(ready=lambda: tls_ready(port, ca))
-    return server, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}"
+    return server, f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={ca}&driver={RedisServer.driver}"
 
 
 def tls_ready(port: int, ca: Path) -> bool:

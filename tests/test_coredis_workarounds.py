@@ -72,7 +72,7 @@ def free_slots(pool: Any) -> int:
 async def test_a_connection_killed_while_checked_out_keeps_its_slot_only_with_ours(
     fresh_redis: RedisServer, pool_class: type[ConnectionPool[Any]]
 ) -> None:
-    pool = pool_class.from_url(fresh_redis.url, max_connections=4)
+    pool = pool_class.from_url(fresh_redis.plain_url, max_connections=4)
     async with coredis.Redis(connection_pool=pool) as client:
         await client.ping()
         before = free_slots(pool)
@@ -97,7 +97,7 @@ async def test_the_pubsub_stream_read_directly_still_carries_its_messages(
     # API (receive_messages): a coredis that renames or reshapes it must fail
     # here, not leave readers without wake-ups.
     async with (
-        coredis.Redis.from_url(fresh_redis.url) as client,
+        coredis.Redis.from_url(fresh_redis.plain_url) as client,
         client.pubsub(channels=["c"]) as pubsub,
     ):
         acknowledgement = await receive_messages(pubsub)

@@ -128,7 +128,7 @@ async def test_worker_produces_what_the_web_tier_asked_for(
     async with (
         Hub.from_url(redis_server.url, namespace=namespace) as web_hub,
         Hub.from_url(redis_server.url, namespace=namespace) as worker_hub,
-        coredis.Redis.from_url(redis_server.url) as redis,
+        coredis.Redis.from_url(redis_server.plain_url) as redis,
         anyio.create_task_group() as task_group,
     ):
         await redis.delete([worker.JOBS])

@@ -42,6 +42,7 @@ async def follow(hub: Hub, session_id: str, sink: list[Event], outcomes: list[St
 
 
 @pytest.mark.serial  # kills connections every 30 ms: retries race the clock under load
+@pytest.mark.usefixtures("redis_driver")
 async def test_client_kill_mid_stream_loses_and_duplicates_nothing(
     fresh_redis: RedisServer,
 ) -> None:
@@ -102,6 +103,7 @@ async def _cancel_when_reachable(hub: Hub) -> SessionInfo:
         return info
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_cancel_arrives_within_a_heartbeat_when_pubsub_is_lost(
     fresh_redis: RedisServer,
 ) -> None:
@@ -134,6 +136,7 @@ async def test_cancel_arrives_within_a_heartbeat_when_pubsub_is_lost(
     assert stopped_after < lease / 3 + 0.3
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_redis_restart_with_aof_keeps_every_acknowledged_event(tmp_path: Path) -> None:
     server = RedisServer(
         tmp_path / "aof", extra=("--appendonly", "yes", "--appendfsync", "always")
@@ -163,6 +166,7 @@ async def test_redis_restart_with_aof_keeps_every_acknowledged_event(tmp_path: P
     assert [event.data for event in received] == list(range(total))
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_redis_restart_without_persistence_is_a_clear_end(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, lease_ttl=1.5) as hub:
         with pytest.raises(LeaseLostError, match="removed"):
@@ -179,6 +183,7 @@ async def test_redis_restart_without_persistence_is_a_clear_end(fresh_redis: Red
                     await anyio.sleep(10)  # cancelled: the heartbeat finds the claim gone
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_claim_races_have_exactly_one_winner(fresh_redis: RedisServer) -> None:
     rounds, contenders = 200, 8
     async with Hub.from_url(fresh_redis.url, lease_ttl=2.0) as hub:

@@ -19,6 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 LEASE = 0.5
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_producers_sigkilled_at_random_moments(
     anyio_backend: str, redis_server: RedisServer
 ) -> None:
@@ -106,10 +107,11 @@ async def test_a_stuck_consumer_costs_the_producer_nothing(redis_server: RedisSe
     assert received == list(range(total))
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_an_acl_user_limited_to_its_keys_runs_everything(tmp_path: Path) -> None:
     server = acl_server(tmp_path / "acl").start()
     try:
-        url = f"redis://app:app-secret@127.0.0.1:{server.port}/0"
+        url = f"redis://app:app-secret@127.0.0.1:{server.port}/0?driver={server.driver}"
         async with Hub.from_url(url, namespace="app") as hub:
             async with hub.produce("s") as stream:
                 await stream.send("ok")
@@ -123,12 +125,15 @@ async def test_an_acl_user_limited_to_its_keys_runs_everything(tmp_path: Path) -
                 async with hub.produce("s"):
                     pass
         with anyio.fail_after(15), pytest.raises(BackendUnavailableError):
-            async with Hub.from_url(f"redis://app:wrong@127.0.0.1:{server.port}/0"):
+            async with Hub.from_url(
+                f"redis://app:wrong@127.0.0.1:{server.port}/0?driver={server.driver}"
+            ):
                 pass
     finally:
         server.stop()
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_tls_with_a_self_signed_ca(tmp_path: Path) -> None:
     server, url = tls_server(tmp_path)
     try:
@@ -137,7 +142,7 @@ async def test_tls_with_a_self_signed_ca(tmp_path: Path) -> None:
                 await stream.send("over tls")
             async with hub.subscribe("s") as events:
                 assert [event.data async for event in events] == ["over tls"]
-        plain = f"redis://127.0.0.1:{server.port}/0"  # no TLS: refused clearly
+        plain = f"{server.url}"  # no TLS: refused clearly
         with anyio.fail_after(15), pytest.raises(BackendUnavailableError):
             async with Hub.from_url(plain):
                 pass

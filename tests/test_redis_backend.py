@@ -37,7 +37,8 @@ def client_count(server: RedisServer) -> int:
 def pool_of(hub: Hub) -> Any:
     backend = hub._backend
     assert isinstance(backend, RedisBackend)
-    return backend._client.connection_pool
+    driver: Any = backend._driver
+    return driver._client.connection_pool
 
 
 def free_slots(hub: Hub) -> int:

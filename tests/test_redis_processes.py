@@ -26,6 +26,9 @@ from .redis_server import RedisServer
 ROOT = Path(__file__).resolve().parent.parent
 LEASE = 0.6
 
+#: Each test runs on each Redis driver (redis-py on asyncio only).
+pytestmark = pytest.mark.usefixtures("redis_driver")
+
 
 class Role:
     """A ``tests.procs`` role running in its own process."""

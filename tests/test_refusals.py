@@ -31,6 +31,9 @@ LEASE = 1.5
 NAMESPACE = "refusals"
 PAYLOAD = "x" * 1000
 
+#: Each test runs on each Redis driver (redis-py on asyncio only).
+pytestmark = pytest.mark.usefixtures("redis_driver")
+
 
 def hub_on(server: RedisServer, url: str | None = None) -> Hub:
     return Hub.from_url(url or server.url, namespace=NAMESPACE, lease_ttl=LEASE, finalize_timeout=2)
@@ -110,7 +113,7 @@ async def test_a_read_only_server_fails_the_producer_and_readers_see_it_abandone
 
 async def test_an_acl_tightened_mid_stream_fails_the_producer(fresh_redis: RedisServer) -> None:
     fresh_redis.command("ACL", "SETUSER", "app", "on", ">app-secret", "~*", "&*", "+@all")
-    url = f"redis://app:app-secret@127.0.0.1:{fresh_redis.port}/0"
+    url = f"redis://app:app-secret@127.0.0.1:{fresh_redis.port}/0?driver={fresh_redis.driver}"
 
     def revoke() -> None:
         fresh_redis.command("ACL", "SETUSER", "app", "-xadd")

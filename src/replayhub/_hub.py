@@ -61,16 +61,39 @@ class Hub(anyio.AsyncContextManagerMixin):
         self._runtime = HubRuntime(self._backend, self._settings)
 
     @classmethod
-    def from_url(cls, url: str, **options: Unpack[HubOptions]) -> Hub:
+    def from_url(cls, url: str, *, driver: str = "auto", **options: Unpack[HubOptions]) -> Hub:
         """A hub on the backend that ``url`` names.
 
-        ``memory://`` is the in-process backend.
+        ``memory://`` is the in-process backend; Redis is ``redis://``,
+        ``rediss://``, ``unix://``, ``redis+cluster://`` or
+        ``redis+sentinel://`` (the Redis guide has their options).
 
-        :raises ~replayhub.InvalidInputError: for an unknown scheme or a
-            malformed URL.
+        :param driver: the Redis client library: ``"redis-py"`` (asyncio),
+            ``"coredis"`` (asyncio and Trio), or ``"auto"``: redis-py on
+            asyncio when it is installed and serves the URL (one server),
+            coredis otherwise and always on Trio. Also ``?driver=`` in the URL.
+        :raises ~replayhub.InvalidInputError: for an unknown scheme, a
+            malformed URL or an unknown driver.
         """
         namespace = options.get("namespace", Settings().namespace)
-        return cls(backend_from_url(url, namespace=namespace), **options)
+        return cls(backend_from_url(url, namespace=namespace, driver=driver), **options)
+
+    @classmethod
+    def from_client(cls, client: Any, **options: Unpack[HubOptions]) -> Hub:
+        """A hub on a Redis client the application already holds.
+
+        ``client`` is a ``redis.asyncio.Redis`` (one server, asyncio) or a
+        coredis ``Redis``, ``RedisCluster`` or Sentinel-made client. Its pool,
+        TLS and ACL settings serve the hub; the hub never closes it. A
+        redis-py client made with ``decode_responses=True`` works too (the
+        hub then opens a binary client of its own on the same settings).
+
+        :raises ~replayhub.InvalidInputError: for any other object.
+        """
+        from .backends.redis import RedisBackend
+
+        namespace = options.get("namespace", Settings().namespace)
+        return cls(RedisBackend.from_client(client, namespace=namespace), **options)
 
     @property
     def settings(self) -> Settings:

@@ -31,13 +31,16 @@ __all__ = [
 ]
 
 
-def backend_from_url(url: str, *, namespace: str) -> Backend:
+def backend_from_url(url: str, *, namespace: str, driver: str = "auto") -> Backend:
     """The backend a URL names: ``memory://`` for the in-process one;
     ``redis://``, ``rediss://`` (TLS) and ``unix://`` for one Redis server;
     ``redis+cluster://host:port,host:port`` for Redis Cluster;
     ``redis+sentinel://host:port,host:port/service`` for a primary found
     through Sentinel.
 
+    :param driver: for Redis, the client library: ``"coredis"``,
+        ``"redis-py"`` or ``"auto"`` (redis-py on asyncio for one server
+        when it is installed, coredis otherwise); also ``?driver=`` in the URL.
     :raises ~replayhub.InvalidInputError: for an unknown scheme or a
         malformed URL.
     """
@@ -48,6 +51,8 @@ def backend_from_url(url: str, *, namespace: str) -> Backend:
     except ValueError as exc:
         raise InvalidInputError(f"malformed backend URL {url!r}: {exc}") from exc
     if parts.scheme == "memory":
+        if driver != "auto":
+            raise InvalidInputError(f"driver= is for Redis URLs, not {url!r}")
         if parts.netloc or parts.path not in ("", "/") or parts.query:
             raise InvalidInputError(f"memory:// takes no host, path or options: {url!r}")
         return MemoryBackend()
@@ -56,5 +61,5 @@ def backend_from_url(url: str, *, namespace: str) -> Backend:
     if parts.scheme in SCHEMES:
         from .redis import RedisBackend
 
-        return RedisBackend(url, namespace=namespace)
+        return RedisBackend(url, namespace=namespace, driver=driver)
     raise InvalidInputError(f"unsupported backend URL scheme {parts.scheme!r} in {url!r}")

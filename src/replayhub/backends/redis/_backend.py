@@ -15,9 +15,10 @@ namespace index, which lives in a slot of its own, is kept by the client
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from importlib.resources import files
@@ -30,9 +31,9 @@ from ..._errors import (
     BackendUnavailableError,
     EventsLostError,
     HubClosedError,
+    InvalidInputError,
     LeaseLostError,
     SessionBusyError,
-    StorageRefusedError,
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
@@ -46,10 +47,10 @@ from .._protocol import (
     check_read_limit,
 )
 from .._watch import AppendListener
-from ._connect import Topology, open_client, parse_url
+from ._connect import RedisTarget, Topology, parse_url
+from ._driver import DriverFactory, DriverName, RedisDriver
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
-from ._sentinel import PrimaryGuard
 
 __all__ = ["RedisBackend"]
 
@@ -99,51 +100,115 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         connection counts as broken.
     """
 
-    def __init__(self, url: str, *, namespace: str, stream_timeout: float = 10.0) -> None:
-        self._target = parse_url(url)
-        self._cluster = self._target.topology is Topology.CLUSTER
-        # Behind Sentinel, READONLY means the client is still on a demoted
-        # primary: retried while the client moves, not a refusal.
-        self._error_options = {"readonly_is_transient": self._target.topology is Topology.SENTINEL}
+    def __init__(
+        self,
+        url: str,
+        *,
+        namespace: str,
+        driver: str = "auto",
+        stream_timeout: float = 10.0,
+    ) -> None:
+        target = parse_url(url)
+        if driver == "auto":
+            driver = target.driver
+        elif target.driver not in ("auto", driver):
+            raise InvalidInputError(
+                f"driver={driver!r} and the URL's ?driver={target.driver} disagree"
+            )
+        if driver != "auto" and driver not in {name.value for name in DriverName}:
+            names = ", ".join(repr(name.value) for name in DriverName)
+            raise InvalidInputError(f"driver must be 'auto', {names}, not {driver!r}")
+        self._where = target.where
+        self._cluster = target.topology is Topology.CLUSTER
         self._namespace = namespace
+        self._target: RedisTarget | None = target
         self._stream_timeout = stream_timeout
-        self._client: Any = None
-        self._scripts: dict[str, Any] = {}
-        self._touch_index: Any = None
+        self._driver_choice = driver
+        self._open_driver: DriverFactory | None = None  # chosen on entering
+        self._driver: RedisDriver | None = None
         self._notifier: Notifier | None = None
-        self._primary: PrimaryGuard | None = None
         self._claimed_here: set[tuple[str, int]] = set()  # claimed, not yet released
 
+    @classmethod
+    def from_client(cls, client: Any, *, namespace: str) -> RedisBackend:
+        """A backend on a client the caller made and keeps (the hub never
+        closes it): a ``redis.asyncio.Redis`` or ``RedisCluster`` (asyncio
+        only), one made by ``redis.asyncio.sentinel.Sentinel.master_for``, or
+        a coredis ``Redis``/``RedisCluster`` (or ``Sentinel.primary_for``).
+        A client made with ``decode_responses=True`` works too.
+
+        :raises ~replayhub.InvalidInputError: for anything else.
+        """
+        backend = cls.__new__(cls)
+        library = type(client).__module__.partition(".")[0]
+        cluster = type(client).__name__ == "RedisCluster"
+        if library == "coredis":
+            name = DriverName.COREDIS
+        elif library == "redis":
+            name = DriverName.REDIS_PY
+        else:
+            raise InvalidInputError(
+                "from_client takes a redis.asyncio or coredis client, "
+                f"not {type(client).__qualname__}"
+            )
+
+        module = _driver_module(name)
+
+        def open_driver(
+            *, scripts: Mapping[str, str], writes: frozenset[str]
+        ) -> AbstractAsyncContextManager[RedisDriver]:
+            manager: AbstractAsyncContextManager[RedisDriver] = module.driver_for_client(
+                client, scripts=scripts, writes=writes
+            )
+            return manager
+
+        backend._where = f"{type(client).__qualname__} client"
+        backend._cluster = cluster
+        backend._namespace = namespace
+        backend._target = None
+        backend._stream_timeout = 0.0
+        backend._driver_choice = name.value
+        backend._open_driver = open_driver
+        backend._driver = None
+        backend._notifier = None
+        backend._claimed_here = set()
+        return backend
+
     def __repr__(self) -> str:
-        return f"RedisBackend({self._target.where}, namespace={self._namespace!r})"
+        return (
+            f"RedisBackend({self._where}, namespace={self._namespace!r}, "
+            f"driver={self._driver_choice!r})"
+        )
 
     @asynccontextmanager
     async def __asynccontextmanager__(self) -> AsyncIterator[Self]:
-        client_context = open_client(self._target, reply_timeout=self._stream_timeout)
-        async with _translated(client_context, f"cannot connect to {self!r}") as client:
-            with _translate_errors(f"cannot reach {self!r}"):
-                await client.ping()
-            self._client = client
-            if self._target.topology is Topology.SENTINEL:
-                self._primary = PrimaryGuard(client)
-            self._scripts = {
-                name: client.register_script(_script_source(name, cluster=self._cluster))
-                for name in _SCRIPTS
-            }
-            if self._cluster:
-                lua = files(__package__).joinpath("lua", "touch_index.lua").read_text()
-                self._touch_index = client.register_script(lua)
-            from ._coredis import open_pubsub, receive_messages
-
+        scripts = {name: _script_source(name, cluster=self._cluster) for name in _SCRIPTS}
+        if self._cluster:
+            scripts["touch_index"] = (
+                files(__package__).joinpath("lua", "touch_index.lua").read_text()
+            )
+        open_driver = self._open_driver
+        if open_driver is None:
+            assert self._target is not None
+            open_driver = _factory_for_url(
+                _choose_driver(self._driver_choice, self._target),
+                self._target,
+                reply_timeout=self._stream_timeout,
+            )
+        async with open_driver(scripts=scripts, writes=_WRITES) as driver:
+            with driver.errors(f"cannot reach {self!r}"):
+                await driver.ping()
+            self._driver = driver
+            home = f"{self._namespace}:pubsub"  # see RedisDriver.open_pubsub
             notifier = Notifier(
-                lambda: open_pubsub(client, sharded=self._cluster),
-                receive=receive_messages,
-                refresh=self._refresh_layout if self._cluster else None,
+                lambda: driver.open_pubsub(home),
+                receive=driver.receive,
+                refresh=driver.refresh_layout if self._cluster else None,
             )
             try:
                 async with anyio.create_task_group() as task_group:
                     with (
-                        _translate_errors(f"cannot subscribe on {self!r}"),
+                        driver.errors(f"cannot subscribe on {self!r}"),
                         unwrap_single_exception(),
                     ):
                         await task_group.start(notifier.run)
@@ -156,7 +221,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                         notifier.notify_all()  # readers still waiting see the hub is gone
                         task_group.cancel_scope.cancel()
             finally:
-                self._client = self._primary = None
+                self._driver = None
 
     # -- producer side ------------------------------------------------------
 
@@ -202,7 +267,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
         """Up to :data:`MAX_PER_CALL` appends per script call (one session per
         call on a cluster, where sessions live in different slots)."""
-        self._require_client()
+        self._require_driver()
         if self._cluster:
             return await append_each(self, appends)
         results: list[Exception | None] = []
@@ -343,9 +408,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         )
         if reply[0] == b"none":
             return None
-        if reply[5] and self._primary is not None:
+        if reply[5]:
             # Found by a hub that may still be on a demoted primary (_sentinel).
-            await self._primary.check_primary()
+            await self._require_driver().check_primary()
         record = _record(session_id, int(reply[1]), reply[2])
         if reply[4]:
             raise EventsLostError(
@@ -362,10 +427,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         skipped = 0
         start = 0
         while len(found) < limit:
-            with _translate_errors("listing sessions failed"):
-                members = await self._require_client().zrange(
-                    index, start, start + _LIST_CHUNK - 1, rev=True
-                )
+            driver = self._require_driver()
+            with driver.errors("listing sessions failed"):
+                members = await driver.newest_members(index, start, start + _LIST_CHUNK - 1)
             if not members:
                 break
             start += len(members)
@@ -389,8 +453,8 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 if len(found) == limit:
                     break
             if gone:
-                with _translate_errors("listing sessions failed"):
-                    await self._require_client().zrem(index, gone)
+                with driver.errors("listing sessions failed"):
+                    await driver.remove_members(index, gone)
                 start -= len(gone)
         return found
 
@@ -404,8 +468,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         reply = await self._run("remove", self._keys(session_id), session_id)
         self._notify_local(self._keys(session_id))
         if self._cluster:
-            with _translate_errors("removing a session from the index failed"):
-                await self._require_client().zrem(self._keys(session_id).index, [session_id])
+            driver = self._require_driver()
+            with driver.errors("removing a session from the index failed"):
+                await driver.remove_members(self._keys(session_id).index, [session_id])
         return bool(int(reply[1]))
 
     def watch(
@@ -418,10 +483,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     def _keys(self, session_id: str) -> SessionKeys:
         return session_keys(self._namespace, session_id)
 
-    def _require_client(self) -> Any:
-        if self._client is None:
+    def _require_driver(self) -> RedisDriver:
+        if self._driver is None:
             raise HubClosedError("the Redis backend is not open")
-        return self._client
+        return self._driver
 
     def _require_notifier(self) -> Notifier:
         if self._notifier is None:
@@ -429,37 +494,31 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         return self._notifier
 
     async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
-        self._require_client()
         return await self._call(script, keys.slot_keys() if self._cluster else keys.all(), args)
 
     async def _call(
         self, script: str, keys: Sequence[str], args: Sequence[str | bytes | int]
     ) -> list[Any]:
-        with _translate_errors(f"Redis script {script!r} failed", **self._error_options):
-            if self._primary is not None:
-                reply: list[Any] = await self._primary.run(
-                    self._scripts[script], keys, args, confirm=script in _WRITES
-                )
-            else:
-                reply = await self._scripts[script](keys=keys, args=args)
+        driver = self._require_driver()
+        with driver.errors(f"Redis script {script!r} failed"):
+            reply: list[Any] = await driver.run_script(script, keys, args)
         return reply
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script
         elsewhere). The write it follows has landed: a failure here only
         costs the listing, so it is logged, not raised."""
-        if self._touch_index is None:
+        if not self._cluster:
             return
         keys = self._keys(session_id)
         # A session found abandoned late lives on for its retention again.
         keep_ms = _ms(keep) * 2
         try:
-            await self._touch_index(keys=[keys.index], args=[session_id, keep_ms])
+            await self._require_driver().run_script(
+                "touch_index", [keys.index], [session_id, keep_ms]
+            )
         except Exception as exc:
             logger.warning("could not index session %r: %s", session_id, exc)
-
-    async def _refresh_layout(self) -> None:
-        await self._require_client().connection_pool.cluster_layout.initialize()
 
     @staticmethod
     def _check_fenced(session_id: str, generation: int, reply: list[Any]) -> None:
@@ -534,59 +593,67 @@ def _error_type(stored: bytes | None) -> ErrorType | None:
         return ErrorType.INTERNAL
 
 
-# Error replies that a moment mends: a server loading its data, busy with a
-# script, a cluster mid-failover, too few replicas for min-replicas-to-write.
-_TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+def _choose_driver(driver: str, target: RedisTarget) -> DriverName:
+    """The driver ``driver`` names, on the loop running now; ``"auto"``:
+    redis-py on asyncio when it is installed and serves the target (one
+    server), coredis otherwise, and always on Trio, where redis-py cannot
+    run."""
+    trio = _running_trio()
+    if driver == "auto":
+        if trio or target.topology is not Topology.SINGLE:
+            return DriverName.COREDIS
+        try:
+            import redis.asyncio  # noqa: F401
+        except ImportError:
+            return DriverName.COREDIS
+        return DriverName.REDIS_PY
+    name = DriverName(driver)
+    if name is DriverName.REDIS_PY and trio:
+        raise InvalidInputError("the redis-py driver runs on asyncio only: use driver='coredis'")
+    return name
 
 
-class _translate_errors:
-    """Turn coredis and socket errors into ours, the one boundary where
-    client exceptions become ours: a server that refused
-    (:class:`StorageRefusedError`: ``OOM``, ``NOPERM``, ``WRONGTYPE``, a
-    script error, ``READONLY`` except behind Sentinel, where it means a
-    failover the client follows) or one that could not be reached or is
-    briefly unable (:class:`BackendUnavailableError`, which callers retry).
-    """
-
-    def __init__(self, what: str, *, readonly_is_transient: bool = False) -> None:
-        self._what = what
-        self._readonly_is_transient = readonly_is_transient
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
-            return
-        import coredis.exceptions
-
-        if isinstance(exc, coredis.exceptions.ResponseError) and self._refused(exc):
-            raise StorageRefusedError(f"{self._what}: Redis refused: {exc}") from exc
-        if isinstance(exc, coredis.exceptions.RedisError | OSError | TimeoutError):
-            raise BackendUnavailableError(f"{self._what}: {exc}") from exc
-
-    def _refused(self, exc: BaseException) -> bool:
-        from coredis.exceptions import ReadOnlyError, RedisClusterError
-
-        if isinstance(exc, RedisClusterError):
-            return False  # MOVED, ASK, CLUSTERDOWN: the cluster is moving
-        if isinstance(exc, ReadOnlyError):
-            return not self._readonly_is_transient
-        return not str(exc).startswith(_TRANSIENT_REPLIES)
-
-
-@asynccontextmanager
-async def _translated(manager: Any, what: str) -> AsyncIterator[Any]:
-    """Enter a coredis async context manager, translating its errors."""
-    with _translate_errors(what):
-        entered = await manager.__aenter__()
+def _running_trio() -> bool:
     try:
-        yield entered
-    except BaseException as exc:
-        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
-            raise
-    else:
-        with _translate_errors(what):
-            await manager.__aexit__(None, None, None)
+        import trio
+    except ImportError:
+        return False
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        return False
+    return True
+
+
+def _driver_module(name: DriverName) -> Any:
+    """The module of driver ``name``, imported now.
+
+    :raises ~replayhub.InvalidInputError: if its client library is missing.
+    """
+    module, extra = {
+        DriverName.COREDIS: ("._coredis", "coredis"),
+        DriverName.REDIS_PY: ("._redispy", "redis"),
+    }[name]
+    try:
+        return importlib.import_module(module, __package__)
+    except ImportError as exc:
+        raise InvalidInputError(
+            f"the {name.value} driver needs its client library ({exc.name}): "
+            f"pip install 'replayhub[{extra}]'"
+        ) from None
+
+
+def _factory_for_url(
+    name: DriverName, target: RedisTarget, *, reply_timeout: float
+) -> DriverFactory:
+    module = _driver_module(name)
+
+    def open_for_target(
+        *, scripts: Mapping[str, str], writes: frozenset[str]
+    ) -> AbstractAsyncContextManager[RedisDriver]:
+        manager: AbstractAsyncContextManager[RedisDriver] = module.open_driver(
+            target, reply_timeout=reply_timeout, scripts=scripts, writes=writes
+        )
+        return manager
+
+    return open_for_target

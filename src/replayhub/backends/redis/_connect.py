@@ -1,25 +1,25 @@
 """Redis deployments by URL: one server, a Redis Cluster, or a primary found
-through Sentinel; each opened as a coredis client.
+through Sentinel. Each driver opens the client of its own library from the
+parsed :class:`RedisTarget`.
 
 ``redis://`` / ``rediss://`` / ``unix://``
-    One server (coredis :class:`~coredis.Redis`).
+    One server.
 ``redis+cluster://[user:password@]host:port[,host:port...][?options]``
-    Redis Cluster (coredis :class:`~coredis.RedisCluster`); every host is a
-    startup node. ``rediss+cluster://`` for TLS.
+    Redis Cluster; every host is a startup node. ``rediss+cluster://`` for TLS.
 ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
     The primary of ``service`` as the Sentinels at the given addresses name
-    it (coredis :class:`~coredis.sentinel.Sentinel`); the user and password
-    are the data nodes'. ``?sentinel_password=`` for Sentinels that need one.
+    it; the user and password are the data nodes'. ``?sentinel_password=``
+    for Sentinels that need one.
+
+Every form takes ``?driver=coredis`` or ``?driver=redis-py`` to choose the
+client library (``_driver``); other query options go to that library.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 from ..._errors import InvalidInputError
 
@@ -52,6 +52,8 @@ class RedisTarget:
     service: str = ""
     db: int = 0
     options: dict[str, str] = field(default_factory=dict)
+    driver: str = "auto"
+    """The ``driver`` query option: which client library to use."""
 
     @property
     def where(self) -> str:
@@ -77,6 +79,12 @@ def parse_url(url: str) -> RedisTarget:
         parts = urlsplit(url)
     except ValueError as exc:
         raise InvalidInputError(f"malformed Redis URL {url!r}: {exc}") from exc
+    # ?driver= is replayhub's, not the client library's: taken out here.
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    driver = dict(query).get("driver", "auto")
+    if driver != "auto":
+        parts = parts._replace(query=urlencode([item for item in query if item[0] != "driver"]))
+        url = urlunsplit(parts)
     topology = SCHEMES.get(parts.scheme)
     if topology is None:
         raise InvalidInputError(f"not a Redis URL: {url!r}")
@@ -87,7 +95,7 @@ def parse_url(url: str) -> RedisTarget:
             parts.port  # noqa: B018 - validates the port
         except ValueError as exc:
             raise InvalidInputError(f"bad port in Redis URL {url!r}") from exc
-        return RedisTarget(url, topology)
+        return RedisTarget(url, topology, driver=driver)
 
     userinfo, _, hostlist = parts.netloc.rpartition("@")
     username, _, password = userinfo.partition(":")
@@ -110,6 +118,7 @@ def parse_url(url: str) -> RedisTarget:
         service=service,
         db=db,
         options=dict(parse_qsl(parts.query)),
+        driver=driver,
     )
 
 
@@ -130,72 +139,6 @@ def _db(text: str, url: str) -> int:
     return int(text)
 
 
-#: Pool slots per server (per node on a cluster): one for Pub/Sub, the rest
-#: for commands, which share connections (each is released once sent).
+#: Connections per server (per node on a cluster) a hub's client may hold:
+#: one for Pub/Sub, the rest for commands.
 MAX_CONNECTIONS = 4
-
-
-@asynccontextmanager
-async def open_client(target: RedisTarget, *, reply_timeout: float) -> AsyncIterator[Any]:
-    """An open coredis client for the target (entered as ``async with``),
-    on a pool of :data:`MAX_CONNECTIONS` that keeps its slots (``_coredis``)."""
-    import coredis
-    from coredis.connection import TCPLocation
-    from coredis.exceptions import ClusterDownError
-    from coredis.exceptions import ConnectionError as RedisConnectionError
-    from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
-
-    from ._coredis import SlotReturningClusterPool, SlotReturningPool, SlotReturningSentinelPool
-
-    options: dict[str, Any] = {
-        "stream_timeout": reply_timeout,
-        "connect_timeout": reply_timeout,
-        "max_connections": MAX_CONNECTIONS,
-    }
-    # coredis's own defaults: a lost connection or a timeout is retried twice.
-    retry = ConstantRetryPolicy((RedisConnectionError, TimeoutError), retries=2, delay=0.01)
-    if target.topology is Topology.SINGLE:
-        pool = SlotReturningPool.from_url(target.url, **options)
-        async with coredis.Redis(connection_pool=pool, retry_policy=retry) as client:
-            yield client
-        return
-    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
-    if target.topology is Topology.CLUSTER:
-        first_host, first_port = target.hosts[0]
-        scheme = "rediss" if target.url.startswith("rediss") else "redis"
-        query = urlsplit(target.url).query
-        cluster_pool = SlotReturningClusterPool.from_url(
-            f"{scheme}://{first_host}:{first_port}/" + (f"?{query}" if query else ""),
-            startup_nodes=[TCPLocation(host, port) for host, port in target.hosts],
-            max_connections_per_node=True,
-            **credentials,
-            **options,
-        )
-        cluster_retry = CompositeRetryPolicy(
-            ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1), retry
-        )
-        async with coredis.RedisCluster(
-            connection_pool=cluster_pool, retry_policy=cluster_retry
-        ) as client:
-            yield client
-        return
-    sentinel_options: dict[str, Any] = {
-        "stream_timeout": reply_timeout,
-        "connect_timeout": reply_timeout,
-    }
-    if "sentinel_password" in target.options:
-        sentinel_options["password"] = target.options["sentinel_password"]
-    async with AsyncExitStack() as stack:
-        sentinel = await stack.enter_async_context(
-            coredis.Sentinel(
-                [TCPLocation(host, port) for host, port in target.hosts],
-                sentinel_kwargs=sentinel_options,
-                retry_policy=retry,
-                db=target.db,
-                **credentials,
-                **options,
-            )
-        )
-        yield await stack.enter_async_context(
-            sentinel.primary_for(target.service, connection_pool_class=SlotReturningSentinelPool)
-        )

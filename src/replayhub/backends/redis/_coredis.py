@@ -1,4 +1,5 @@
-"""Everything replayhub does to coredis 6.9 below its public API, in one place.
+"""The Redis backend on coredis (asyncio and Trio), and everything replayhub
+does to coredis 6.9 below its public API, in one place.
 
 Each piece works around a coredis behaviour named here, with where it lives
 in coredis 6.9.0's source. ``tests/test_coredis_workarounds.py`` pins each:
@@ -46,19 +47,40 @@ everything already there in one wake-up: ``get_message()`` minus the scope.
 from __future__ import annotations
 
 import logging
-from contextlib import AsyncExitStack, suppress
+from collections.abc import AsyncIterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    AsyncExitStack,
+    asynccontextmanager,
+    suppress,
+)
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
+import coredis
 from anyio import WouldBlock, fail_after
 from anyio.abc import TaskStatus
 from coredis._concurrency import QueueFull
 from coredis.connection import TCPLocation
+from coredis.exceptions import (
+    ClusterDownError,
+    ReadOnlyError,
+    RedisClusterError,
+    RedisError,
+    ResponseError,
+)
 from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.patterns.pubsub import ShardedPubSub
 from coredis.pool import ClusterConnectionPool, ConnectionPool
 from coredis.pool._sentinel import SentinelConnectionPool
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
+
+from ..._errors import BackendUnavailableError, StorageRefusedError
+from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
+from ._driver import TRANSIENT_REPLIES, DriverName
+from ._sentinel import PrimaryGuard
 
 logger = logging.getLogger(__name__)
 
@@ -221,3 +243,193 @@ async def receive_messages(pubsub: Any) -> list[Any]:
             messages.append(stream.receive_nowait())
     except WouldBlock:
         return messages
+
+
+# -- the driver ------------------------------------------------------------------
+
+
+@asynccontextmanager
+async def open_client(target: RedisTarget, *, reply_timeout: float) -> AsyncIterator[Any]:
+    """An open coredis client for the target (entered as ``async with``),
+    on a pool of :data:`MAX_CONNECTIONS` that keeps its slots."""
+    options: dict[str, Any] = {
+        "stream_timeout": reply_timeout,
+        "connect_timeout": reply_timeout,
+        "max_connections": MAX_CONNECTIONS,
+    }
+    # coredis's own defaults: a lost connection or a timeout is retried twice.
+    retry = ConstantRetryPolicy((RedisConnectionError, TimeoutError), retries=2, delay=0.01)
+    if target.topology is Topology.SINGLE:
+        pool = SlotReturningPool.from_url(target.url, **options)
+        async with coredis.Redis(connection_pool=pool, retry_policy=retry) as client:
+            yield client
+        return
+    credentials: dict[str, Any] = {"username": target.username, "password": target.password}
+    if target.topology is Topology.CLUSTER:
+        first_host, first_port = target.hosts[0]
+        scheme = "rediss" if target.url.startswith("rediss") else "redis"
+        query = urlsplit(target.url).query
+        cluster_pool = SlotReturningClusterPool.from_url(
+            f"{scheme}://{first_host}:{first_port}/" + (f"?{query}" if query else ""),
+            startup_nodes=[TCPLocation(host, port) for host, port in target.hosts],
+            max_connections_per_node=True,
+            **credentials,
+            **options,
+        )
+        cluster_retry = CompositeRetryPolicy(
+            ConstantRetryPolicy((ClusterDownError,), retries=2, delay=0.1), retry
+        )
+        async with coredis.RedisCluster(
+            connection_pool=cluster_pool, retry_policy=cluster_retry
+        ) as client:
+            yield client
+        return
+    sentinel_options: dict[str, Any] = {
+        "stream_timeout": reply_timeout,
+        "connect_timeout": reply_timeout,
+    }
+    if "sentinel_password" in target.options:
+        sentinel_options["password"] = target.options["sentinel_password"]
+    async with AsyncExitStack() as stack:
+        sentinel = await stack.enter_async_context(
+            coredis.Sentinel(
+                [TCPLocation(host, port) for host, port in target.hosts],
+                sentinel_kwargs=sentinel_options,
+                retry_policy=retry,
+                db=target.db,
+                **credentials,
+                **options,
+            )
+        )
+        yield await stack.enter_async_context(
+            sentinel.primary_for(target.service, connection_pool_class=SlotReturningSentinelPool)
+        )
+
+
+class CoredisDriver:
+    """The Redis backend on a coredis client (``_driver.RedisDriver``)."""
+
+    name = DriverName.COREDIS
+
+    def __init__(
+        self, client: Any, *, scripts: Mapping[str, str], writes: frozenset[str], sentinel: bool
+    ) -> None:
+        self._client = client
+        self._cluster = isinstance(client, coredis.RedisCluster)
+        self._scripts = {name: client.register_script(source) for name, source in scripts.items()}
+        self._writes = writes
+        self._primary = PrimaryGuard(client) if sentinel else None
+        # Behind Sentinel, READONLY means the client is still on a demoted
+        # primary: retried while the client moves, not a refusal.
+        self._readonly_is_transient = sentinel
+
+    async def ping(self) -> None:
+        await self._client.ping()
+
+    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if self._primary is not None:
+            return await self._primary.run(
+                self._scripts[name], keys, args, confirm=name in self._writes
+            )
+        return await self._scripts[name](keys=keys, args=args)
+
+    async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
+        members: list[bytes] = await self._client.zrange(key, start, stop, rev=True)
+        return members  # ZRANGE ... REV, as the documented ACL line allows
+
+    async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
+        await self._client.zrem(key, list(members))
+
+    async def check_primary(self) -> None:
+        if self._primary is not None:
+            await self._primary.check_primary()
+
+    async def refresh_layout(self) -> None:
+        if self._cluster:
+            await self._client.connection_pool.cluster_layout.initialize()
+
+    def open_pubsub(self, home: str) -> AbstractAsyncContextManager[Any]:
+        pubsub: AbstractAsyncContextManager[Any] = open_pubsub(self._client, sharded=self._cluster)
+        return pubsub
+
+    async def receive(self, pubsub: Any) -> list[Any]:
+        return await receive_messages(pubsub)
+
+    def errors(self, what: str) -> AbstractContextManager[None]:
+        return translate_errors(what, readonly_is_transient=self._readonly_is_transient)
+
+
+@asynccontextmanager
+async def open_driver(
+    target: RedisTarget,
+    *,
+    reply_timeout: float,
+    scripts: Mapping[str, str],
+    writes: frozenset[str],
+) -> AsyncIterator[CoredisDriver]:
+    """A coredis driver on a client of its own for ``target``, closed on exit."""
+    what = f"cannot connect to {target.where}"
+    async with translated(open_client(target, reply_timeout=reply_timeout), what) as client:
+        yield CoredisDriver(
+            client,
+            scripts=scripts,
+            writes=writes,
+            sentinel=target.topology is Topology.SENTINEL,
+        )
+
+
+@asynccontextmanager
+async def driver_for_client(
+    client: Any, *, scripts: Mapping[str, str], writes: frozenset[str]
+) -> AsyncIterator[CoredisDriver]:
+    """A coredis driver on the caller's client, which stays open."""
+    pool = getattr(client, "connection_pool", None)
+    yield CoredisDriver(
+        client,
+        scripts=scripts,
+        writes=writes,
+        sentinel=isinstance(pool, SentinelConnectionPool),
+    )
+
+
+class translate_errors:
+    """coredis and socket errors as the library's (``_driver``)."""
+
+    def __init__(self, what: str, *, readonly_is_transient: bool = False) -> None:
+        self._what = what
+        self._readonly_is_transient = readonly_is_transient
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+            return
+        if isinstance(exc, ResponseError) and self._refused(exc):
+            raise StorageRefusedError(f"{self._what}: Redis refused: {exc}") from exc
+        if isinstance(exc, RedisError | OSError | TimeoutError):
+            raise BackendUnavailableError(f"{self._what}: {exc}") from exc
+
+    def _refused(self, exc: BaseException) -> bool:
+        if isinstance(exc, RedisClusterError):
+            return False  # MOVED, ASK, CLUSTERDOWN: the cluster is moving
+        if isinstance(exc, ReadOnlyError):
+            return not self._readonly_is_transient
+        return not str(exc).startswith(TRANSIENT_REPLIES)
+
+
+@asynccontextmanager
+async def translated(manager: Any, what: str) -> AsyncIterator[Any]:
+    """Enter a coredis async context manager, translating its errors."""
+    with translate_errors(what):
+        entered = await manager.__aenter__()
+    try:
+        yield entered
+    except BaseException as exc:
+        if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        with translate_errors(what):
+            await manager.__aexit__(None, None, None)

@@ -1,0 +1,100 @@
+"""What the Redis backend needs of a Redis client library.
+
+The backend (keys, Lua scripts, replies, notifications) is written once; a
+driver is one client library behind it: coredis (asyncio and Trio) or
+redis-py (asyncio). A driver runs the backend's scripts by name, reads and
+trims the namespace index, opens Pub/Sub clients, and turns its library's
+errors into the library's own at one boundary (:meth:`RedisDriver.errors`):
+
+* a refusal that retrying cannot mend (``OOM``, ``NOPERM``, ``WRONGTYPE``, a
+  script error, ``READONLY`` from a plain server) becomes
+  :class:`~replayhub.StorageRefusedError`;
+* anything else from the server or the network (refused or reset
+  connections, timeouts, ``LOADING``, ``BUSY``, ``TRYAGAIN``,
+  ``CLUSTERDOWN``, ``MASTERDOWN``, ``NOREPLICAS``, ``MOVED``/``ASK``, and
+  ``READONLY`` behind Sentinel, where the client follows the failover)
+  becomes :class:`~replayhub.BackendUnavailableError`, which callers retry;
+* cancellation and bugs pass through as themselves.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractAsyncContextManager, AbstractContextManager
+from typing import Any, Protocol
+
+#: Error replies that a moment mends: a server loading its data, busy with a
+#: script, a cluster mid-failover, too few replicas for min-replicas-to-write.
+TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+
+
+class DriverName(enum.Enum):
+    """The client libraries the Redis backend runs on."""
+
+    COREDIS = "coredis"
+    REDIS_PY = "redis-py"
+
+
+class PubSubMessage(Protocol):
+    def __getitem__(self, key: str) -> Any: ...
+
+
+class RedisDriver(Protocol):
+    """One open client of one library, as the backend uses it."""
+
+    name: DriverName
+
+    async def ping(self) -> None: ...
+
+    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """Run the backend script ``name`` (``EVALSHA``, loading it again
+        after a ``NOSCRIPT``) on the node that owns ``keys``."""
+        ...
+
+    async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
+        """``ZRANGE key start stop REV``."""
+        ...
+
+    async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
+        """``ZREM key member...``."""
+        ...
+
+    async def check_primary(self) -> None:
+        """Behind Sentinel: return if the node the client writes to is the
+        primary, else move and raise
+        :class:`~replayhub.BackendUnavailableError`. A no-op elsewhere."""
+        ...
+
+    async def refresh_layout(self) -> None:
+        """On a cluster, read the slot layout again; a no-op elsewhere."""
+        ...
+
+    def open_pubsub(self, home: str) -> AbstractAsyncContextManager[Any]:
+        """A new Pub/Sub client (sharded on a cluster) with ``subscribe`` and
+        ``unsubscribe`` coroutines taking channel names. ``home`` is a
+        channel of the hub's namespace (which its ACL user may subscribe
+        to) that no one publishes on, for a driver that must subscribe to
+        something before it can read."""
+        ...
+
+    async def receive(self, pubsub: Any) -> list[Mapping[str, Any] | None]:
+        """Wait for the client's next message and return every one already
+        received: dicts with ``type`` (``message``, ``subscribe``,
+        ``unsubscribe``, or their sharded names), ``channel`` and ``data``
+        (bytes); ``None`` entries are skipped."""
+        ...
+
+    def errors(self, what: str) -> AbstractContextManager[None]:
+        """Translate the library's errors raised in the block (module docstring),
+        each message starting with ``what``."""
+        ...
+
+
+class DriverFactory(Protocol):
+    def __call__(
+        self, *, scripts: Mapping[str, str], writes: frozenset[str]
+    ) -> AbstractAsyncContextManager[RedisDriver]:
+        """An open driver that knows ``scripts`` (name to Lua source); those
+        named in ``writes`` are confirmed behind Sentinel (``_sentinel``)."""
+        ...

@@ -1,0 +1,101 @@
+"""Choosing the Redis client library, and hubs on an application's own client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import coredis
+import pytest
+import redis.asyncio
+
+from replayhub import Hub, InvalidInputError, State
+from replayhub.backends.redis import RedisBackend
+
+from .helpers import collect, texts
+from .redis_server import RedisServer
+
+
+def driver_of(hub: Hub) -> str:
+    backend = hub._backend
+    assert isinstance(backend, RedisBackend)
+    driver: Any = backend._driver
+    return str(driver.name.value)
+
+
+async def round_trip(hub: Hub, session_id: str) -> None:
+    async with hub.produce(session_id) as stream:
+        await stream.send("hello")
+        await stream.send({"n": 1})
+    events, outcome = await collect(hub, session_id)
+    assert texts(events) == ["hello", {"n": 1}]
+    assert outcome.state is State.DONE
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_auto_is_redis_py_on_asyncio_for_one_server(redis_server: RedisServer) -> None:
+    async with Hub.from_url(redis_server.plain_url, namespace="auto-asyncio") as hub:
+        assert driver_of(hub) == "redis-py"
+        await round_trip(hub, "s")
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_auto_is_coredis_on_trio(redis_server: RedisServer) -> None:
+    async with Hub.from_url(redis_server.plain_url, namespace="auto-trio") as hub:
+        assert driver_of(hub) == "coredis"
+        await round_trip(hub, "s")
+
+
+@pytest.mark.parametrize("anyio_backend", ["trio"])
+async def test_redis_py_on_trio_is_refused_clearly(redis_server: RedisServer) -> None:
+    hub = Hub.from_url(redis_server.plain_url, driver="redis-py")
+    with pytest.raises(InvalidInputError, match="asyncio only"):
+        async with hub:
+            pass
+
+
+async def test_a_driver_chosen_in_the_url_or_by_name(redis_server: RedisServer) -> None:
+    for url, driver in [
+        (f"{redis_server.plain_url}?driver=coredis", "auto"),
+        (redis_server.plain_url, "coredis"),
+    ]:
+        async with Hub.from_url(url, driver=driver, namespace="chosen") as hub:
+            assert driver_of(hub) == "coredis"
+            await round_trip(hub, f"s-{driver}")
+
+
+def test_unknown_or_conflicting_drivers_are_refused_before_connecting() -> None:
+    with pytest.raises(InvalidInputError, match="driver must be"):
+        Hub.from_url("redis://127.0.0.1:1/0", driver="aioredis")
+    with pytest.raises(InvalidInputError, match="disagree"):
+        Hub.from_url("redis://127.0.0.1:1/0?driver=coredis", driver="redis-py")
+    with pytest.raises(InvalidInputError, match="for Redis URLs"):
+        Hub.from_url("memory://", driver="coredis")
+    with pytest.raises(InvalidInputError, match=r"redis\.asyncio or coredis client"):
+        Hub.from_client(object())
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+@pytest.mark.parametrize("decode_responses", [False, True])
+async def test_a_hub_on_an_apps_redis_py_client_leaves_it_open(
+    redis_server: RedisServer, decode_responses: bool
+) -> None:
+    client = redis.asyncio.Redis.from_url(redis_server.plain_url, decode_responses=decode_responses)
+    try:
+        async with Hub.from_client(client, namespace=f"app-{decode_responses}") as hub:
+            assert driver_of(hub) == "redis-py"
+            await round_trip(hub, "s")
+        # The app's client still works after the hub closed.
+        await client.set("still-open", "yes")
+        assert await client.get("still-open") in ("yes", b"yes")
+    finally:
+        await client.aclose()
+
+
+async def test_a_hub_on_an_apps_coredis_client_leaves_it_open(redis_server: RedisServer) -> None:
+    async with coredis.Redis.from_url(redis_server.plain_url) as client:
+        async with Hub.from_client(client, namespace="app-coredis") as hub:
+            assert driver_of(hub) == "coredis"
+            await round_trip(hub, "s")
+        with anyio.fail_after(5):
+            assert await client.ping() in ("PONG", b"PONG", True)
