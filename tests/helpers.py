@@ -29,12 +29,29 @@ def texts(events: Sequence[Event]) -> list[object]:
     return [event.data for event in events]
 
 
+class Gate:
+    """Where calls of one backend method stop until the gate opens: before
+    the real backend is called, so a call cancelled there did nothing."""
+
+    def __init__(self) -> None:
+        self.reached = anyio.Event()  # set when a call arrives
+        self.opened = anyio.Event()
+        self.calls = 0
+
+    async def pass_through(self) -> None:
+        self.calls += 1
+        self.reached.set()
+        await self.opened.wait()
+
+
 class FaultyBackend:
-    """Delegates to a real backend; appends can be held or made to fail,
-    hand-overs of stored batches withheld or lost."""
+    """Delegates to a real backend; any method's calls can be parked at a
+    gate (:meth:`park`), appends made to fail, hand-overs of stored batches
+    withheld or lost."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
+        self.gates: dict[str, Gate] = {}
         self.append_gate: anyio.Event | None = None
         self.hand_over_batches = True
         self.lose_every_nth_batch = 0  # lost outright, as a dropped message is
@@ -44,6 +61,16 @@ class FaultyBackend:
         self.appends = 0
         self.reads = 0
         self.finished: list[tuple[str, State]] = []
+
+    def park(self, method: str) -> Gate:
+        """Stop every later call of ``method`` at a new gate, until it opens."""
+        gate = self.gates[method] = Gate()
+        return gate
+
+    async def _gate(self, method: str) -> None:
+        gate = self.gates.get(method)
+        if gate is not None:
+            await gate.pass_through()
 
     async def __aenter__(self) -> Self:
         await self.inner.__aenter__()
@@ -60,6 +87,7 @@ class FaultyBackend:
     async def claim(
         self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
     ) -> SessionRecord:
+        await self._gate("claim")
         return await self.inner.claim(
             session_id, metadata=metadata, lease_ttl=lease_ttl, retention=retention
         )
@@ -77,6 +105,7 @@ class FaultyBackend:
         *,
         metadata: Metadata | None,
     ) -> None:
+        await self._gate("append")
         if self.append_gate is not None:
             await self.append_gate.wait()
         if self.append_error is not None:
@@ -85,6 +114,7 @@ class FaultyBackend:
         await self.inner.append(session_id, generation, events, metadata=metadata)
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
+        await self._gate("renew")
         return await self.inner.renew(session_id, generation, lease_ttl=lease_ttl)
 
     async def finish(
@@ -97,6 +127,7 @@ class FaultyBackend:
         error_type: ErrorType | None,
         retention: float,
     ) -> None:
+        await self._gate("finish")
         if self.finish_error is not None:
             raise self.finish_error
         await self.inner.finish(
@@ -110,6 +141,7 @@ class FaultyBackend:
         self.finished.append((session_id, state))
 
     async def head(self, session_id: str) -> SessionRecord | None:
+        await self._gate("head")
         self.reads += 1
         if self.read_error is not None:
             raise self.read_error
@@ -118,6 +150,7 @@ class FaultyBackend:
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        await self._gate("read")
         self.reads += 1
         if self.read_error is not None:
             raise self.read_error
@@ -126,22 +159,32 @@ class FaultyBackend:
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int
     ) -> list[SessionRecord]:
+        await self._gate("list_sessions")
         return await self.inner.list_sessions(state=state, limit=limit, offset=offset)
 
     async def request_cancel(self, session_id: str) -> SessionRecord | None:
+        await self._gate("request_cancel")
         return await self.inner.request_cancel(session_id)
 
     async def remove(self, session_id: str) -> bool:
+        await self._gate("remove")
         return await self.inner.remove(session_id)
 
-    def watch(
-        self, session_id: str, *, on_append: AppendListener | None = None
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self.inner.watch(session_id)
+
+    def watch_appends(
+        self, session_id: str, on_append: AppendListener
     ) -> AbstractAsyncContextManager[Watch]:
         # Without hand-overs the readers learn of every batch by a wake-up.
-        listener = on_append if self.hand_over_batches else None
-        if listener is not None and self.lose_every_nth_batch:
+        if not self.hand_over_batches:
+            return self.inner.watch(session_id)
+        listener = on_append
+        if self.lose_every_nth_batch:
             listener = self._losing(listener, self.lose_every_nth_batch)
-        return self.inner.watch(session_id, on_append=listener)
+        watch_appends = getattr(self.inner, "watch_appends")  # noqa: B009
+        manager: AbstractAsyncContextManager[Watch] = watch_appends(session_id, listener)
+        return manager
 
     @staticmethod
     def _losing(listener: AppendListener, nth: int) -> AppendListener:

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import pytest
 from anyio.abc import TaskStatus
+from trio.testing import MockClock
 
 from replayhub import (
     Hub,
@@ -233,3 +234,49 @@ async def test_an_exception_leaving_the_hub_is_raised_as_itself(make_hub: HubFac
         async with make_hub():
             raise error
     assert raised.value is error
+
+
+#: Trio with a clock that jumps ahead whenever every task waits: leases and
+#: retention of hours pass in an instant, and exactly (the memory backend
+#: reads the loop's clock). asyncio has no such clock in anyio.
+MOCK_CLOCK = pytest.param(
+    ("trio", {"clock": MockClock(autojump_threshold=0)}), id="trio-mock-clock"
+)
+
+
+@pytest.mark.parametrize("anyio_backend", [MOCK_CLOCK])
+@pytest.mark.parametrize("backend_kind", ["memory"])
+async def test_on_a_mock_clock_a_live_session_outlives_its_retention_then_expires_on_time(
+    make_hub: HubFactory,
+) -> None:
+    async with make_hub(retention=3600.0, lease_ttl=30.0) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            await anyio.sleep(4 * 3600)  # renewed all along: live, never expired
+            info = await hub.info("s")
+            assert info is not None
+            assert info.state is State.LIVE
+        ended = anyio.current_time()
+        await anyio.sleep_until(ended + 3600 - 1)
+        assert await hub.info("s") is not None
+        await anyio.sleep_until(ended + 3600 + 1)
+        assert await hub.info("s") is None
+        assert await hub.sessions() == []
+
+
+@pytest.mark.parametrize("anyio_backend", [MOCK_CLOCK])
+@pytest.mark.parametrize("backend_kind", ["memory"])
+async def test_on_a_mock_clock_a_silent_producer_is_abandoned_when_its_lease_runs_out(
+    make_hub: HubFactory,
+) -> None:
+    async with make_hub(retention=600.0, lease_ttl=30.0) as hub:
+        claimed = anyio.current_time()
+        await hub._backend.claim("s", metadata={}, lease_ttl=30.0, retention=600.0)
+        async with hub.subscribe("s") as events:
+            assert [event async for event in events] == []
+        assert events.outcome is not None
+        assert events.outcome.state is State.ABANDONED
+        # Found when the lease ran out, not before and not a re-check later.
+        assert 30.0 <= anyio.current_time() - claimed <= 30.1
+        await anyio.sleep_until(claimed + 30 + 600 + 1)
+        assert await hub.info("s") is None

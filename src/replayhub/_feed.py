@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import cast
 
 import anyio
@@ -182,7 +182,7 @@ class SessionFeed:
         """Follow the session until :meth:`stop`; started once the watch is open."""
         with self._scope:
             try:
-                async with self._backend.watch(self.session_id, on_append=self._on_append) as watch:
+                async with self._open_watch() as watch:
                     self._watch = watch
                     self.running = True
                     task_status.started()
@@ -200,6 +200,13 @@ class SessionFeed:
                 if self._ended is None:
                     self._ended = ("the hub was closed", HubClosedError())
                 self._moved()
+
+    def _open_watch(self) -> AbstractAsyncContextManager[Watch]:
+        watch_appends = getattr(self._backend, "watch_appends", None)
+        if watch_appends is None:  # every batch is a wake-up and a read
+            return self._backend.watch(self.session_id)
+        watch: AbstractAsyncContextManager[Watch] = watch_appends(self.session_id, self._on_append)
+        return watch
 
     async def _follow(self, watch: Watch) -> None:
         while True:

@@ -13,6 +13,7 @@ from ._protocol import Renewal as Renewal
 from ._protocol import SessionRecord as SessionRecord
 from ._protocol import StoresAtOnce as StoresAtOnce
 from ._protocol import Watch as Watch
+from ._protocol import WatchesAppends as WatchesAppends
 from ._protocol import append_each as append_each
 from ._watch import AppendListener as AppendListener
 from .memory import MemoryBackend as MemoryBackend

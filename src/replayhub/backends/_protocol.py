@@ -30,9 +30,10 @@ of the previous generation, and a cancel flag. Its duties:
   events up to ``record.last_seq`` are all the generation will ever have.
 * **Wake-ups.** Watches are signalled after every change they cover. A
   signal may be spurious or coalesced, never lost while the watch is open.
-  A watch opened with ``on_append`` may get a stored batch handed to that
-  listener instead of a signal; batches can be missed (then a later signal
-  follows), never reordered.
+* **Stored batches handed over (optional).** A backend with
+  ``watch_appends`` (:class:`WatchesAppends`) can give a watcher the
+  batches it stores instead of a wake-up; the hub's follower of a session
+  then extends its window without reading storage.
 * **Retention.** A finished session, with its log, disappears ``retention``
   seconds after it ended; a live one never while its lease is renewed.
 
@@ -130,6 +131,26 @@ class StoresAtOnce(Protocol):
         Producers call it from ``send`` instead of handing their events to the
         hub's writer: with no round trip to wait for, there is nothing to
         gather, and the event is stored (and handed to readers) at once.
+        """
+        ...
+
+
+class WatchesAppends(Protocol):
+    """A backend that hands stored batches to a watcher."""
+
+    def watch_appends(
+        self, session_id: str, on_append: AppendListener
+    ) -> AbstractAsyncContextManager[Watch]:
+        """:meth:`Backend.watch`, with ``on_append`` called, synchronously and
+        without raising, with ``(generation, events)`` for a batch just stored,
+        in place of the wake-up, where the backend can carry the events
+        (always in process; on Redis, in the notification).
+
+        It is not called for a retried batch already stored, nor for one
+        stored with new metadata (a wake-up comes instead). Batches can be
+        missed, then a wake-up follows, and are never reordered: a listener
+        that finds a batch does not follow what it has calls
+        :meth:`Watch.notify` and reads.
         """
         ...
 
@@ -249,19 +270,8 @@ class Backend(Protocol):
         """Delete the session and its log; its producer loses its claim."""
         ...
 
-    def watch(
-        self, session_id: str, *, on_append: AppendListener | None = None
-    ) -> AbstractAsyncContextManager[Watch]:
-        """Wake-ups on every change of the session: events, state, removal.
-
-        :param on_append: called, synchronously and without raising, with
-            ``(generation, events)`` for a batch just stored, in place of the
-            wake-up, where the backend can carry the events (always in
-            process; on Redis, in the notification). It is not called for a
-            retried batch already stored, nor for one stored with new
-            metadata. A listener that finds a batch does not follow what it
-            has (one was missed) calls :meth:`Watch.notify` and reads.
-        """
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        """Wake-ups on every change of the session: events, state, removal."""
         ...
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:

@@ -270,8 +270,11 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         self._claim_watches.notify(session_id)
         return True
 
-    def watch(
-        self, session_id: str, *, on_append: AppendListener | None = None
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._watches.open(session_id)
+
+    def watch_appends(
+        self, session_id: str, on_append: AppendListener
     ) -> AbstractAsyncContextManager[Watch]:
         return self._watches.open(session_id, on_append=on_append)
 

@@ -473,8 +473,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 await driver.remove_members(self._keys(session_id).index, [session_id])
         return bool(int(reply[1]))
 
-    def watch(
-        self, session_id: str, *, on_append: AppendListener | None = None
+    def watch(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
+        return self._require_notifier().watch(self._keys(session_id).changes)
+
+    def watch_appends(
+        self, session_id: str, on_append: AppendListener
     ) -> AbstractAsyncContextManager[Watch]:
         return self._require_notifier().watch(self._keys(session_id).changes, on_append=on_append)
 

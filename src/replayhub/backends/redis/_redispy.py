@@ -58,9 +58,7 @@ class RedisPyDriver:
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
         # ZRANGE ... REV, which the documented ACL line allows (redis-py's
         # zrange(desc=True) sends ZREVRANGE).
-        members: list[bytes] = await self._client.execute_command(
-            "ZRANGE", key, start, stop, "REV"
-        )
+        members: list[bytes] = await self._client.execute_command("ZRANGE", key, start, stop, "REV")
         return members
 
     async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
