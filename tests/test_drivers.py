@@ -99,3 +99,44 @@ async def test_a_hub_on_an_apps_coredis_client_leaves_it_open(redis_server: Redi
             await round_trip(hub, "s")
         with anyio.fail_after(5):
             assert await client.ping() in ("PONG", b"PONG", True)
+
+
+def test_both_drivers_judge_redis_errors_alike() -> None:
+    # What each client library raises for the same server reply or failure,
+    # and what it must mean: a refusal (StorageRefusedError, with Redis's
+    # code), a moment's trouble (BackendUnavailableError, retried), or not
+    # ours at all (a bug, raised as itself).
+    import coredis.exceptions as c
+    import redis.exceptions as r
+
+    from replayhub.backends.redis import _coredis, _redispy
+
+    cases: list[tuple[BaseException, BaseException, tuple[bool, str] | None]] = [
+        (c.ResponseError("OOM command not allowed"), r.OutOfMemoryError("command not allowed"),
+         (True, "OOM command not allowed")),
+        (c.ResponseError("NOPERM no permissions"), r.NoPermissionError("no permissions"),
+         (True, "NOPERM no permissions")),
+        (c.ResponseError("WRONGTYPE wrong kind"), r.ResponseError("WRONGTYPE wrong kind"),
+         (True, "WRONGTYPE wrong kind")),
+        (c.ResponseError("BUSY running a script"), r.ResponseError("BUSY running a script"),
+         (False, "BUSY running a script")),
+        (c.ResponseError("NOREPLICAS not enough"), r.ResponseError("NOREPLICAS not enough"),
+         (False, "NOREPLICAS not enough")),
+        (c.ConnectionError("refused"), r.ConnectionError("refused"), (False, "refused")),
+        (TimeoutError("slow"), r.TimeoutError("slow"), (False, "slow")),
+        (ValueError("a bug"), ValueError("a bug"), None),
+    ]  # fmt: skip
+    for coredis_error, redis_py_error, verdict in cases:
+        assert _coredis.classify(coredis_error) == verdict, coredis_error
+        assert _redispy.classify(redis_py_error) == verdict, redis_py_error
+    # Moving clusters and loading servers are retried, not refused.
+    for error in (r.MovedError("1 127.0.0.1:1"), r.TryAgainError(), r.ClusterDownError("down")):
+        verdict = _redispy.classify(error)
+        assert verdict is not None
+        assert verdict[0] is False
+    assert _redispy.classify(r.BusyLoadingError("loading")) == (False, "loading")
+    # READONLY: refused from a plain server, retried behind Sentinel (coredis).
+    assert _redispy.classify(r.ReadOnlyError("replica")) == (True, "READONLY replica")
+    readonly = c.ReadOnlyError("READONLY replica")
+    assert _coredis.classify(readonly) == (True, "READONLY replica")
+    assert _coredis.classify(readonly, readonly_is_transient=True) == (False, "READONLY replica")

@@ -77,9 +77,8 @@ from coredis.pool import ClusterConnectionPool, ConnectionPool
 from coredis.pool._sentinel import SentinelConnectionPool
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 
-from ..._errors import BackendUnavailableError, StorageRefusedError
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
-from ._driver import TRANSIENT_REPLIES, DriverName
+from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
 from ._sentinel import PrimaryGuard
 
 logger = logging.getLogger(__name__)
@@ -356,7 +355,10 @@ class CoredisDriver:
         return await receive_messages(pubsub)
 
     def errors(self, what: str) -> AbstractContextManager[None]:
-        return translate_errors(what, readonly_is_transient=self._readonly_is_transient)
+        return translate_errors(what, self._classify)
+
+    def _classify(self, exc: BaseException) -> Verdict:
+        return classify(exc, readonly_is_transient=self._readonly_is_transient)
 
 
 @asynccontextmanager
@@ -392,38 +394,25 @@ async def driver_for_client(
     )
 
 
-class translate_errors:
-    """coredis and socket errors as the library's (``_driver``)."""
-
-    def __init__(self, what: str, *, readonly_is_transient: bool = False) -> None:
-        self._what = what
-        self._readonly_is_transient = readonly_is_transient
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
-            return
-        if isinstance(exc, ResponseError) and self._refused(exc):
-            raise StorageRefusedError(f"{self._what}: Redis refused: {exc}") from exc
-        if isinstance(exc, RedisError | OSError | TimeoutError):
-            raise BackendUnavailableError(f"{self._what}: {exc}") from exc
-
-    def _refused(self, exc: BaseException) -> bool:
+def classify(exc: BaseException, *, readonly_is_transient: bool = False) -> Verdict:
+    """What a coredis or socket error means (``_driver.translate_errors``)."""
+    if isinstance(exc, ResponseError):
         if isinstance(exc, RedisClusterError):
-            return False  # MOVED, ASK, CLUSTERDOWN: the cluster is moving
-        if isinstance(exc, ReadOnlyError):
-            return not self._readonly_is_transient
-        return not str(exc).startswith(TRANSIENT_REPLIES)
+            refused = False  # MOVED, ASK, CLUSTERDOWN: the cluster is moving
+        elif isinstance(exc, ReadOnlyError):
+            refused = not readonly_is_transient
+        else:
+            refused = not str(exc).startswith(TRANSIENT_REPLIES)
+        return refused, str(exc)
+    if isinstance(exc, RedisError | OSError | TimeoutError):
+        return False, str(exc)
+    return None
 
 
 @asynccontextmanager
 async def translated(manager: Any, what: str) -> AsyncIterator[Any]:
     """Enter a coredis async context manager, translating its errors."""
-    with translate_errors(what):
+    with translate_errors(what, classify):
         entered = await manager.__aenter__()
     try:
         yield entered
@@ -431,5 +420,5 @@ async def translated(manager: Any, what: str) -> AsyncIterator[Any]:
         if not await manager.__aexit__(type(exc), exc, exc.__traceback__):
             raise
     else:
-        with translate_errors(what):
+        with translate_errors(what, classify):
             await manager.__aexit__(None, None, None)

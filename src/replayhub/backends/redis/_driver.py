@@ -20,9 +20,13 @@ errors into the library's own at one boundary (:meth:`RedisDriver.errors`):
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager
 from typing import Any, Protocol
+
+import anyio
+
+from ..._errors import BackendUnavailableError, StorageRefusedError
 
 #: Error replies that a moment mends: a server loading its data, busy with a
 #: script, a cluster mid-failover, too few replicas for min-replicas-to-write.
@@ -98,3 +102,34 @@ class DriverFactory(Protocol):
         """An open driver that knows ``scripts`` (name to Lua source); those
         named in ``writes`` are confirmed behind Sentinel (``_sentinel``)."""
         ...
+
+
+Verdict = tuple[bool, str] | None
+"""What a driver makes of an exception: ``(True, reply)`` for a refusal,
+``(False, message)`` for storage that could not be reached or is briefly
+unable, ``None`` for anything that is not its library's or the network's."""
+
+
+class translate_errors:
+    """The block's client-library errors as the library's own (module
+    docstring), as ``classify`` judges them; each message starts with ``what``."""
+
+    def __init__(self, what: str, classify: Callable[[BaseException], Verdict]) -> None:
+        self._what = what
+        self._classify = classify
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
+    ) -> None:
+        if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
+            return
+        verdict = self._classify(exc)
+        if verdict is None:
+            return  # cancellation, a bug: raised as itself
+        refused, message = verdict
+        if refused:
+            raise StorageRefusedError(f"{self._what}: Redis refused: {message}") from exc
+        raise BackendUnavailableError(f"{self._what}: {message}") from exc

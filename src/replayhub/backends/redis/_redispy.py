@@ -30,9 +30,9 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from ..._errors import BackendUnavailableError, InvalidInputError, StorageRefusedError
+from ..._errors import InvalidInputError
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
-from ._driver import TRANSIENT_REPLIES, DriverName
+from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
 
 #: The error codes redis-py turns into exception classes, dropping the code
 #: from the message: put back, so messages read as Redis wrote them.
@@ -91,35 +91,20 @@ class RedisPyDriver:
         return [await pubsub.get_message(timeout=None)]
 
     def errors(self, what: str) -> AbstractContextManager[None]:
-        return translate_errors(what)
+        return translate_errors(what, classify)
 
 
-class translate_errors:
-    """redis-py and socket errors as the library's (``_driver``)."""
-
-    def __init__(self, what: str) -> None:
-        self._what = what
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object
-    ) -> None:
-        if exc is None or isinstance(exc, anyio.get_cancelled_exc_class()):
-            return
-        if isinstance(exc, ResponseError) and _refused(exc):
-            code = _CODES.get(type(exc))
-            reply = f"{code} {exc}" if code else str(exc)
-            raise StorageRefusedError(f"{self._what}: Redis refused: {reply}") from exc
-        if isinstance(exc, RedisError | OSError | TimeoutError):
-            raise BackendUnavailableError(f"{self._what}: {exc}") from exc
-
-
-def _refused(exc: ResponseError) -> bool:
-    if isinstance(exc, MovedError | AskError | TryAgainError | ClusterDownError):
-        return False  # the cluster is moving
-    return not str(exc).startswith(TRANSIENT_REPLIES)
+def classify(exc: BaseException) -> Verdict:
+    """What a redis-py or socket error means (``_driver.translate_errors``)."""
+    if isinstance(exc, ResponseError):
+        if isinstance(exc, MovedError | AskError | TryAgainError | ClusterDownError):
+            return False, str(exc)  # the cluster is moving
+        code = _CODES.get(type(exc))
+        reply = f"{code} {exc}" if code else str(exc)
+        return not reply.startswith(TRANSIENT_REPLIES), reply
+    if isinstance(exc, RedisError | OSError | TimeoutError):
+        return False, str(exc)
+    return None
 
 
 def _binary_twin(client: Any) -> Any | None:
@@ -150,7 +135,7 @@ async def open_driver(
             f"the redis-py driver serves one Redis server, not {target.where}: "
             "use driver='coredis' for a cluster or Sentinel"
         )
-    with translate_errors(f"cannot connect to {target.where}"):
+    with translate_errors(f"cannot connect to {target.where}", classify):
         pool = redis.asyncio.BlockingConnectionPool.from_url(
             target.url,
             max_connections=MAX_CONNECTIONS,
