@@ -18,6 +18,8 @@ from typing import Any
 
 import anyio
 import redis.asyncio
+from redis.asyncio.retry import Retry
+from redis.backoff import ConstantBackoff
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -142,6 +144,9 @@ async def open_driver(
             timeout=reply_timeout,
             socket_timeout=reply_timeout,
             socket_connect_timeout=reply_timeout,
+            # As coredis does by default (redis-py's default is none): a lost
+            # connection or a timeout is retried twice, on a new connection.
+            retry=Retry(ConstantBackoff(0.01), 2),
         )
     client = redis.asyncio.Redis(connection_pool=pool)
     try:
