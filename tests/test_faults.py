@@ -267,6 +267,8 @@ async def test_hostile_input_is_rejected_before_anything_is_written(
         try:
             async with hub.subscribe(session_id, after=cursor or None) as events:
                 received = [(event.event, event.data) async for event in events]
+            # A valid cursor is of this session or of none: after its one
+            # event (nothing more) or before it (that event).
             assert received in ([], [(name, "payload")])
         except InvalidInputError:
             pass  # a garbage cursor, refused clearly

@@ -52,6 +52,9 @@ async def test_producers_sigkilled_at_random_moments(
             await process.wait()
         assert events.outcome is not None
         state = events.outcome.state
+        # Killed at a random moment: abandoned, or done when the kill came
+        # after its terminal write (process exit codes cannot tell the two
+        # apart: a process killed just after writing `done` exits -9 too).
         assert state in (State.ABANDONED, State.DONE), state
         assert received == [str(i) for i in range(len(received))]  # gap-free prefix
         assert ended_after < LEASE + 0.5

@@ -120,7 +120,7 @@ class SessionFeed:
         :raises BackendUnavailableError: if storage has failed for ``lease_ttl``.
         :raises HubClosedError: if the hub closed.
         """
-        if self._troubled:
+        if self._troubled and not self._final_for(generation):
             self._raise_trouble()
         record = self._record
         if record is None or record.generation < generation:
@@ -136,6 +136,27 @@ class SessionFeed:
         if after_seq == last_seq >= record.last_seq:
             return record, []
         return None  # storage holds more than the window: being read
+
+    def _final_for(self, generation: int) -> bool:
+        """Whether the window holds all ``generation`` will ever have: its
+        readers can still be served from it after the feed stopped."""
+        record = self._record
+        return (
+            record is not None
+            and not self._removed
+            and record.generation == generation
+            and record.state.terminal
+            and self._last_seq >= record.last_seq
+        )
+
+    async def settled(self) -> None:
+        """Return once the feed knows the end of the generation it follows
+        (or has stopped)."""
+        while self.running and not self._removed:
+            record = self._record
+            if record is not None and record.state.terminal:
+                return
+            await self.changed.wait()
 
     @property
     def _troubled(self) -> bool:
@@ -165,7 +186,7 @@ class SessionFeed:
             record is None
             or record.generation != generation
             or after_seq < self._unshared_through
-            or self._troubled
+            or (self._troubled and not self._final_for(generation))
         ):
             return []  # read() says what to do
         start = after_seq + len(self._shared) - self._last_seq
@@ -336,6 +357,15 @@ class FeedPool:
                 await anyio.sleep_forever()
         finally:
             self._task_group = None
+
+    async def settle(self, session_ids: list[str], *, grace: float) -> None:
+        """Wait until the feeds of ``session_ids`` know how their sessions
+        ended, at most ``grace`` seconds, shielded from cancellation."""
+        with anyio.move_on_after(grace, shield=True):
+            for session_id in session_ids:
+                feed = self._feeds.get(session_id)
+                if feed is not None:
+                    await feed.settled()
 
     @asynccontextmanager
     async def follow(self, session_id: str) -> AsyncIterator[SessionFeed]:

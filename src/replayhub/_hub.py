@@ -117,9 +117,12 @@ class Hub(anyio.AsyncContextManagerMixin):
                     yield self
                 finally:
                     runtime.open = False
-                    # Feeds still follow the sessions, so readers see how the
-                    # producers stopped by this end.
-                    await runtime.producers.stop_all(grace=self._settings.finalize_timeout)
+                    # Feeds still follow the sessions, and keep up with those
+                    # of the producers stopped here, so their readers see how
+                    # they ended rather than the hub closing.
+                    grace = self._settings.finalize_timeout
+                    stopped = await runtime.producers.stop_all(grace=grace)
+                    await runtime.feeds.settle(stopped, grace=grace)
                     task_group.cancel_scope.cancel()
 
     # -- sessions -------------------------------------------------------------

@@ -292,7 +292,10 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._generation = record.generation
         self._lease_deadline = self._claimed_at + settings.lease_ttl
         self._runtime.producers.add(
-            self, stop=lambda: self._request_stop(_Stop.HUB_CLOSING), closed=self._closed
+            self,
+            session_id=self._session_id,
+            stop=lambda: self._request_stop(_Stop.HUB_CLOSING),
+            closed=self._closed,
         )
         body_error: BaseException | None = None
         try:

@@ -23,24 +23,34 @@ class LiveProducers:
     """The producers running on a hub, so that closing it can stop them."""
 
     def __init__(self) -> None:
-        self._live: dict[object, tuple[Callable[[], None], anyio.Event]] = {}
+        self._live: dict[object, tuple[str, Callable[[], None], anyio.Event]] = {}
 
-    def add(self, producer: object, *, stop: Callable[[], None], closed: anyio.Event) -> None:
-        """Register ``producer``: ``stop()`` asks it to end, ``closed`` is set once it has."""
-        self._live[producer] = (stop, closed)
+    def add(
+        self,
+        producer: object,
+        *,
+        session_id: str,
+        stop: Callable[[], None],
+        closed: anyio.Event,
+    ) -> None:
+        """Register ``producer`` of ``session_id``: ``stop()`` asks it to
+        end, ``closed`` is set once it has."""
+        self._live[producer] = (session_id, stop, closed)
 
     def discard(self, producer: object) -> None:
         self._live.pop(producer, None)
 
-    async def stop_all(self, *, grace: float) -> None:
+    async def stop_all(self, *, grace: float) -> list[str]:
         """Ask every producer to stop and wait until each has ended, at most
-        ``grace`` seconds, shielded from cancellation."""
+        ``grace`` seconds, shielded from cancellation; the ids of their
+        sessions."""
+        live = list(self._live.values())
         with anyio.move_on_after(grace, shield=True):
-            live = list(self._live.values())
-            for stop, _ in live:
+            for _, stop, _ in live:
                 stop()
-            for _, closed in live:
+            for _, _, closed in live:
                 await closed.wait()
+        return [session_id for session_id, _, _ in live]
 
 
 class HubRuntime:
