@@ -357,7 +357,7 @@ class SentinelSet:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{sentinel.port}" for sentinel in self.sentinels)
-        return f"redis+sentinel://{hosts}/{self.service}"
+        return f"redis+sentinel://{hosts}/{self.service}?driver={RedisServer.driver}"
 
     def start(self) -> SentinelSet:
         self.primary.start()

@@ -15,7 +15,8 @@ from .helpers import collect, texts
 from .redis_server import SentinelSet
 from .streaming import Stream, stream_with_subscribers
 
-pytestmark = pytest.mark.slow
+#: Each test runs on each Redis driver (redis-py on asyncio only).
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("redis_driver")]
 
 
 @pytest.fixture

@@ -599,11 +599,11 @@ def _error_type(stored: bytes | None) -> ErrorType | None:
 def _choose_driver(driver: str, target: RedisTarget) -> DriverName:
     """The driver ``driver`` names, on the loop running now; ``"auto"``:
     redis-py on asyncio when it is installed and serves the target (one
-    server), coredis otherwise, and always on Trio, where redis-py cannot
-    run."""
+    server, or Sentinel), coredis otherwise, and always on Trio, where
+    redis-py cannot run."""
     trio = _running_trio()
     if driver == "auto":
-        if trio or target.topology is not Topology.SINGLE:
+        if trio or target.topology is Topology.CLUSTER:
             return DriverName.COREDIS
         try:
             import redis.asyncio  # noqa: F401
