@@ -191,7 +191,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         if open_driver is None:
             assert self._target is not None
             open_driver = _factory_for_url(
-                _choose_driver(self._driver_choice, self._target),
+                _choose_driver(self._driver_choice),
                 self._target,
                 reply_timeout=self._stream_timeout,
             )
@@ -596,14 +596,13 @@ def _error_type(stored: bytes | None) -> ErrorType | None:
         return ErrorType.INTERNAL
 
 
-def _choose_driver(driver: str, target: RedisTarget) -> DriverName:
+def _choose_driver(driver: str) -> DriverName:
     """The driver ``driver`` names, on the loop running now; ``"auto"``:
-    redis-py on asyncio when it is installed and serves the target (one
-    server, or Sentinel), coredis otherwise, and always on Trio, where
-    redis-py cannot run."""
+    redis-py on asyncio when it is installed, coredis otherwise, and always
+    on Trio, where redis-py cannot run."""
     trio = _running_trio()
     if driver == "auto":
-        if trio or target.topology is Topology.CLUSTER:
+        if trio:
             return DriverName.COREDIS
         try:
             import redis.asyncio  # noqa: F401

@@ -5,21 +5,25 @@ TLS and ACL settings serve the hub too. redis-py sends one command at a time
 per connection, which the backend makes up for by gathering work into few
 calls (many sessions' appends per script call).
 
-This driver serves one Redis server (``redis://``, ``rediss://``,
-``unix://``, or a ``redis.asyncio.Redis`` client) and a primary behind
-Sentinel (``redis+sentinel://``, or a client made by
-``redis.asyncio.sentinel.Sentinel.master_for``); a Redis Cluster needs the
-coredis driver for now.
+Every deployment: one server (``redis://``, ``rediss://``, ``unix://``, or
+a ``redis.asyncio.Redis``), a Redis Cluster (``redis+cluster://``, or a
+``redis.asyncio.RedisCluster``: sharded Pub/Sub read from every node at once
+by :class:`ShardedListener`) and a primary behind Sentinel
+(``redis+sentinel://``, or a client made by
+``redis.asyncio.sentinel.Sentinel.master_for``).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
 from typing import Any
 
 import anyio
 import redis.asyncio
+from anyio.abc import TaskGroup
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ConstantBackoff
@@ -54,8 +58,13 @@ class RedisPyDriver:
         self._client = client
         self._scripts = {name: client.register_script(source) for name, source in scripts.items()}
         self._writes = writes
-        pool = client.connection_pool
+        self._cluster = type(client).__name__ == "RedisCluster"
+        pool = None if self._cluster else client.connection_pool
         self._primary = SentinelGuard(client) if isinstance(pool, SentinelConnectionPool) else None
+        # A cluster node's pool refuses a command past its max_connections
+        # rather than waiting; at most this many run at once, leaving each
+        # node a connection for Pub/Sub.
+        self._commands = anyio.CapacityLimiter(MAX_CONNECTIONS - 1) if self._cluster else None
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -65,6 +74,9 @@ class RedisPyDriver:
         script = self._scripts[name]
         if self._primary is not None and name in self._writes:
             return await self._primary.run_confirmed(script, keys, args)
+        if self._commands is not None:
+            async with self._commands:
+                return await script(keys=keys, args=args)
         return await script(keys=keys, args=args)
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
@@ -81,10 +93,15 @@ class RedisPyDriver:
             await self._primary.check_primary()
 
     async def refresh_layout(self) -> None:
-        return None
+        if self._cluster:
+            await self._client.nodes_manager.initialize()
 
     @asynccontextmanager
     async def _pubsub(self, home: str) -> AsyncIterator[Any]:
+        if self._cluster:
+            async with ShardedListener.open(self._client) as listener:
+                yield listener
+            return
         pubsub = self._client.pubsub()
         try:
             # redis-py's Pub/Sub has no connection, and cannot be read,
@@ -99,6 +116,8 @@ class RedisPyDriver:
         return self._pubsub(home)
 
     async def receive(self, pubsub: Any) -> list[Any]:
+        if isinstance(pubsub, ShardedListener):
+            return await pubsub.receive()
         # It reconnects and subscribes again by itself; the acknowledgements
         # of those subscriptions tell the notifier to have its readers read.
         return [await pubsub.get_message(timeout=None)]
@@ -118,6 +137,69 @@ def classify(exc: BaseException) -> Verdict:
     if isinstance(exc, RedisError | OSError | TimeoutError):
         return False, str(exc)
     return None
+
+
+class ShardedListener:
+    """Sharded Pub/Sub on a cluster, read from every node as messages come.
+
+    redis-py's ``ClusterPubSub`` routes each ``SSUBSCRIBE`` to the node that
+    owns its channel's slot, but reads its nodes in turn, each for up to a
+    timeout. Here one task per node reads that node's Pub/Sub, and every
+    message goes to one stream in arrival order (``smessage`` as
+    ``message``). A node whose slot moves unsubscribes its channels
+    (``sunsubscribe``); the notifier then subscribes them again, on the new
+    owner. A node's connection that fails ends the listener, and the
+    notifier opens another on a fresh layout.
+    """
+
+    def __init__(self, client: Any, task_group: TaskGroup) -> None:
+        self._pubsub = client.pubsub()
+        self._task_group = task_group
+        self._send, self._messages = anyio.create_memory_object_stream[Any](math.inf)
+        self._read: set[str] = set()  # nodes with a reading task
+
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, client: Any) -> AsyncIterator[ShardedListener]:
+        async with anyio.create_task_group() as task_group:
+            listener = cls(client, task_group)
+            try:
+                yield listener
+            finally:
+                task_group.cancel_scope.cancel()
+                with anyio.CancelScope(shield=True):
+                    await listener._pubsub.aclose()
+
+    async def subscribe(self, *channels: str) -> None:
+        await self._pubsub.ssubscribe(*channels)
+        for name, node_pubsub in list(self._pubsub.node_pubsub_mapping.items()):
+            if name not in self._read:
+                self._read.add(name)
+                self._task_group.start_soon(self._read_node, name, node_pubsub)
+
+    async def unsubscribe(self, *channels: str) -> None:
+        await self._pubsub.sunsubscribe(*channels)
+
+    async def receive(self) -> list[Any]:
+        """The next message, and every other one already come."""
+        messages = [await self._messages.receive()]
+        while True:
+            try:
+                messages.append(self._messages.receive_nowait())
+            except anyio.WouldBlock:
+                return messages
+
+    async def _read_node(self, name: str, node_pubsub: Any) -> None:
+        try:
+            while True:
+                message = await node_pubsub.get_message(timeout=None)
+                if message is None:
+                    continue
+                if message["type"] == "smessage":
+                    message["type"] = "message"
+                self._send.send_nowait(message)
+        finally:
+            self._read.discard(name)
 
 
 class SentinelGuard:
@@ -181,7 +263,16 @@ class _BlockingSentinelPool(SentinelConnectionPool, redis.asyncio.BlockingConnec
 
 def _binary_twin(client: Any) -> Any | None:
     """For a client that decodes replies to str, a client of its own on the
-    same settings that does not (replayhub's replies are binary); else None."""
+    same settings that does not (replayhub's replies are binary); else None.
+
+    :raises ~replayhub.InvalidInputError: for such a cluster client.
+    """
+    if type(client).__name__ == "RedisCluster":
+        if client.get_encoder().decode_responses:
+            raise InvalidInputError(
+                "pass a RedisCluster made with decode_responses=False (replayhub reads bytes)"
+            )
+        return None
     pool = client.connection_pool
     if not pool.connection_kwargs.get("decode_responses"):
         return None
@@ -203,10 +294,9 @@ async def open_driver(
 ) -> AsyncIterator[RedisPyDriver]:
     """A redis-py driver on a client of its own for ``target``, closed on exit."""
     if target.topology is Topology.CLUSTER:
-        raise InvalidInputError(
-            f"the redis-py driver does not serve a Redis Cluster yet ({target.where}): "
-            "use driver='coredis'"
-        )
+        async with _cluster_client(target, reply_timeout=reply_timeout) as client:
+            yield RedisPyDriver(client, scripts=scripts, writes=writes)
+        return
     if target.topology is Topology.SENTINEL:
         async with _sentinel_client(target, reply_timeout=reply_timeout) as client:
             yield RedisPyDriver(client, scripts=scripts, writes=writes)
@@ -228,6 +318,40 @@ async def open_driver(
     finally:
         with anyio.CancelScope(shield=True):
             await client.aclose(close_connection_pool=True)
+
+
+@asynccontextmanager
+async def _cluster_client(target: RedisTarget, *, reply_timeout: float) -> AsyncIterator[Any]:
+    """A cluster client starting from every host the URL names."""
+    options: dict[str, Any] = {
+        "startup_nodes": [ClusterNode(host, port) for host, port in target.hosts],
+        "max_connections": MAX_CONNECTIONS,
+        "username": target.username,
+        "password": target.password,
+        "socket_timeout": reply_timeout,
+        "socket_connect_timeout": reply_timeout,
+        "retry": Retry(ConstantBackoff(0.01), 2),
+    }
+    if target.url.startswith("rediss"):
+        options["ssl"] = True
+        options.update(
+            (key, value)
+            for key, value in target.options.items()
+            if key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+        )
+    with translate_errors(f"cannot connect to {target.where}", classify):
+        client = RedisCluster(**options)
+        try:
+            await client.initialize()
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await client.aclose()
+            raise
+    try:
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.aclose()
 
 
 @asynccontextmanager
@@ -266,10 +390,6 @@ async def driver_for_client(
     client: Any, *, scripts: Mapping[str, str], writes: frozenset[str]
 ) -> AsyncIterator[RedisPyDriver]:
     """A redis-py driver on the caller's client, which stays open."""
-    if type(client).__name__ == "RedisCluster":
-        raise InvalidInputError(
-            "the redis-py driver does not serve a Redis Cluster yet: pass a coredis client"
-        )
     twin = _binary_twin(client)
     try:
         yield RedisPyDriver(client if twin is None else twin, scripts=scripts, writes=writes)
