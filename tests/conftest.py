@@ -99,6 +99,9 @@ def backend_servers(request: pytest.FixtureRequest) -> BackendServers:
             if kind == "redis-py":
                 return f"{server.plain_url}?driver=redis-py"
             return server.plain_url
+        if kind == "redis-py-cluster":
+            cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+            return cluster.url.replace("driver=coredis", "driver=redis-py")
         url: str = request.getfixturevalue(f"{kind.replace('-', '_')}_url")
         return url
 

@@ -250,7 +250,7 @@ class RedisClusterNodes:
     @property
     def url(self) -> str:
         hosts = ",".join(f"127.0.0.1:{node.port}" for node in self.nodes[:3])
-        return f"redis+cluster://{hosts}"
+        return f"redis+cluster://{hosts}?driver={RedisServer.driver}"
 
     def start(self) -> RedisClusterNodes:
         try:

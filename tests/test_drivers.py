@@ -33,7 +33,7 @@ async def round_trip(hub: Hub, session_id: str) -> None:
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
-async def test_auto_is_redis_py_on_asyncio_for_one_server(redis_server: RedisServer) -> None:
+async def test_auto_is_redis_py_on_asyncio(redis_server: RedisServer) -> None:
     async with Hub.from_url(redis_server.plain_url, namespace="auto-asyncio") as hub:
         assert driver_of(hub) == "redis-py"
         await round_trip(hub, "s")

@@ -70,8 +70,8 @@ class Hub(anyio.AsyncContextManagerMixin):
 
         :param driver: the Redis client library: ``"redis-py"`` (asyncio),
             ``"coredis"`` (asyncio and Trio), or ``"auto"``: redis-py on
-            asyncio when it is installed and serves the URL (one server),
-            coredis otherwise and always on Trio. Also ``?driver=`` in the URL.
+            asyncio when it is installed, coredis otherwise and always on
+            Trio. Also ``?driver=`` in the URL.
         :raises ~replayhub.InvalidInputError: for an unknown scheme, a
             malformed URL or an unknown driver.
         """
@@ -82,11 +82,12 @@ class Hub(anyio.AsyncContextManagerMixin):
     def from_client(cls, client: Any, **options: Unpack[HubOptions]) -> Hub:
         """A hub on a Redis client the application already holds.
 
-        ``client`` is a ``redis.asyncio.Redis`` (one server, asyncio) or a
+        ``client`` is a ``redis.asyncio.Redis`` or ``RedisCluster`` (asyncio),
+        one made by ``redis.asyncio.sentinel.Sentinel.master_for``, or a
         coredis ``Redis``, ``RedisCluster`` or Sentinel-made client. Its pool,
         TLS and ACL settings serve the hub; the hub never closes it. A
-        redis-py client made with ``decode_responses=True`` works too (the
-        hub then opens a binary client of its own on the same settings).
+        ``redis.asyncio.Redis`` made with ``decode_responses=True`` works too
+        (the hub then opens a binary client of its own on the same settings).
 
         :raises ~replayhub.InvalidInputError: for any other object.
         """

@@ -40,8 +40,8 @@ def backend_from_url(url: str, *, namespace: str, driver: str = "auto") -> Backe
     through Sentinel.
 
     :param driver: for Redis, the client library: ``"coredis"``,
-        ``"redis-py"`` or ``"auto"`` (redis-py on asyncio for one server
-        when it is installed, coredis otherwise); also ``?driver=`` in the URL.
+        ``"redis-py"`` or ``"auto"`` (redis-py on asyncio when it is
+        installed, coredis otherwise); also ``?driver=`` in the URL.
     :raises ~replayhub.InvalidInputError: for an unknown scheme or a
         malformed URL.
     """

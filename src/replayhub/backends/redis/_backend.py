@@ -135,7 +135,8 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         closes it): a ``redis.asyncio.Redis`` or ``RedisCluster`` (asyncio
         only), one made by ``redis.asyncio.sentinel.Sentinel.master_for``, or
         a coredis ``Redis``/``RedisCluster`` (or ``Sentinel.primary_for``).
-        A client made with ``decode_responses=True`` works too.
+        A ``redis.asyncio.Redis`` made with ``decode_responses=True`` works
+        too.
 
         :raises ~replayhub.InvalidInputError: for anything else.
         """
