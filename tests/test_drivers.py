@@ -13,7 +13,7 @@ from replayhub import Hub, InvalidInputError, State
 from replayhub.backends.redis import RedisBackend
 
 from .helpers import collect, texts
-from .redis_server import RedisServer
+from .redis_server import RedisClusterNodes, RedisServer
 
 
 def driver_of(hub: Hub) -> str:
@@ -140,3 +140,22 @@ def test_both_drivers_judge_redis_errors_alike() -> None:
     readonly = c.ReadOnlyError("READONLY replica")
     assert _coredis.classify(readonly) == (True, "READONLY replica")
     assert _coredis.classify(readonly, readonly_is_transient=True) == (False, "READONLY replica")
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_hub_on_an_apps_redis_py_cluster_client_leaves_it_open(
+    redis_cluster: RedisClusterNodes,
+) -> None:
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    client = RedisCluster(
+        startup_nodes=[ClusterNode("127.0.0.1", node.port) for node in redis_cluster.nodes]
+    )
+    try:
+        async with Hub.from_client(client, namespace="app-cluster") as hub:
+            assert driver_of(hub) == "redis-py"
+            await round_trip(hub, "s")
+        await client.set("still-open", "yes")
+        assert await client.get("still-open") == b"yes"
+    finally:
+        await client.aclose()
