@@ -10,17 +10,23 @@ from replayhub.backends import Backend, backend_from_url
 from replayhub.backends.redis import RedisBackend
 
 #: memory; Redis on coredis; a Redis Cluster of three primaries on coredis;
-#: Redis and the Cluster on redis-py (asyncio only): every contract test runs
+#: Redis and the Cluster on redis-py, and a redis-py client made by the test
+#: and passed in (``from_client``; asyncio only): every contract test runs
 #: on these.
-BACKEND_KINDS = ["memory", "redis", "redis-cluster", "redis-py", "redis-py-cluster"]
+BACKEND_KINDS = [
+    "memory",
+    "redis",
+    "redis-cluster",
+    "redis-py",
+    "redis-py-cluster",
+    "redis-py-client",
+]
 #: Redis as a least-privilege ACL user and Redis over TLS change how the
 #: client connects and what it may run, not what the scripts do: they run the
 #: backend contract and a hub's whole round (test_backend_contract.py), a smoke
 #: subset rather than every contract test again.
 SMOKE_KINDS = ["redis-acl", "redis-tls"]
-#: The redis-py driver (asyncio only): from a URL (a contract kind above),
-#: and on a client the test makes and passes in (``RedisBackend.from_client``),
-#: which runs the backend contract and a hub's whole round.
+#: The kinds on the redis-py driver, which runs on asyncio only.
 REDIS_PY_KINDS = ["redis-py", "redis-py-cluster", "redis-py-client"]
 
 

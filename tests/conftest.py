@@ -117,9 +117,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     )
     if "backend_kind" in metafunc.fixturenames and not chosen:
         smoke = metafunc.module.__name__.endswith(".test_backend_contract")
-        metafunc.parametrize(
-            "backend_kind", BACKEND_KINDS + ([*SMOKE_KINDS, "redis-py-client"] if smoke else [])
-        )
+        metafunc.parametrize("backend_kind", BACKEND_KINDS + (SMOKE_KINDS if smoke else []))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

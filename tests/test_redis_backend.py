@@ -45,7 +45,10 @@ def free_slots(hub: Hub) -> int:
     return len(pool_of(hub)._available_connections._queue)
 
 
-async def test_a_thousand_subscriptions_share_a_few_connections(fresh_redis: RedisServer) -> None:
+@pytest.mark.usefixtures("redis_driver")
+async def test_a_thousand_subscriptions_share_a_few_connections(
+    fresh_redis: RedisServer, redis_driver: str
+) -> None:
     sessions, per_session = 100, 10
     go = anyio.Event()
     joined = 0
@@ -78,7 +81,8 @@ async def test_a_thousand_subscriptions_share_a_few_connections(fresh_redis: Red
             connections = client_count(fresh_redis)
             go.set()
         print(f"\n1,000 subscriptions over 100 sessions: {connections} Redis connections")
-        assert connections <= 3
+        # coredis multiplexes commands (3 seen); redis-py's pool holds 4.
+        assert connections <= (3 if redis_driver == "coredis" else 4)
         assert sorted(received) == sorted(f"s{i % sessions}" for i in range(sessions * per_session))
 
 
@@ -139,6 +143,7 @@ async def test_connections_killed_while_in_use_give_their_pool_slots_back(
         assert client_count(fresh_redis) <= MAX_CONNECTIONS
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_events_redis_lost_make_the_producer_fail_loudly(fresh_redis: RedisServer) -> None:
     # As when a primary dies before its replica has the last write batch:
     # the batch is gone from the log and the count. The next write must not
@@ -165,6 +170,7 @@ async def test_events_redis_lost_make_the_producer_fail_loudly(fresh_redis: Redi
     assert texts(events) == [0, 1, 2]
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_notifications_that_do_not_follow_cost_a_read_never_an_event(
     fresh_redis: RedisServer,
 ) -> None:
@@ -225,6 +231,7 @@ def evalsha_calls(server: RedisServer) -> int:
     return int(line.split("calls=")[1].split(",")[0])
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisServer) -> None:
     producers, batches = 50, 20
     async with Hub.from_url(fresh_redis.url) as hub:
@@ -252,6 +259,7 @@ async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisSer
     assert calls < producers * batches // 2, calls
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, retention=0.5, lease_ttl=0.2) as hub:
         async with hub.produce("s") as stream:
@@ -269,6 +277,7 @@ async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
     assert fresh_redis.command("DBSIZE").strip() == b"0"
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_crashed_producer_keys_expire_unread(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, retention=0.3, lease_ttl=0.2) as hub:
         backend = hub._backend
@@ -317,13 +326,15 @@ def test_malformed_redis_urls_are_rejected(url: str) -> None:
         Hub.from_url(url)
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_unreachable_redis_is_a_clear_error() -> None:
-    hub = Hub.from_url(f"redis://127.0.0.1:{free_port()}/0")
+    hub = Hub.from_url(f"redis://127.0.0.1:{free_port()}/0?driver={RedisServer.driver}")
     with anyio.fail_after(15), pytest.raises(BackendUnavailableError, match="cannot"):
         async with hub:
             pass
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_password_and_unix_socket_urls(tmp_path: Path) -> None:
     socket_path = tmp_path / "redis.sock"
     server = RedisServer(
@@ -338,10 +349,11 @@ async def test_password_and_unix_socket_urls(tmp_path: Path) -> None:
         ),
     ).start()
     try:
+        driver = RedisServer.driver
         urls = [
-            f"redis://:s3cret@127.0.0.1:{server.port}/0",
-            f"redis://default:s3cret@127.0.0.1:{server.port}/1",
-            f"unix://:s3cret@{socket_path}?db=0",
+            f"redis://:s3cret@127.0.0.1:{server.port}/0?driver={driver}",
+            f"redis://default:s3cret@127.0.0.1:{server.port}/1?driver={driver}",
+            f"unix://:s3cret@{socket_path}?db=0&driver={driver}",
         ]
         for url in urls:
             async with Hub.from_url(url) as hub:
@@ -350,8 +362,8 @@ async def test_password_and_unix_socket_urls(tmp_path: Path) -> None:
                 async with hub.subscribe("s") as events:
                     assert [event.data async for event in events] == ["ok"]
         for bad in (
-            f"redis://:wrong@127.0.0.1:{server.port}/0",
-            f"redis://127.0.0.1:{server.port}/0",
+            f"redis://:wrong@127.0.0.1:{server.port}/0?driver={driver}",
+            f"redis://127.0.0.1:{server.port}/0?driver={driver}",
         ):
             with anyio.fail_after(15), pytest.raises(BackendUnavailableError):
                 async with Hub.from_url(bad):
@@ -360,6 +372,7 @@ async def test_password_and_unix_socket_urls(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.mark.usefixtures("redis_driver")
 async def test_a_session_produced_here_is_not_heard_back_and_others_are_heard_after(
     fresh_redis: RedisServer,
 ) -> None:
