@@ -202,9 +202,11 @@ async def test_a_hub_keeps_few_connections_per_node(
             len(node.command("client", "list").decode().splitlines()) - 1  # minus redis-cli
             for node in cluster.nodes
         ]
-    # A command connection and a sharded Pub/Sub one per primary, plus
-    # coredis's spares under concurrency.
-    assert max(per_node) <= 4, per_node
+    # coredis: a command connection and a sharded Pub/Sub one per primary,
+    # plus spares under concurrency, 4 in all. redis-py: up to 3 commands at
+    # once, the Pub/Sub one, and the one it read the slot layout on, which it
+    # keeps (docs/redis.md).
+    assert max(per_node) <= (4 if redis_driver == "coredis" else 5), per_node
 
 
 async def _produce_some(hub: Hub, session_id: str) -> None:

@@ -183,28 +183,45 @@ async def test_redis_restart_without_persistence_is_a_clear_end(fresh_redis: Red
                     await anyio.sleep(10)  # cancelled: the heartbeat finds the claim gone
 
 
+class Race:
+    """Contenders for one session: how many won, once all were answered."""
+
+    def __init__(self, contenders: int) -> None:
+        self.contenders = contenders
+        self.winners = self.answered = 0
+        self.all_answered = anyio.Event()
+        self.release = anyio.Event()
+
+    async def contend(self, hub: Hub, session_id: str) -> None:
+        try:
+            async with hub.produce(session_id):
+                self.winners += 1
+                self._answer()
+                await self.release.wait()
+        except SessionBusyError:
+            self._answer()
+
+    def _answer(self) -> None:
+        self.answered += 1
+        if self.answered == self.contenders:
+            self.all_answered.set()
+
+
 @pytest.mark.usefixtures("redis_driver")
 async def test_claim_races_have_exactly_one_winner(fresh_redis: RedisServer) -> None:
     rounds, contenders = 200, 8
     async with Hub.from_url(fresh_redis.url, lease_ttl=2.0) as hub:
         for round_ in range(rounds):
-            winners = 0
-            release = anyio.Event()
-
-            async def contend(session_id: str, release: anyio.Event) -> None:
-                nonlocal winners
-                try:
-                    async with hub.produce(session_id):
-                        winners += 1
-                        await release.wait()
-                except SessionBusyError:
-                    pass
-
+            race = Race(contenders)
             async with anyio.create_task_group() as tg:
                 for _ in range(contenders):
-                    tg.start_soon(contend, f"race-{round_}", release)
-                await anyio.sleep(0.005)
-                release.set()
+                    tg.start_soon(race.contend, hub, f"race-{round_}")
+                # Held until every claim is answered: a claim arriving after
+                # the winner ended would rightly start a new generation.
+                with anyio.fail_after(10):
+                    await race.all_answered.wait()
+                race.release.set()
+            winners = race.winners
             assert winners == 1, f"round {round_}: {winners} winners"
     print(f"\nclaim races: {rounds} rounds x {contenders} contenders, one winner each")
 
