@@ -1,4 +1,4 @@
-"""Cancellation at a known point of each backend call: the call is parked at
+"""Backend calls parked at a known point: cancellation there, the call is parked at
 a gate (before the real backend runs it), the caller is cancelled there, and
 then nothing may be left behind (no open follower, no registered producer),
 lost, duplicated, or moved (a subscription's cursor).
@@ -16,8 +16,8 @@ from typing import Any
 import anyio
 import pytest
 
-from replayhub import Hub, State
-from replayhub._feed import PAGE_SIZE
+from replayhub import Hub, State, Subscription
+from replayhub._feed import PAGE_SIZE, WINDOW
 
 from .conftest import HubFactory
 from .helpers import FaultyWrap, Gate, collect
@@ -199,3 +199,47 @@ async def test_a_producer_cancelled_during_its_terminal_write_still_ends_done(
         assert_nothing_left(hub)
     assert [event.id for event in events] == ids
     assert outcome.state is State.DONE
+
+
+async def test_readers_behind_the_window_share_one_storage_read_per_page(
+    make_hub: HubFactory,
+) -> None:
+    wrap = FaultyWrap()
+    readers = 10
+    async with make_hub(wrap=wrap) as hub, hub.produce("s") as stream:
+        for index in range(PAGE_SIZE + 3 * WINDOW):  # beyond the feed's window
+            try:
+                stream.send_nowait(f"e{index}")
+            except anyio.WouldBlock:
+                await stream.send(f"e{index}")
+        await stream.flush()
+        subscriptions = [await stack_enter(hub) for _ in range(readers)]
+        # Each took its first page when it opened; the next is storage's.
+        firsts = [[await events.__anext__() for _ in range(PAGE_SIZE)] for events in subscriptions]
+        gate = wrap.backend.park("read")
+        received: list[list[str]] = []
+        async with anyio.create_task_group() as tg:
+
+            async def next_page(events: Subscription) -> None:
+                page = [await events.__anext__() for _ in range(PAGE_SIZE)]
+                received.append([event.id for event in page])
+
+            for events in subscriptions:
+                tg.start_soon(next_page, events)
+            await gate.reached.wait()
+            await anyio.wait_all_tasks_blocked()
+            gate.opened.set()
+        assert gate.calls == 1  # one read for all ten readers
+        assert all(len(first) == PAGE_SIZE for first in firsts)
+        assert received == [received[0]] * readers
+        assert received[0] == [
+            f"{stream.generation}-{seq}" for seq in range(PAGE_SIZE + 1, 2 * PAGE_SIZE + 1)
+        ]
+        for events in subscriptions:
+            await events.__aexit__(None, None, None)
+
+
+async def stack_enter(hub: Hub) -> Subscription:
+    subscription = hub.subscribe("s")
+    await subscription.__aenter__()
+    return subscription

@@ -55,6 +55,17 @@ class BehindWindow(Exception):
     """The cursor is older than the window: read storage directly."""
 
 
+class _SharedRead:
+    """A storage read under way, for every reader at its cursor."""
+
+    __slots__ = ("done", "error", "result")
+
+    def __init__(self) -> None:
+        self.done = anyio.Event()
+        self.result: tuple[SessionRecord, list[StoredEvent]] | None = None
+        self.error: BaseException | None = None
+
+
 class SessionFeed:
     """
     :param lease_ttl: how long a failing storage is retried before waiting
@@ -97,6 +108,39 @@ class SessionFeed:
         self._missed = False  # a batch came that did not follow the window
         self._watch: Watch | None = None
         self._scope = anyio.CancelScope()
+        self._storage_reads: dict[tuple[int, int], _SharedRead] = {}
+
+    async def read_storage(self, after: Cursor) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        """A page of storage after ``after``, for readers behind the window.
+
+        Readers of one session fall behind together (a fast stream, readers
+        one event per ``await``) and would each read and decode the same
+        page: a read already under way for the same cursor is shared. Only
+        while it runs: a later reader reads afresh, so no reader gets an
+        older snapshot than it would have read itself.
+        """
+        key = (after.generation, after.seq)
+        shared = self._storage_reads.get(key)
+        if shared is None:
+            shared = self._storage_reads[key] = _SharedRead()
+            try:
+                shared.result = await self._backend.read(
+                    self.session_id, after=after, limit=self._page_size
+                )
+            except BaseException as exc:
+                shared.error = exc
+                raise
+            finally:
+                del self._storage_reads[key]
+                shared.done.set()
+            return shared.result
+        await shared.done.wait()
+        if shared.error is not None:
+            if isinstance(shared.error, Exception):
+                raise shared.error
+            # The reading reader was cancelled: this one reads for itself.
+            return await self.read_storage(after)
+        return shared.result
 
     @property
     def changed(self) -> anyio.Event:

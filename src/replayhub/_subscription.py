@@ -276,7 +276,12 @@ class Subscription(anyio.AsyncContextManagerMixin):
         backoff, give_up = Backoff(), None
         while True:
             try:
-                result = await self._backend.read(self._session_id, after=after, limit=PAGE_SIZE)
+                if self._feed is None:
+                    result = await self._backend.read(
+                        self._session_id, after=after, limit=PAGE_SIZE
+                    )
+                else:  # shared with the session's other readers at this cursor
+                    result = await self._feed.read_storage(after)
                 break
             except BackendUnavailableError:
                 if give_up is None:
