@@ -18,7 +18,6 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
@@ -38,6 +37,7 @@ from ..._errors import (
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
+from .._clock import running_trio
 from .._protocol import (
     AppendRequest,
     Renewal,
@@ -602,7 +602,7 @@ def _choose_driver(driver: str) -> DriverName:
     """The driver ``driver`` names, on the loop running now; ``"auto"``:
     redis-py on asyncio when it is installed, coredis otherwise, and always
     on Trio, where redis-py cannot run."""
-    trio = _running_trio()
+    trio = running_trio()
     if driver == "auto":
         if trio:
             return DriverName.COREDIS
@@ -615,17 +615,6 @@ def _choose_driver(driver: str) -> DriverName:
     if name is DriverName.REDIS_PY and trio:
         raise InvalidInputError("the redis-py driver runs on asyncio only: use driver='coredis'")
     return name
-
-
-def _running_trio() -> bool:
-    trio = sys.modules.get("trio")  # not imported: not running (importing it takes ~0.1 s)
-    if trio is None:
-        return False
-    try:
-        trio.lowlevel.current_task()
-    except RuntimeError:
-        return False
-    return True
 
 
 def _driver_module(name: DriverName) -> Any:
