@@ -177,6 +177,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         """
         self._require_open()
         event, kind, payload = self._encode(data, event)
+        self._check_max_events()  # before waiting; _queue checks again after
         await checkpoint()
         while len(self._pending) >= self._settings.buffer_size:
             await self._wait_progress()
@@ -216,7 +217,6 @@ class Producer(anyio.AsyncContextManagerMixin):
         if event != "message":
             check_event_name(event)
         kind, payload = encode_data(data, max_bytes=self._settings.max_event_bytes)
-        self._check_max_events()
         return event, kind, payload
 
     def _check_max_events(self) -> None:
@@ -226,7 +226,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             )
 
     def _queue(self, event: str, kind: DataKind, payload: str | bytes, *, at_once: bool) -> str:
-        self._check_max_events()  # again: others may have sent while this one waited
+        self._check_max_events()
         self._seq += 1
         seq = self._seq
         if at_once:

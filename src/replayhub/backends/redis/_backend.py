@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from importlib.resources import files
@@ -119,13 +119,32 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         if driver != "auto" and driver not in {name.value for name in DriverName}:
             names = ", ".join(repr(name.value) for name in DriverName)
             raise InvalidInputError(f"driver must be 'auto', {names}, not {driver!r}")
-        self._where = target.where
-        self._cluster = target.topology is Topology.CLUSTER
+        chosen = driver
+        self._setup(
+            where=target.where,
+            cluster=target.topology is Topology.CLUSTER,
+            namespace=namespace,
+            driver=driver,
+            # "auto" is decided on entering, on the loop that runs the backend.
+            factory=lambda: _factory_for_url(
+                _choose_driver(chosen), target, reply_timeout=stream_timeout
+            ),
+        )
+
+    def _setup(
+        self,
+        *,
+        where: str,
+        cluster: bool,
+        namespace: str,
+        driver: str,
+        factory: Callable[[], DriverFactory],
+    ) -> None:
+        self._where = where
+        self._cluster = cluster
         self._namespace = namespace
-        self._target: RedisTarget | None = target
-        self._stream_timeout = stream_timeout
         self._driver_choice = driver
-        self._open_driver: DriverFactory | None = None  # chosen on entering
+        self._driver_factory = factory
         self._driver: RedisDriver | None = None
         self._notifier: Notifier | None = None
         self._claimed_here: set[tuple[str, int]] = set()  # claimed, not yet released
@@ -141,7 +160,6 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
         :raises ~replayhub.InvalidInputError: for anything else.
         """
-        backend = cls.__new__(cls)
         library = type(client).__module__.partition(".")[0]
         cluster = type(client).__name__ == "RedisCluster"
         if library == "coredis":
@@ -164,16 +182,14 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             )
             return manager
 
-        backend._where = f"{type(client).__qualname__} client"
-        backend._cluster = cluster
-        backend._namespace = namespace
-        backend._target = None
-        backend._stream_timeout = 0.0
-        backend._driver_choice = name.value
-        backend._open_driver = open_driver
-        backend._driver = None
-        backend._notifier = None
-        backend._claimed_here = set()
+        backend = cls.__new__(cls)
+        backend._setup(
+            where=f"{type(client).__qualname__} client",
+            cluster=cluster,
+            namespace=namespace,
+            driver=name.value,
+            factory=lambda: open_driver,
+        )
         return backend
 
     def __repr__(self) -> str:
@@ -189,15 +205,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             scripts["touch_index"] = (
                 files(__package__).joinpath("lua", "touch_index.lua").read_text()
             )
-        open_driver = self._open_driver
-        if open_driver is None:
-            assert self._target is not None
-            open_driver = _factory_for_url(
-                _choose_driver(self._driver_choice),
-                self._target,
-                reply_timeout=self._stream_timeout,
-            )
-        async with open_driver(scripts=scripts, writes=_WRITES) as driver:
+        async with self._driver_factory()(scripts=scripts, writes=_WRITES) as driver:
             with driver.errors(f"cannot reach {self!r}"):
                 await driver.ping()
             self._driver = driver

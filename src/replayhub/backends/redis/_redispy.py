@@ -39,10 +39,10 @@ from redis.exceptions import (
     TryAgainError,
 )
 
-from ..._errors import BackendUnavailableError, InvalidInputError
+from ..._errors import InvalidInputError
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
 from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
-from ._sentinel import _CURRENT, REPLICA_WAIT_MS
+from ._sentinel import _CURRENT, REPLICA_WAIT_MS, names_primary, not_the_primary
 
 #: The error codes redis-py turns into exception classes, dropping the code
 #: from the message: put back, so messages read as Redis wrote them.
@@ -236,10 +236,7 @@ class SentinelGuard:
             return
         await self._pool.disconnect()
         self._pool.master_address = None
-        raise BackendUnavailableError(
-            f"{location or 'the node written to'} is not the primary the Sentinels of "
-            f"{self._service!r} name, or a failover is under way: retried on the primary"
-        )
+        raise not_the_primary(location, self._service)
 
     async def _named_primary(self, location: tuple[str, int]) -> bool:
         for sentinel in self._pool.sentinel_manager.sentinels:
@@ -247,11 +244,13 @@ class SentinelGuard:
                 state = await sentinel.sentinel_master(self._service)
             except (RedisError, OSError, TimeoutError):
                 continue
-            flags = state.get("flags", "")
-            names = flags if isinstance(flags, set) else set(str(flags).split(","))
-            if "failover_in_progress" in names:
-                return False
-            return (str(state.get("ip")), int(state.get("port", 0))) == tuple(location)
+            flags = state.get("flags", "")  # a set where redis-py parsed them
+            return names_primary(
+                str(state.get("ip")),
+                int(state.get("port", 0)),
+                ",".join(flags) if isinstance(flags, set) else str(flags),
+                location,
+            )
         return False
 
 

@@ -45,6 +45,23 @@ REPLICA_WAIT_MS = 100
 _CURRENT: Any = object()
 
 
+def names_primary(ip: str, port: int, flags: str, location: tuple[str, int]) -> bool:
+    """Whether a Sentinel's view of the service (its primary's ``ip``,
+    ``port`` and comma-separated ``flags``) confirms ``location`` as the
+    primary: the same node, and no failover under way."""
+    if "failover_in_progress" in flags.split(","):
+        return False
+    return (ip, port) == (location[0], location[1])
+
+
+def not_the_primary(location: object, service: str) -> BackendUnavailableError:
+    """The retryable error of a write the Sentinels do not confirm."""
+    return BackendUnavailableError(
+        f"{location or 'the node written to'} is not the primary the Sentinels of "
+        f"{service!r} name, or a failover is under way: retried on the primary"
+    )
+
+
 class PrimaryGuard:
     """Runs the writes of a client made by ``Sentinel.primary_for``."""
 
@@ -87,10 +104,7 @@ class PrimaryGuard:
         if location is not None and await self._named_primary(location):
             return
         self.move()
-        raise BackendUnavailableError(
-            f"{location or 'the node written to'} is not the primary the Sentinels of "
-            f"{self._service!r} name, or a failover is under way: retried on the primary"
-        )
+        raise not_the_primary(location, self._service)
 
     def move(self) -> None:
         """Drop every connection: the next one asks Sentinel where to go."""
@@ -114,10 +128,10 @@ class PrimaryGuard:
                 state = await sentinel.sentinel_master(self._service)
             except (RedisError, OSError, TimeoutError):
                 continue
-            if b"failover_in_progress" in state.get("flags", b""):
-                return False
-            return bool(
-                state.get("ip", b"").decode() == location.host
-                and int(state.get("port", 0)) == location.port
+            return names_primary(
+                state.get("ip", b"").decode(),
+                int(state.get("port", 0)),
+                state.get("flags", b"").decode(),
+                (location.host, location.port),
             )
         return False
