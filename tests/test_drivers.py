@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import warnings
 from typing import Any
 
 import anyio
@@ -11,6 +13,7 @@ import redis.asyncio
 
 from replayhub import Hub, InvalidInputError, State
 from replayhub.backends.redis import RedisBackend
+from replayhub.backends.redis._redispy import RedisPyDriver
 
 from .helpers import collect, texts
 from .redis_server import RedisClusterNodes, RedisServer
@@ -157,5 +160,41 @@ async def test_a_hub_on_an_apps_redis_py_cluster_client_leaves_it_open(
             await round_trip(hub, "s")
         await client.set("still-open", "yes")
         assert await client.get("still-open") == b"yes"
+    finally:
+        await client.aclose()
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_redis_py_pubsub_broken_under_two_tasks_reconnects_once(
+    fresh_redis: RedisServer,
+) -> None:
+    # The notifier reads its Pub/Sub in one task and subscribes in another;
+    # after a restart both meet the broken connection and reconnect. Two
+    # sockets at once left one unclosed (an unclosed StreamWriter in CI).
+    def our_clients() -> int:  # every client but redis-cli asking
+        return fresh_redis.command("CLIENT", "LIST").count(b"\n") - 1
+
+    client = redis.asyncio.Redis.from_url(fresh_redis.plain_url)
+    driver = RedisPyDriver(client, scripts={}, writes=frozenset())
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            async with driver.open_pubsub("replayhub:{t}:c") as pubsub:
+                connection = pubsub.connection
+                await connection.disconnect()
+                with anyio.fail_after(5):
+                    while our_clients():  # noqa: ASYNC110 - the server's view is waited for
+                        await anyio.sleep(0.01)
+                async with anyio.create_task_group() as task_group:
+                    task_group.start_soon(connection.connect)
+                    task_group.start_soon(connection.connect)
+                # Each connect has had its handshake answered: both are listed.
+                assert our_clients() == 1
+                message = await pubsub.get_message(timeout=5)
+                assert message is not None
+                assert message["type"] == "subscribe"
+            gc.collect()
+        assert not [w for w in caught if "unclosed" in str(w.message)]
+        assert "connect_check_health" not in vars(connection)  # undone for the pool
     finally:
         await client.aclose()

@@ -16,8 +16,14 @@ by :class:`ShardedListener`) and a primary behind Sentinel
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    ExitStack,
+    asynccontextmanager,
+    contextmanager,
+)
 from typing import Any
 
 import anyio
@@ -107,7 +113,8 @@ class RedisPyDriver:
             # redis-py's Pub/Sub has no connection, and cannot be read,
             # before its first subscription; the notifier reads first.
             await pubsub.subscribe(home)
-            yield pubsub
+            with one_connect_at_a_time(pubsub.connection):
+                yield pubsub
         finally:
             with anyio.CancelScope(shield=True):
                 await pubsub.aclose()
@@ -124,6 +131,47 @@ class RedisPyDriver:
 
     def errors(self, what: str) -> AbstractContextManager[None]:
         return translate_errors(what, classify)
+
+
+@contextmanager
+def one_connect_at_a_time(connection: Any) -> Iterator[None]:
+    """Let one task at a time (re)connect a Pub/Sub ``connection``.
+
+    The notifier reads a Pub/Sub in one task and changes its subscriptions
+    in another, and redis-py reconnects a broken connection from whichever
+    call meets it. Two such calls at once each open a socket and the second
+    replaces the first, which is never closed (seen as an unclosed
+    ``StreamWriter`` after a Redis restart). Under the lock the second
+    caller finds the connection made and returns. A connect may reconnect
+    within itself (its resubscription meets a broken connection), so the
+    task holding the lock passes. Undone before the connection goes back to
+    its pool.
+    """
+    if "connect_check_health" in vars(connection):  # already in force
+        yield
+        return
+    lock = anyio.Lock()
+    connect = connection.connect_check_health
+    holder: int | None = None
+
+    async def connect_once(*args: Any, **kwargs: Any) -> None:
+        nonlocal holder
+        task = anyio.get_current_task().id
+        if holder == task:
+            await connect(*args, **kwargs)
+            return
+        async with lock:
+            holder = task
+            try:
+                await connect(*args, **kwargs)  # returns at once if connected
+            finally:
+                holder = None
+
+    connection.connect_check_health = connect_once
+    try:
+        yield
+    finally:
+        del connection.connect_check_health
 
 
 def classify(exc: BaseException) -> Verdict:
@@ -157,6 +205,7 @@ class ShardedListener:
         self._task_group = task_group
         self._send, self._messages = anyio.create_memory_object_stream[Any](math.inf)
         self._read: set[str] = set()  # nodes with a reading task
+        self._connects = ExitStack()  # undoes one_connect_at_a_time per node
 
     @classmethod
     @asynccontextmanager
@@ -167,6 +216,7 @@ class ShardedListener:
                 yield listener
             finally:
                 task_group.cancel_scope.cancel()
+                listener._connects.close()
                 with anyio.CancelScope(shield=True):
                     await listener._pubsub.aclose()
 
@@ -175,6 +225,7 @@ class ShardedListener:
         for name, node_pubsub in list(self._pubsub.node_pubsub_mapping.items()):
             if name not in self._read:
                 self._read.add(name)
+                self._connects.enter_context(one_connect_at_a_time(node_pubsub.connection))
                 self._task_group.start_soon(self._read_node, name, node_pubsub)
 
     async def unsubscribe(self, *channels: str) -> None:
