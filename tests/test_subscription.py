@@ -506,3 +506,135 @@ async def test_a_reader_behind_when_a_new_generation_replaces_the_log_is_told(
                 async for event in events:
                     received.append(event.data)
         assert received == list(range(PAGE_SIZE))
+
+
+def followers_of(hub: Hub, session_id: str) -> int:
+    """How many readers the session's feed hands batches to (``SessionFeed.attach``)."""
+    feed = hub._runtime.feeds._feeds.get(session_id)
+    return 0 if feed is None else len(feed._followers)
+
+
+async def test_a_reader_that_stops_reading_while_followed_holds_at_most_a_page(
+    make_hub: HubFactory,
+) -> None:
+    # A reader level with the feed is handed each batch; one that stops
+    # reading must not collect the rest of the reply in memory.
+    total = 3 * PAGE_SIZE
+    async with make_hub(max_events=total) as hub, hub.produce("s") as stream:
+        async with hub.subscribe("s") as events:
+            async with anyio.create_task_group() as tg:
+                first: list[Event] = []
+
+                async def read_one() -> None:
+                    first.append(await events.__anext__())  # waits level with the feed
+
+                tg.start_soon(read_one)
+                with anyio.fail_after(5):
+                    while not followers_of(hub, "s"):  # noqa: ASYNC110 - no event tells
+                        await anyio.sleep(0.001)
+                await stream.send(0)
+            assert first[0].data == 0
+            for i in range(1, total):
+                await stream.send(i)
+                if i % 100 == 0:
+                    await stream.flush()
+                    assert len(events._buffer) <= PAGE_SIZE
+            await stream.flush()
+            assert len(events._buffer) <= PAGE_SIZE
+            rest = []
+            with anyio.fail_after(10):
+                async for event in events:
+                    rest.append(event.data)
+                    if len(rest) == total - 1:
+                        break
+    assert rest == list(range(1, total))
+
+
+async def test_a_followed_reader_ends_with_its_generation_not_the_next(hub: Hub) -> None:
+    received: list[object] = []
+    waiting = anyio.Event()
+
+    async def read_all(*, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            async for event in events:
+                received.append(event.data)
+                waiting.set()
+        assert events.outcome is not None
+        assert events.outcome.state is State.DONE
+        assert events.generation == first.generation
+
+    async with anyio.create_task_group() as tg:
+        async with hub.produce("s") as first:
+            await tg.start(read_all)
+            await first.send("a")
+            with anyio.fail_after(5):
+                await waiting.wait()
+                while not followers_of(hub, "s"):  # noqa: ASYNC110 - no event tells
+                    await anyio.sleep(0.001)
+        # Claimed again at once: the follower must see generation 1 end and
+        # never be handed generation 2's events.
+        async with hub.produce("s") as second:
+            await second.send("b")
+    assert received == ["a"]
+
+
+async def test_a_reader_leaving_is_no_longer_handed_batches(hub: Hub) -> None:
+    stay: list[object] = []
+    got = anyio.Event()
+
+    async def keep_reading(*, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            async for event in events:
+                stay.append(event.data)
+                got.set()
+
+    async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+        await tg.start(keep_reading)
+        async with hub.subscribe("s") as leaving:
+            with anyio.move_on_after(0.2):
+                await leaving.__anext__()  # waits level with the feed, until cancelled
+            assert followers_of(hub, "s") == 2
+        assert followers_of(hub, "s") == 1
+        await stream.send(1)
+        with anyio.fail_after(5):
+            await got.wait()
+    assert stay == [1]
+
+
+async def test_a_follower_is_never_handed_the_next_generations_events(
+    make_hub: HubFactory,
+) -> None:
+    # The feed reads generation 1's end only after generation 2 has stored
+    # an event: that read brings generation 2's events into the window, and
+    # the reader following generation 1 must be let go first, not handed them.
+    wrap = FaultyWrap()
+    received: list[object] = []
+
+    async def read_all(hub: Hub, *, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe("s") as events:
+            task_status.started()
+            async for event in events:
+                received.append(event.data)
+        assert events.generation == first.generation
+        assert events.outcome is not None
+        assert events.outcome.state is State.DONE
+
+    async with make_hub(wrap=wrap) as hub, anyio.create_task_group() as tg:
+        async with hub.produce("s") as first:
+            await first.send("a")
+            await first.flush()
+            await tg.start(read_all, hub)
+            with anyio.fail_after(5):
+                while not followers_of(hub, "s"):  # noqa: ASYNC110 - no event tells
+                    await anyio.sleep(0.001)
+            gate = wrap.backend.park("read")
+        with anyio.fail_after(5):
+            await gate.reached.wait()  # the feed's read of generation 1's end
+        async with hub.produce("s") as second:
+            await second.send("new")
+            await second.flush()
+        del wrap.backend.gates["read"]
+        gate.opened.set()
+    assert received == ["a"]

@@ -5,10 +5,13 @@ and no storage read at all. The feed holds the hub's one watch on the session
 and a window of its newest events. Batches the backend hands over as they are
 stored (the Redis notification carries them) extend the window at once; any
 other change (a state change, a batch the feed missed) makes the feed's task
-read storage from the window's end. Subscriptions wait on :attr:`changed` and
-take their slice of the window; one whose cursor is older than the window
-reads storage itself, at its own pace, so a slow reader still gets everything
-with bounded memory.
+read storage from the window's end. A subscription level with the feed is
+a *follower*: the feed appends each batch to its buffer and wakes it, as a
+queue would (one wake-up and no look-up per reader per batch). Any other
+change releases the followers, which then look for themselves: they wait on
+:attr:`changed` and take their slice of the window, and one whose cursor is
+older than the window reads storage itself, at its own pace, so a slow
+reader still gets everything with bounded memory.
 
 No change is lost: the watch opens before any subscription's first read, so
 whatever is stored after that read reaches the feed, as a batch or a wake-up.
@@ -23,7 +26,7 @@ import logging
 import operator
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import cast
+from typing import Protocol, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
@@ -53,6 +56,17 @@ PAGE_SIZE = 2048
 
 class BehindWindow(Exception):
     """The cursor is older than the window: read storage directly."""
+
+
+class Follower(Protocol):
+    """A reader the feed hands each batch to (:meth:`SessionFeed.attach`)."""
+
+    def pushed(self, events: list[StoredEvent]) -> bool:
+        """Take the batch that follows what the reader holds; ``False`` to
+        decline it (a reader too far behind), which ends the following."""
+
+    def released(self) -> None:
+        """The feed stopped handing batches over: look for yourself."""
 
 
 class _SharedRead:
@@ -109,6 +123,8 @@ class SessionFeed:
         self._watch: Watch | None = None
         self._scope = anyio.CancelScope()
         self._storage_reads: dict[tuple[int, int], _SharedRead] = {}
+        # Readers level with the window and its live generation (ordered).
+        self._followers: dict[Follower, None] = {}
 
     async def read_storage(self, after: Cursor) -> tuple[SessionRecord, list[StoredEvent]] | None:
         """A page of storage after ``after``, for readers behind the window.
@@ -180,6 +196,18 @@ class SessionFeed:
         if after_seq == last_seq >= record.last_seq:
             return record, []
         return None  # storage holds more than the window: being read
+
+    def attach(self, follower: Follower) -> None:
+        """Hand ``follower`` every batch that extends the window from now on,
+        until a change other than a batch releases it.
+
+        Only for a reader that :meth:`read` found level with storage, in the
+        live generation: each batch then follows exactly what it holds.
+        """
+        self._followers[follower] = None
+
+    def detach(self, follower: Follower) -> None:
+        self._followers.pop(follower, None)
 
     def _final_for(self, generation: int) -> bool:
         """Whether the window holds all ``generation`` will ever have: its
@@ -323,6 +351,7 @@ class SessionFeed:
     def _accept(
         self, after: Cursor | None, record: SessionRecord, events: list[StoredEvent]
     ) -> None:
+        self._release_followers()  # before the window changes generation
         old = self._record
         if after is None or old is None:
             self._events, self._shared = [], []  # start at the head
@@ -350,7 +379,7 @@ class SessionFeed:
                 return  # read already
             if events[0].seq <= last_seq + 1:
                 self._extend(events[last_seq + 1 - events[0].seq :])
-                self._moved()
+                self._moved(release=False)  # the followers have it
                 return
         # It does not follow the window (one was missed, or a generation the
         # feed has not read yet): read storage instead.
@@ -370,11 +399,27 @@ class SessionFeed:
         if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per batch
             del self._events[:-WINDOW]
             del self._shared[:-WINDOW]
+        followers = self._followers
+        if followers:
+            declined = [follower for follower in followers if not follower.pushed(events)]
+            for follower in declined:
+                del followers[follower]
 
-    def _moved(self) -> None:
+    def _moved(self, *, release: bool = True) -> None:
+        """Wake the readers waiting for the feed; with ``release``, a change
+        other than a batch: followers too, to look for themselves."""
+        if release:
+            self._release_followers()
         changed, self._changed = self._changed, None
         if changed is not None:
             changed.set()
+
+    def _release_followers(self) -> None:
+        followers = self._followers
+        if followers:
+            self._followers = {}
+            for follower in followers:
+                follower.released()
 
 
 class FeedPool:

@@ -20,6 +20,7 @@ from ._errors import (
 from ._events import Cursor, DataKind, Event, Outcome, State, StoredEvent, format_event_id
 from ._feed import PAGE_SIZE, BehindWindow, SessionFeed
 from ._retry import Backoff
+from ._wakeup import Wakeup, wakeup_factory
 from .backends import SessionRecord
 
 if TYPE_CHECKING:
@@ -84,6 +85,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._join_until = 0  # events up to this seq are joined (batch replay)
         self._buffer: deque[StoredEvent] = deque()
         self._feed: SessionFeed | None = None  # none for a finished session
+        # Level with the feed, which fills the buffer (SessionFeed.attach).
+        self._following = False
+        self._wakeup: Wakeup | None = None  # made when first following
         self._outcome: Outcome | None = None
 
     @property
@@ -144,6 +148,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
                 yield self
             finally:
                 self._inside = False
+                if self._following and self._feed is not None:
+                    self._following = False
+                    self._feed.detach(self)
 
     def __aiter__(self) -> Subscription:
         return self
@@ -174,14 +181,43 @@ class Subscription(anyio.AsyncContextManagerMixin):
             if feed is None:  # a finished session: all of it is stored
                 await self._read_storage()
                 continue
+            if self._following:  # the feed fills the buffer, or releases it
+                assert self._wakeup is not None
+                await self._wakeup.wait()
+                continue
             changed = feed.changed  # taken before looking, so no change slips by
             try:
                 result = feed.read(self._generation, self._fetched_seq)
             except BehindWindow:  # a slow reader reads storage at its own pace
                 await self._read_storage()
                 continue
-            if result is None or not self._accept(*result):
+            if result is None:
                 await changed.wait()
+            elif not self._accept(*result):
+                # Level with storage, live: from here the feed hands this
+                # reader each batch (checked again once it lets go).
+                if self._wakeup is None:
+                    self._wakeup = wakeup_factory()()
+                self._following = True
+                feed.attach(self)
+
+    # -- what the feed calls while this subscription follows it (_feed.Follower) --
+
+    def pushed(self, events: list[StoredEvent]) -> bool:
+        buffer = self._buffer
+        if len(buffer) + len(events) > PAGE_SIZE:  # not reading: it reads on itself, later
+            self._following = False
+            return False
+        buffer.extend(events)
+        self._fetched_seq = events[-1].seq
+        assert self._wakeup is not None
+        self._wakeup.wake()
+        return True
+
+    def released(self) -> None:
+        self._following = False
+        assert self._wakeup is not None
+        self._wakeup.wake()
 
     def batches(self) -> EventBatches:
         """Iterate in lists of events instead of one event at a time.
