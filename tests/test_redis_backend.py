@@ -21,6 +21,7 @@ from replayhub import (
     State,
 )
 from replayhub._events import DataKind, StoredEvent
+from replayhub.backends import AppendRequest
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
 from replayhub.backends.redis._keys import decode_notification, encode_batch, session_keys
@@ -257,6 +258,58 @@ async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisSer
             assert texts(events) == list(range(batches))
     # Alone, each append is a call: 1,000, plus the terminal writes.
     assert calls < producers * batches // 2, calls
+
+
+@pytest.mark.usefixtures("redis_driver")
+async def test_one_append_call_for_many_sessions_keeps_each_ones_data_apart(
+    fresh_redis: RedisServer,
+) -> None:
+    # append_many packs every session's part into one argument: ids, metadata
+    # and payloads of any bytes (newlines, digits, multi-byte text) must come
+    # back exactly, each reply in its place, a fenced-out one among them.
+    tricky_text = "1 2 3 4 5 6\nline two é 🙂"
+    tricky_bytes = b"\n9 9 9 9 9 9\n\x00\xff"
+    async with RedisBackend(fresh_redis.url, namespace="pack") as backend:
+        ids = ["plain", "chat-é-🙂", "{braces}", "metadata-only", "fenced"]
+        generations = {}
+        for session_id in ids:
+            record = await backend.claim(session_id, metadata={}, lease_ttl=30, retention=60)
+            generations[session_id] = record.generation
+        texts_stored = [StoredEvent(1, "message", DataKind.TEXT, tricky_text)]
+        mixed = [
+            StoredEvent(1, "message", DataKind.TEXT, "a"),
+            StoredEvent(2, "bin", DataKind.BYTES, tricky_bytes),
+            StoredEvent(3, "message", DataKind.JSON, '{"k": "é"}'),
+        ]
+        appends = [
+            AppendRequest("plain", generations["plain"], mixed, None),
+            AppendRequest("chat-é-🙂", generations["chat-é-🙂"], texts_stored, None),
+            AppendRequest("{braces}", generations["{braces}"], texts_stored, {"note": "ß\n"}),
+            AppendRequest("metadata-only", generations["metadata-only"], [], {"m": "🙂"}),
+            AppendRequest("fenced", generations["fenced"] + 1, texts_stored, None),
+        ]
+        results = await backend.append_many(appends)
+        assert results[:4] == [None, None, None, None]
+        assert isinstance(results[4], LeaseLostError)
+        for session_id, events in [
+            ("plain", mixed),
+            ("chat-é-🙂", texts_stored),
+            ("{braces}", texts_stored),
+            ("metadata-only", []),
+            ("fenced", []),
+        ]:
+            read = await backend.read(session_id, after=None, limit=10)
+            assert read is not None
+            record, stored = read
+            assert [(e.seq, e.event, e.kind, e.payload) for e in stored] == [
+                (e.seq, e.event, e.kind, e.payload) for e in events
+            ], session_id
+        metadata_only = await backend.head("metadata-only")
+        assert metadata_only is not None
+        assert metadata_only.metadata == {"m": "🙂"}
+        braces = await backend.head("{braces}")
+        assert braces is not None
+        assert braces.metadata == {"note": "ß\n"}
 
 
 @pytest.mark.usefixtures("redis_driver")

@@ -285,13 +285,13 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             chunk = appends[start : start + MAX_PER_CALL]
             all_keys = [self._keys(request.session_id) for request in chunk]
             keys: list[str] = []
-            args: list[str | bytes | int] = []
-            for request, session in zip(chunk, all_keys, strict=True):
+            for session in all_keys:
                 keys += (session.session, session.log)
-                args += _append_args(request)
             keys.append(all_keys[0].index)
             try:
-                replies = await self._call("append_many", keys, args)
+                replies = await self._call(
+                    "append_many", keys, [b"".join(map(_packed_append, chunk))]
+                )
             except BackendUnavailableError as exc:
                 results += [exc] * len(chunk)
                 continue
@@ -554,11 +554,34 @@ def _append_args(request: AppendRequest) -> tuple[str | bytes | int, ...]:
         request.generation,
         events[0].seq if events else 0,
         len(events),
-        ""
-        if request.metadata is None
-        else json.dumps(request.metadata, separators=(",", ":"), ensure_ascii=False),
+        _metadata_json(request.metadata),
         encode_batch(events) if events else "",
     )
+
+
+def _packed_append(request: AppendRequest) -> bytes:
+    """One session's part of ``append_many.lua``'s single argument."""
+    events = request.events
+    session_id = request.session_id.encode()
+    metadata = _metadata_json(request.metadata).encode()
+    batch = encode_batch(events) if events else b""
+    return b"%d %d %d %d %d %d\n%b%b%b" % (
+        len(session_id),
+        request.generation,
+        events[0].seq if events else 0,
+        len(events),
+        len(metadata),
+        len(batch),
+        session_id,
+        metadata,
+        batch,
+    )
+
+
+def _metadata_json(metadata: Metadata | None) -> str:
+    if metadata is None:
+        return ""
+    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:

@@ -49,6 +49,7 @@ class SessionKeys:
         return [self.session, self.log]
 
 
+@functools.lru_cache(maxsize=4096)  # made per call and per session: build each once
 def session_keys(namespace: str, session_id: str) -> SessionKeys:
     base = f"{namespace}:{{{_escape(session_id)}}}"
     return SessionKeys(session=f"{base}:s", log=f"{base}:l", index=f"{namespace}:index")
