@@ -401,8 +401,12 @@ class SessionFeed:
             del self._shared[:-WINDOW]
         followers = self._followers
         if followers:
-            declined = [follower for follower in followers if not follower.pushed(events)]
-            for follower in declined:
+            declined: list[Follower] | None = None
+            for follower in followers:
+                if not follower.pushed(events):
+                    declined = [] if declined is None else declined
+                    declined.append(follower)
+            for follower in declined or ():
                 del followers[follower]
 
     def _moved(self, *, release: bool = True) -> None:

@@ -157,6 +157,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
 
     async def __anext__(self) -> Event:
         buffer = self._buffer
+        while not buffer and self._following:  # the feed fills it, or lets go
+            assert self._wakeup is not None
+            await self._wakeup.wait()
         if not buffer or buffer[0].seq <= self._join_until or not self._inside:
             await self._wait_for_events()
             if buffer[0].seq <= self._join_until:
