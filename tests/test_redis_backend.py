@@ -261,6 +261,35 @@ async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisSer
 
 
 @pytest.mark.usefixtures("redis_driver")
+async def test_a_session_being_written_moves_up_the_index_at_most_once_a_second(
+    fresh_redis: RedisServer,
+) -> None:
+    # Ranking by the latest change costs the server a sorted-set update; per
+    # model token that was a quarter of an append's time, so writes within a
+    # second of the last one that moved the session leave its rank alone.
+    def score() -> float:
+        return float(fresh_redis.command("ZSCORE", "rank:index", "s"))
+
+    async with RedisBackend(fresh_redis.url, namespace="rank") as backend:
+        record = await backend.claim("s", metadata={}, lease_ttl=30, retention=60)
+
+        async def append(seq: int) -> None:
+            event = StoredEvent(seq, "message", DataKind.TEXT, str(seq))
+            await backend.append("s", record.generation, [event], metadata=None)
+
+        await append(1)
+        first = score()
+        await append(2)
+        assert score() == first
+        await anyio.sleep(1.05)
+        await append(3)
+        assert score() >= first + 1000
+        read = await backend.read("s", after=None, limit=10)
+        assert read is not None
+        assert [event.payload for event in read[1]] == ["1", "2", "3"]
+
+
+@pytest.mark.usefixtures("redis_driver")
 async def test_one_append_call_for_many_sessions_keeps_each_ones_data_apart(
     fresh_redis: RedisServer,
 ) -> None:

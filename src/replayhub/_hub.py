@@ -221,7 +221,8 @@ class Hub(anyio.AsyncContextManagerMixin):
     async def sessions(
         self, *, state: State | None = None, limit: int = 100, offset: int = 0
     ) -> list[SessionInfo]:
-        """Sessions, most recently updated first.
+        """Sessions, most recently updated first (on Redis a live session
+        ranks by its latest write or heartbeat, to within a second).
 
         :param state: only sessions in this state.
         :param limit: at most this many (1 to 1,000).

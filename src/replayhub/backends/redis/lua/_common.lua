@@ -6,8 +6,9 @@
 -- and log in turn, then the index, and selects each with select_session.
 -- Hash fields: g generation, st state, n events stored, m metadata JSON,
 -- e error, et error type, c created ms, u updated ms, l lease deadline ms, t lease ttl ms,
--- r retention ms, x cancel flag, pg/ps/pe/pm/pt/pn the previous generation's
--- number, state, error, metadata, error type and event count.
+-- r retention ms, x cancel flag, i when an append last touched the index
+-- (ms), pg/ps/pe/pm/pt/pn the previous generation's number, state, error,
+-- metadata, error type and event count.
 local session_key, log_key, index_key, session_id, change_channel, claim_channel
 
 -- Make the `i`th session of the call the one the functions below act on.
