@@ -14,6 +14,7 @@ from replayhub import (
     Hub,
     InvalidInputError,
     LeaseLostError,
+    Outcome,
     SessionNotFoundError,
     State,
 )
@@ -514,6 +515,32 @@ def followers_of(hub: Hub, session_id: str) -> int:
     return 0 if feed is None else len(feed._followers)
 
 
+async def until_followed(hub: Hub, session_id: str, readers: int = 1) -> None:
+    """Return once ``readers`` readers wait level with the session's feed."""
+    with anyio.fail_after(5):
+        while followers_of(hub, session_id) < readers:  # noqa: ASYNC110 - no event tells
+            await anyio.sleep(0.001)
+
+
+class LiveReader:
+    """A task reading a session to its end, noting each event as it comes."""
+
+    def __init__(self, hub: Hub, session_id: str) -> None:
+        self.hub, self.session_id = hub, session_id
+        self.received: list[object] = []
+        self.arrived = anyio.Event()
+        self.outcome: Outcome | None = None
+        self.generation = 0
+
+    async def run(self, *, task_status: TaskStatus[None]) -> None:
+        async with self.hub.subscribe(self.session_id) as events:
+            task_status.started()
+            async for event in events:
+                self.received.append(event.data)
+                self.arrived.set()
+        self.outcome, self.generation = events.outcome, events.generation
+
+
 async def test_a_reader_that_stops_reading_while_followed_holds_at_most_a_page(
     make_hub: HubFactory,
 ) -> None:
@@ -529,9 +556,7 @@ async def test_a_reader_that_stops_reading_while_followed_holds_at_most_a_page(
                     first.append(await events.__anext__())  # waits level with the feed
 
                 tg.start_soon(read_one)
-                with anyio.fail_after(5):
-                    while not followers_of(hub, "s"):  # noqa: ASYNC110 - no event tells
-                        await anyio.sleep(0.001)
+                await until_followed(hub, "s")
                 await stream.send(0)
             assert first[0].data == 0
             for i in range(1, total):
@@ -551,47 +576,28 @@ async def test_a_reader_that_stops_reading_while_followed_holds_at_most_a_page(
 
 
 async def test_a_followed_reader_ends_with_its_generation_not_the_next(hub: Hub) -> None:
-    received: list[object] = []
-    waiting = anyio.Event()
-
-    async def read_all(*, task_status: TaskStatus[None]) -> None:
-        async with hub.subscribe("s") as events:
-            task_status.started()
-            async for event in events:
-                received.append(event.data)
-                waiting.set()
-        assert events.outcome is not None
-        assert events.outcome.state is State.DONE
-        assert events.generation == first.generation
-
+    reader = LiveReader(hub, "s")
     async with anyio.create_task_group() as tg:
         async with hub.produce("s") as first:
-            await tg.start(read_all)
+            await tg.start(reader.run)
             await first.send("a")
             with anyio.fail_after(5):
-                await waiting.wait()
-                while not followers_of(hub, "s"):  # noqa: ASYNC110 - no event tells
-                    await anyio.sleep(0.001)
+                await reader.arrived.wait()
+            await until_followed(hub, "s")
         # Claimed again at once: the follower must see generation 1 end and
         # never be handed generation 2's events.
         async with hub.produce("s") as second:
             await second.send("b")
-    assert received == ["a"]
+    assert reader.received == ["a"]
+    assert reader.generation == first.generation
+    assert reader.outcome is not None
+    assert reader.outcome.state is State.DONE
 
 
 async def test_a_reader_leaving_is_no_longer_handed_batches(hub: Hub) -> None:
-    stay: list[object] = []
-    got = anyio.Event()
-
-    async def keep_reading(*, task_status: TaskStatus[None]) -> None:
-        async with hub.subscribe("s") as events:
-            task_status.started()
-            async for event in events:
-                stay.append(event.data)
-                got.set()
-
+    staying = LiveReader(hub, "s")
     async with anyio.create_task_group() as tg, hub.produce("s") as stream:
-        await tg.start(keep_reading)
+        await tg.start(staying.run)
         async with hub.subscribe("s") as leaving:
             with anyio.move_on_after(0.2):
                 await leaving.__anext__()  # waits level with the feed, until cancelled
@@ -599,8 +605,8 @@ async def test_a_reader_leaving_is_no_longer_handed_batches(hub: Hub) -> None:
         assert followers_of(hub, "s") == 1
         await stream.send(1)
         with anyio.fail_after(5):
-            await got.wait()
-    assert stay == [1]
+            await staying.arrived.wait()
+    assert staying.received == [1]
 
 
 async def test_a_follower_is_never_handed_the_next_generations_events(
@@ -610,25 +616,13 @@ async def test_a_follower_is_never_handed_the_next_generations_events(
     # an event: that read brings generation 2's events into the window, and
     # the reader following generation 1 must be let go first, not handed them.
     wrap = FaultyWrap()
-    received: list[object] = []
-
-    async def read_all(hub: Hub, *, task_status: TaskStatus[None]) -> None:
-        async with hub.subscribe("s") as events:
-            task_status.started()
-            async for event in events:
-                received.append(event.data)
-        assert events.generation == first.generation
-        assert events.outcome is not None
-        assert events.outcome.state is State.DONE
-
     async with make_hub(wrap=wrap) as hub, anyio.create_task_group() as tg:
+        reader = LiveReader(hub, "s")
         async with hub.produce("s") as first:
             await first.send("a")
             await first.flush()
-            await tg.start(read_all, hub)
-            with anyio.fail_after(5):
-                while not followers_of(hub, "s"):  # noqa: ASYNC110 - no event tells
-                    await anyio.sleep(0.001)
+            await tg.start(reader.run)
+            await until_followed(hub, "s")
             gate = wrap.backend.park("read")
         with anyio.fail_after(5):
             await gate.reached.wait()  # the feed's read of generation 1's end
@@ -637,4 +631,7 @@ async def test_a_follower_is_never_handed_the_next_generations_events(
             await second.flush()
         del wrap.backend.gates["read"]
         gate.opened.set()
-    assert received == ["a"]
+    assert reader.received == ["a"]
+    assert reader.generation == first.generation
+    assert reader.outcome is not None
+    assert reader.outcome.state is State.DONE

@@ -285,7 +285,12 @@ class SentinelGuard:
         location = self._pool.master_address if written_to is _CURRENT else written_to
         if location is not None and await self._named_primary(location):
             return
-        await self._pool.disconnect()
+        # Idle connections only, as redis-py does when the primary changes:
+        # one another task is connecting or using would lose its socket
+        # mid-command (seen: AttributeError from a handshake under load).
+        # A busy one still on the old primary fails its next write there
+        # (READONLY, or no replica for the WAIT) and is replaced then.
+        await self._pool.disconnect(inuse_connections=False)
         self._pool.master_address = None
         raise not_the_primary(location, self._service)
 
