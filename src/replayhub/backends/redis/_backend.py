@@ -547,41 +547,37 @@ def _fenced_out(session_id: str, generation: int, reply: list[Any]) -> LeaseLost
     return LeaseLostError(f"session {session_id!r} generation {generation}: {reply[1].decode()}")
 
 
-def _append_args(request: AppendRequest) -> tuple[str | bytes | int, ...]:
+def _append_args(request: AppendRequest) -> tuple[str, int, int, int, str, bytes]:
+    """``append.lua``'s arguments after the session id's: session id,
+    generation, first seq, event count, metadata JSON or '', packed batch."""
     events = request.events
+    metadata = request.metadata
     return (
         request.session_id,
         request.generation,
         events[0].seq if events else 0,
         len(events),
-        _metadata_json(request.metadata),
-        encode_batch(events) if events else "",
+        "" if metadata is None else json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
+        encode_batch(events) if events else b"",
     )
 
 
 def _packed_append(request: AppendRequest) -> bytes:
-    """One session's part of ``append_many.lua``'s single argument."""
-    events = request.events
-    session_id = request.session_id.encode()
-    metadata = _metadata_json(request.metadata).encode()
-    batch = encode_batch(events) if events else b""
+    """The same arguments as one session's part of ``append_many.lua``'s
+    single argument: a line of lengths and numbers, then the bytes."""
+    session_id, generation, first_seq, count, metadata, batch = _append_args(request)
+    session_bytes, metadata_bytes = session_id.encode(), metadata.encode()
     return b"%d %d %d %d %d %d\n%b%b%b" % (
-        len(session_id),
-        request.generation,
-        events[0].seq if events else 0,
-        len(events),
-        len(metadata),
+        len(session_bytes),
+        generation,
+        first_seq,
+        count,
+        len(metadata_bytes),
         len(batch),
-        session_id,
-        metadata,
+        session_bytes,
+        metadata_bytes,
         batch,
     )
-
-
-def _metadata_json(metadata: Metadata | None) -> str:
-    if metadata is None:
-        return ""
-    return json.dumps(metadata, separators=(",", ":"), ensure_ascii=False)
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
