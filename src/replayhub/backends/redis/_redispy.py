@@ -295,7 +295,8 @@ class SentinelGuard:
         raise not_the_primary(location, self._service)
 
     async def _named_primary(self, location: tuple[str, int]) -> bool:
-        for sentinel in self._pool.sentinel_manager.sentinels:
+        # A copy: a discovery may reorder the list while this one waits.
+        for sentinel in list(self._pool.sentinel_manager.sentinels):
             try:
                 state = await sentinel.sentinel_master(self._service)
             except (RedisError, OSError, TimeoutError):
@@ -308,6 +309,29 @@ class SentinelGuard:
                 location,
             )
         return False
+
+
+class _OneDiscoveryAtATime(Sentinel):
+    """redis-py's Sentinel, asking its Sentinels one discovery at a time.
+
+    ``discover_master`` walks ``self.sentinels`` across awaits and moves the
+    one that answered to the front by index. Two at once (every new pool
+    connection asks, so a failover starts several) walk a list the other is
+    reordering: they ask a dead Sentinel again, skip a live one, or swap one
+    in twice so that another drops out of the list, never asked again and
+    its connections left unclosed."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[no-untyped-call]
+        self._discovering = anyio.Lock()
+
+    async def discover_master(self, service_name: str) -> Any:
+        async with self._discovering:
+            return await super().discover_master(service_name)
+
+    async def discover_slaves(self, service_name: str) -> Any:
+        async with self._discovering:
+            return await super().discover_slaves(service_name)
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, redis.asyncio.BlockingConnectionPool):
@@ -416,9 +440,8 @@ async def _sentinel_client(target: RedisTarget, *, reply_timeout: float) -> Asyn
     sentinel_options: dict[str, Any] = dict(timeouts)
     if "sentinel_password" in target.options:
         sentinel_options["password"] = target.options["sentinel_password"]
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        list(target.hosts), sentinel_kwargs=sentinel_options
-    )
+    sentinel = _OneDiscoveryAtATime(list(target.hosts), sentinel_kwargs=sentinel_options)
+    nodes = list(sentinel.sentinels)  # each closed at the end, in whatever order
     options: dict[str, Any] = {
         "max_connections": MAX_CONNECTIONS,
         "timeout": reply_timeout,
@@ -436,7 +459,7 @@ async def _sentinel_client(target: RedisTarget, *, reply_timeout: float) -> Asyn
     finally:
         with anyio.CancelScope(shield=True):
             await client.aclose(close_connection_pool=True)
-            for node in sentinel.sentinels:
+            for node in nodes:
                 await node.aclose()
 
 
