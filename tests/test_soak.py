@@ -16,7 +16,7 @@ import pytest
 from replayhub import Hub, State
 from replayhub._events import DataKind, StoredEvent
 
-from .redis_server import RedisServer, poll_until
+from .redis_server import RedisServer
 from .test_redis_backend import client_count
 
 # 60 producers and 120 readers live at any moment, 300 sessions in all (the
@@ -112,22 +112,27 @@ async def test_soak(fresh_redis: RedisServer, anyio_backend: str) -> None:
         counts[plan] = counts.get(plan, 0) + 1
     assert len(results) == 2 * SESSIONS
     assert tasks_after == tasks_before, [task.name for task in anyio.get_running_tasks()]
-    # Every key expires: a finished session RETENTION after its end, a crashed
-    # one LEASE + RETENTION after its claim.
-    await anyio.to_thread.run_sync(
-        lambda: poll_until(
-            lambda: int(fresh_redis.command("DBSIZE")) == 0,
-            within=LEASE + RETENTION + 1,
-            what="every key expired",
-        )
-    )
+    # Every key expires: a finished session's RETENTION after its end, a
+    # crashed one's LEASE + RETENTION after its claim. Nothing writes once
+    # the hubs are closed, so a key with such a time to live is gone by then
+    # (Redis's own promise, not waited for here).
     keys = int(fresh_redis.command("DBSIZE").strip())
+    without_expiry = fresh_redis.command(
+        "EVAL",
+        "local bad = {} for _, key in ipairs(redis.call('KEYS', '*')) do "
+        "local ttl = redis.call('PTTL', key) "
+        "if ttl < 0 or ttl > tonumber(ARGV[1]) then bad[#bad + 1] = key .. ' ' .. ttl end "
+        "end return bad",
+        "0",
+        str(int((LEASE + RETENTION) * 1000)),
+    )
     print(
         f"\nsoak ({anyio_backend}): {SESSIONS} sessions x {EVENTS} events, {len(results)} "
         f"subscriptions in {elapsed:.1f}s; outcomes {counts}; lost 0; "
-        f"{connections_in_use} connections for 2 hubs; keys after retention {keys}"
+        f"{connections_in_use} connections for 2 hubs; {keys} keys, each expiring"
     )
-    assert keys == 0
+    assert keys > 0
+    assert without_expiry.strip() == b"", without_expiry
 
 
 # It keeps time (leases, retention) while it loads both cores: run alone.
