@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import statistics
 import subprocess
 import sys
@@ -59,7 +60,9 @@ DRAIN = 30.0
 class Tally:
     """What a run measures, in the process that measures it."""
 
-    def __init__(self, sessions: int, rate: float, seconds: float) -> None:
+    def __init__(
+        self, sessions: int, rate: float, seconds: float, server_pid: int | None = None
+    ) -> None:
         self.sessions, self.rate, self.seconds = sessions, rate, seconds
         self.per_session = int(rate * seconds)
         self.latencies: list[float] = []
@@ -67,18 +70,24 @@ class Tally:
         self.leases_lost = 0
         self.cpu = self.wall = 0.0
         self.sent_in_window = 0
+        #: The redis-server's CPU over the same window (None on memory).
+        self.server_pid = server_pid
+        self.server_cpu: float | None = None
 
     def measure_window(self) -> Callable[[], None]:
         """Call at the common start; the returned function once the run's
         work is done (every event delivered, or the drain time out), so a
         saturated run is charged for its backlog too."""
         times, wall, sent = os.times(), time.monotonic(), self.sent
+        server = process_cpu(self.server_pid)
 
         def end() -> None:
             after = os.times()
             self.cpu = after.user + after.system - times.user - times.system
             self.wall = time.monotonic() - wall
             self.sent_in_window = self.sent - sent
+            if server is not None:
+                self.server_cpu = process_cpu(self.server_pid) - server  # type: ignore[operator]
 
         return end
 
@@ -101,10 +110,41 @@ class Tally:
             "cpu_percent": round(100 * self.cpu / max(self.wall, 1e-9), 1),
             "cpu_us_per_event": round(1e6 * self.cpu / max(1, self.sent_in_window), 1),
             "cpu_s": round(self.cpu, 3),
+            **(
+                {}
+                if self.server_cpu is None
+                else {
+                    "server_cpu_percent": round(100 * self.server_cpu / max(self.wall, 1e-9), 1),
+                    "server_us_per_event": round(
+                        1e6 * self.server_cpu / max(1, self.sent_in_window), 1
+                    ),
+                }
+            ),
             "sent_in_window": self.sent_in_window,
             "delivered": len(latencies),
             "leases_lost": self.leases_lost,
         }
+
+
+def process_cpu(pid: int | None) -> float | None:
+    """Seconds of CPU (user + system) process ``pid`` has used, from /proc."""
+    if pid is None:
+        return None
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def redis_pid(url: str | None) -> int | None:
+    """The process id of the redis-server at ``url`` (INFO server), if any."""
+    if not url:
+        return None
+    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(b"INFO server\r\n")
+        reply = b""
+        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
+            reply += sock.recv(65536)
+    return int(reply.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0])
 
 
 # -- floors -----------------------------------------------------------------------------
@@ -356,7 +396,7 @@ async def split_readers(url: str, tally: Tally, readers: int) -> None:
 
 
 def child(args: argparse.Namespace) -> None:
-    tally = Tally(args.sessions, args.rate, args.seconds)
+    tally = Tally(args.sessions, args.rate, args.seconds, redis_pid(args.url))
     fields: dict[str, Any] = {"kind": args.kind, "loop": args.loop}
     if args.kind == "floor":
         (floor_asyncio if args.loop == "asyncio" else floor_trio)(tally, args.readers)

@@ -7,10 +7,15 @@ import gc
 import os
 import signal
 from collections.abc import Iterator
+from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import anyio
+import coredis
 import pytest
+import redis.asyncio.sentinel
+from coredis.connection import TCPLocation
 
 from replayhub import Hub, ReplayHubError, State
 
@@ -173,3 +178,33 @@ async def test_discoveries_at_once_leave_no_connection_open(sentinels: SentinelS
         finally:
             os.kill(second.process.pid, signal.SIGCONT)
     gc.collect()  # a Sentinel client dropped with its connections open warns here
+
+
+async def test_a_hub_on_an_apps_sentinel_made_client_leaves_it_open(
+    sentinels: SentinelSet, redis_driver: str
+) -> None:
+    """``from_client`` with the client an app made through its Sentinels:
+    redis-py's ``master_for``, coredis's ``primary_for``."""
+    hosts = [("127.0.0.1", sentinel.port) for sentinel in sentinels.sentinels]
+    async with AsyncExitStack() as stack:
+        manager: Any
+        client: Any
+        if redis_driver == "redis-py":
+            manager = redis.asyncio.sentinel.Sentinel(hosts)  # type: ignore[no-untyped-call]
+            client = manager.master_for(sentinels.service)
+            stack.push_async_callback(client.aclose)
+            for node in manager.sentinels:
+                stack.push_async_callback(node.aclose)
+        else:
+            locations = [TCPLocation(host, port) for host, port in hosts]
+            manager = await stack.enter_async_context(coredis.Sentinel(locations))
+            client = await stack.enter_async_context(manager.primary_for(sentinels.service))
+        async with Hub.from_client(client, namespace="app") as hub:
+            async with hub.produce("chat") as stream:
+                await stream.send("hello")
+            events, ended = await collect(hub, "chat")
+        assert texts(events) == ["hello"]
+        assert ended.state is State.DONE
+        # The app's client still works after the hub closed.
+        with anyio.fail_after(5):
+            assert await client.ping() in (True, b"PONG")
