@@ -195,7 +195,6 @@ class StoredEvent:
         """Build :attr:`shared` (a pure function of the event), for a backend
         that hands this very object to readers; returns the event."""
         if self.shared is None and self.kind is not DataKind.JSON:
-            # The id as format_event_id writes it, inline: a call more per event.
             self.shared = Event(format_event_id(generation, self.seq), self.event, self.payload)
         return self
 

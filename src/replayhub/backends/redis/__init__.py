@@ -1,5 +1,6 @@
-"""The Redis backend (coredis 6): for producers and readers in different
-processes. Needs the ``redis`` extra: ``pip install replayhub[redis]``."""
+"""The Redis backend: for producers and readers in different processes.
+Needs a Redis client library: ``pip install replayhub[redis]`` (redis-py,
+asyncio) or ``replayhub[coredis]`` (coredis 6, asyncio and Trio)."""
 
 from ._backend import RedisBackend as RedisBackend
 
