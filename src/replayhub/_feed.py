@@ -23,30 +23,35 @@ message ever comes.
 from __future__ import annotations
 
 import logging
-import operator
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol, cast
+from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, SessionNotFoundError
-from ._events import Cursor, Event, StoredEvent
+from ._events import (
+    Cursor,
+    Event,
+    PackedEvent,
+    StoredEvent,
+    pack_events,
+    packed_to_events,
+    unpack_events,
+)
 from ._recheck import RecheckTimer, recheck_after
 from ._retry import Backoff
 from .backends import Backend, SessionRecord, Watch
 
 logger = logging.getLogger(__name__)
-_shared_event = operator.attrgetter("shared")
 
 #: Events the feed keeps (up to twice as many between trims): a reader up to
 #: this far behind the head still shares the window instead of reading storage.
 #: Not smaller: readers of a fast stream fall hundreds of events behind, and
 #: with 256, 100 readers in one process each read storage (39,000 events/s
-#: delivered fell to 4,000). The cost is memory and garbage-collector work:
-#: each kept event is two objects every full collection walks (200 long
-#: replies: a 142 ms pause per full pass; docs/performance.md).
+#: delivered fell to 4,000). The cost is memory: the window keeps its events
+#: packed (``_events.PackedEvent``), which the garbage collector does not walk.
 WINDOW = 2048
 #: Events fetched per read: the bound on what a subscription holds in memory
 #: (about 0.5 MB of small events). Reads cost a round trip each, about as much
@@ -113,11 +118,7 @@ class SessionFeed:
         self._removed = False
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
         self._ended: tuple[str, BaseException] | None = None  # the task ended
-        self._events: list[StoredEvent] = []  # at most 2 * WINDOW
-        # The same events as every reader receives them, for readers taking
-        # whole slices (JSON events have none: each reader decodes its own).
-        self._shared: list[Event | None] = []
-        self._unshared_through = 0  # seq of the newest JSON event in the window
+        self._events: list[PackedEvent] = []  # at most 2 * WINDOW
         self._last_seq = 0  # of the newest event in the window (its generation's)
         self._missed = False  # a batch came that did not follow the window
         self._watch: Watch | None = None
@@ -192,7 +193,7 @@ class SessionFeed:
             start = after_seq + len(self._events) - last_seq
             if start < 0:
                 raise BehindWindow
-            return record, self._events[start : start + self._page_size]
+            return record, unpack_events(self._events[start : start + self._page_size])
         if after_seq == last_seq >= record.last_seq:
             return record, []
         return None  # storage holds more than the window: being read
@@ -249,22 +250,21 @@ class SessionFeed:
             f"session {self.session_id!r} was removed or expired while being read"
         )
 
-    def take_shared(self, generation: int, after_seq: int) -> list[Event]:
-        """Up to a page of the events after ``after_seq``, as readers receive
-        them, if the window holds them all ready-made; else nothing (then
+    def take_events(self, generation: int, after_seq: int) -> list[Event]:
+        """Up to a page of the events after ``after_seq``, as a reader
+        receives them, if the window holds them; else nothing (then
         :meth:`read` tells what to do)."""
         record = self._record
         if (
             record is None
             or record.generation != generation
-            or after_seq < self._unshared_through
             or (self._troubled and not self._final_for(generation))
         ):
             return []  # read() says what to do
-        start = after_seq + len(self._shared) - self._last_seq
+        start = after_seq + len(self._events) - self._last_seq
         if start < 0:
             return []
-        return cast(list[Event], self._shared[start : start + self._page_size])
+        return packed_to_events(self._events[start : start + self._page_size], generation)
 
     # -- the feed's task ---------------------------------------------------------
 
@@ -354,12 +354,11 @@ class SessionFeed:
         self._release_followers()  # before the window changes generation
         old = self._record
         if after is None or old is None:
-            self._events, self._shared = [], []  # start at the head
-            self._unshared_through = 0
+            self._events = []  # start at the head
             self._last_seq = record.last_seq
         elif record.generation != old.generation:
-            self._events, self._shared = [], []  # a new generation, from its start
-            self._last_seq = self._unshared_through = 0
+            self._events = []  # a new generation, from its start
+            self._last_seq = 0
             if events:
                 self._extend(events)
         else:
@@ -388,17 +387,10 @@ class SessionFeed:
             self._watch.notify()
 
     def _extend(self, events: list[StoredEvent]) -> None:
-        self._events += events
+        self._events += pack_events(events)
         self._last_seq = events[-1].seq
-        shared = list(map(_shared_event, events))
-        self._shared += shared
-        if not all(shared):  # (not `None in`: that would call Event.__eq__ per event)
-            self._unshared_through = next(
-                event.seq for event in reversed(events) if event.shared is None
-            )
         if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per batch
             del self._events[:-WINDOW]
-            del self._shared[:-WINDOW]
         followers = self._followers
         if followers:
             declined: list[Follower] | None = None

@@ -235,13 +235,13 @@ class Subscription(anyio.AsyncContextManagerMixin):
         """
         return EventBatches._create(self)
 
-    def _take_shared(self) -> list[Event]:
-        """Events ready-made in the feed's window right after the cursor,
-        delivered now (the cheapest way to a batch: one slice for all)."""
+    def _take_from_window(self) -> list[Event]:
+        """The feed's window right after the cursor, delivered now (the
+        cheapest way to a batch: built from one slice of it)."""
         feed = self._feed
         if self._buffer or not self._inside or self._fetched_seq < self._join_until or feed is None:
             return []
-        taken = feed.take_shared(self._generation, self._fetched_seq)
+        taken = feed.take_events(self._generation, self._fetched_seq)
         if taken:
             self._delivered_seq = self._fetched_seq = self._fetched_seq + len(taken)
         return taken
@@ -387,7 +387,7 @@ class EventBatches:
 
     async def __anext__(self) -> list[Event]:
         subscription = self._subscription
-        taken = subscription._take_shared()
+        taken = subscription._take_from_window()
         if taken:
             return taken
         first = await subscription.__anext__()

@@ -20,7 +20,16 @@ from anyio.lowlevel import checkpoint
 
 from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
-from .._events import Cursor, Metadata, Outcome, State, StoredEvent
+from .._events import (
+    Cursor,
+    Metadata,
+    Outcome,
+    PackedEvent,
+    State,
+    StoredEvent,
+    pack_events,
+    unpack_events,
+)
 from ._clock import loop_clock
 from ._protocol import (
     AppendRequest,
@@ -42,7 +51,8 @@ class _Session:
     created_at: float = field(default_factory=time.time)
     updated_at: float = field(default_factory=time.time)
     state: State = State.LIVE
-    events: list[StoredEvent] = field(default_factory=list)
+    # Packed, so the garbage collector does not walk a retained log.
+    events: list[PackedEvent] = field(default_factory=list)
     error: str | None = None
     error_type: ErrorType | None = None
     expires_at: float | None = None
@@ -174,7 +184,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             check_batch_follows(events, stored=len(log))
             if events[0].seq == len(log) + 1:  # else a retried batch, already stored
                 stored = [event.share(generation) for event in events]
-                log += stored
+                log += pack_events(stored)
         if metadata is not None:
             session.metadata = metadata
         session.updated_at = time.time()
@@ -232,7 +242,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             start = after.seq
         elif after is not None and after.generation > session.generation:
             start = len(session.events)
-        return session.record(session_id, now), session.events[start : start + limit]
+        return session.record(session_id, now), unpack_events(session.events[start : start + limit])
 
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int
