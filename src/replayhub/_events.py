@@ -219,19 +219,6 @@ def unpack_events(packed: Sequence[PackedEvent]) -> list[StoredEvent]:
     return [StoredEvent(seq, name, kinds[kind], payload) for seq, name, kind, payload in packed]
 
 
-def packed_to_events(packed: Sequence[PackedEvent], generation: int) -> list[Event]:
-    """The events as a reader receives them (JSON decoded for this reader)."""
-    json_kind = DataKind.JSON
-    return [
-        Event(
-            f"{generation}-{seq}",  # format_event_id, inline as in decode_entries
-            name,
-            json.loads(payload) if kind == json_kind else payload,
-        )
-        for seq, name, kind, payload in packed
-    ]
-
-
 @dataclass(frozen=True, slots=True)
 class Cursor:
     """A parsed event id: the position right after which a reader resumes."""

@@ -25,21 +25,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Protocol
+from typing import Protocol, cast
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, SessionNotFoundError
-from ._events import (
-    Cursor,
-    Event,
-    PackedEvent,
-    StoredEvent,
-    pack_events,
-    packed_to_events,
-    unpack_events,
-)
+from ._events import Cursor, Event, PackedEvent, StoredEvent, pack_events, unpack_events
 from ._recheck import RecheckTimer, recheck_after
 from ._retry import Backoff
 from .backends import Backend, SessionRecord, Watch
@@ -51,7 +43,9 @@ logger = logging.getLogger(__name__)
 #: Not smaller: readers of a fast stream fall hundreds of events behind, and
 #: with 256, 100 readers in one process each read storage (39,000 events/s
 #: delivered fell to 4,000). The cost is memory: the window keeps its events
-#: packed (``_events.PackedEvent``), which the garbage collector does not walk.
+#: packed (``_events.PackedEvent``), which the garbage collector does not walk,
+#: and as objects only those that readers take from it (a follower is handed
+#: its batches instead).
 WINDOW = 2048
 #: Events fetched per read: the bound on what a subscription holds in memory
 #: (about 0.5 MB of small events). Reads cost a round trip each, about as much
@@ -119,6 +113,11 @@ class SessionFeed:
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
         self._ended: tuple[str, BaseException] | None = None  # the task ended
         self._events: list[PackedEvent] = []  # at most 2 * WINDOW
+        # The same events built for readers taking them from the window, each
+        # once for all of them, and the Event they share (none for JSON, which
+        # each reader decodes); None until a reader takes it.
+        self._built: list[StoredEvent | None] = []
+        self._shared: list[Event | None] = []
         self._last_seq = 0  # of the newest event in the window (its generation's)
         self._missed = False  # a batch came that did not follow the window
         self._watch: Watch | None = None
@@ -193,7 +192,7 @@ class SessionFeed:
             start = after_seq + len(self._events) - last_seq
             if start < 0:
                 raise BehindWindow
-            return record, unpack_events(self._events[start : start + self._page_size])
+            return record, self._built_from(start)
         if after_seq == last_seq >= record.last_seq:
             return record, []
         return None  # storage holds more than the window: being read
@@ -264,7 +263,32 @@ class SessionFeed:
         start = after_seq + len(self._events) - self._last_seq
         if start < 0:
             return []
-        return packed_to_events(self._events[start : start + self._page_size], generation)
+        end = start + self._page_size
+        taken = self._shared[start:end]
+        if all(taken):  # (not `None in`: that would call Event.__eq__ per event)
+            return cast(list[Event], taken)
+        built = self._built_from(start)
+        taken = self._shared[start:end]
+        if all(taken):
+            return cast(list[Event], taken)
+        # JSON: decoded for each reader, so that none shares a value.
+        return [stored.to_event(generation) for stored in built]
+
+    def _built_from(self, start: int) -> list[StoredEvent]:
+        """Up to a page of the window from index ``start``, as objects built
+        once for every reader that takes them."""
+        end = start + self._page_size
+        built = self._built[start:end]
+        if all(built):
+            return cast(list[StoredEvent], built)
+        assert self._record is not None
+        generation = self._record.generation
+        fresh = unpack_events(self._events[start:end])
+        for index, stored in enumerate(built):
+            if stored is None:
+                stored = built[index] = self._built[start + index] = fresh[index].share(generation)
+                self._shared[start + index] = stored.shared
+        return cast(list[StoredEvent], built)
 
     # -- the feed's task ---------------------------------------------------------
 
@@ -354,18 +378,18 @@ class SessionFeed:
         self._release_followers()  # before the window changes generation
         old = self._record
         if after is None or old is None:
-            self._events = []  # start at the head
+            self._events, self._built, self._shared = [], [], []  # start at the head
             self._last_seq = record.last_seq
         elif record.generation != old.generation:
-            self._events = []  # a new generation, from its start
+            self._events, self._built, self._shared = [], [], []  # a new generation
             self._last_seq = 0
             if events:
-                self._extend(events)
+                self._extend(record.generation, events)
         else:
             # Batches handed over during the read may have moved the window on.
             fresh = events[self._last_seq - after.seq :]
             if fresh:
-                self._extend(fresh)
+                self._extend(record.generation, fresh)
         self._record, self._removed = record, False
         self._moved()
 
@@ -377,7 +401,7 @@ class SessionFeed:
             if events[-1].seq <= last_seq:
                 return  # read already
             if events[0].seq <= last_seq + 1:
-                self._extend(events[last_seq + 1 - events[0].seq :])
+                self._extend(generation, events[last_seq + 1 - events[0].seq :])
                 self._moved(release=False)  # the followers have it
                 return
         # It does not follow the window (one was missed, or a generation the
@@ -386,11 +410,22 @@ class SessionFeed:
         if self._watch is not None:
             self._watch.notify()
 
-    def _extend(self, events: list[StoredEvent]) -> None:
+    def _extend(self, generation: int, events: list[StoredEvent]) -> None:
         self._events += pack_events(events)
+        if self.users > len(self._followers):
+            # Some reader takes events from the window: these objects will
+            # be wanted, and they are built already.
+            built = [event.share(generation) for event in events]
+            self._built += built
+            self._shared += [event.shared for event in built]
+        else:  # every reader is handed each batch: nothing kept as objects
+            self._built += [None] * len(events)
+            self._shared += [None] * len(events)
         self._last_seq = events[-1].seq
         if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per batch
             del self._events[:-WINDOW]
+            del self._built[:-WINDOW]
+            del self._shared[:-WINDOW]
         followers = self._followers
         if followers:
             declined: list[Follower] | None = None
