@@ -168,7 +168,7 @@ async def test_kept_events_are_left_out_of_garbage_collection(hub: Hub) -> None:
     """A hub keeps each followed session's newest events, and the memory
     backend its whole log, as plain tuples: a full collection walks none of
     them, however many replies are live (as objects, 300 replies of 1,500
-    events made full passes of 250-370 ms). Objects are built only for
+    events made full passes of 262-353 ms). Objects are built only for
     readers that take events from the window; one keeping up is handed each
     batch instead."""
     sent: list[object] = []

@@ -203,8 +203,8 @@ class StoredEvent:
 #: backend's log): ``(seq, event name, kind number, payload)``. A tuple of
 #: plain values only, which the garbage collector stops tracking after its
 #: first pass, so full collections do not walk every kept event (as objects,
-#: 300 live replies of 1,500 events made full passes of up to 250-370 ms;
-#: packed, up to 73-85 ms, the rest being the tasks').
+#: 300 live replies of 1,500 events made full passes of up to 262-353 ms;
+#: packed, up to 83-92 ms, the rest being the tasks').
 PackedEvent: TypeAlias = tuple[int, str, int, str | bytes]
 
 _KINDS = tuple(DataKind)  # by number
