@@ -115,7 +115,9 @@ class SessionFeed:
         self._events: list[PackedEvent] = []  # at most 2 * WINDOW
         # The same events built for readers taking them from the window, each
         # once for all of them, and the Event they share (none for JSON, which
-        # each reader decodes); None until a reader takes it.
+        # each reader decodes); None until a reader takes it. The Events in a
+        # list of their own, so that a batch reader's take is one slice in C
+        # (100 batch readers: 8-12% slower reading them off the StoredEvents).
         self._built: list[StoredEvent | None] = []
         self._shared: list[Event | None] = []
         self._last_seq = 0  # of the newest event in the window (its generation's)
