@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -138,13 +137,10 @@ def redis_pid(url: str | None) -> int | None:
     """The process id of the redis-server at ``url`` (INFO server), if any."""
     if not url:
         return None
-    host, port = url.split("//", 1)[1].split("/", 1)[0].rsplit(":", 1)
-    with socket.create_connection((host, int(port)), timeout=5) as sock:
-        sock.sendall(b"INFO server\r\n")
-        reply = b""
-        while b"process_id:" not in reply or not reply.endswith(b"\r\n"):
-            reply += sock.recv(65536)
-    return int(reply.split(b"process_id:", 1)[1].split(b"\r\n", 1)[0])
+    info = subprocess.run(
+        ["redis-cli", "-u", url, "INFO", "server"], check=True, capture_output=True, text=True
+    ).stdout
+    return int(info.split("process_id:", 1)[1].split()[0])
 
 
 # -- floors -----------------------------------------------------------------------------
