@@ -20,7 +20,7 @@ from replayhub import (
     SessionNotFoundError,
     State,
 )
-from replayhub._events import DataKind, StoredEvent
+from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends import AppendRequest
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
@@ -258,6 +258,41 @@ async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisSer
             assert texts(events) == list(range(batches))
     # Alone, each append is a call: 1,000, plus the terminal writes.
     assert calls < producers * batches // 2, calls
+
+
+@pytest.mark.usefixtures("redis_driver")
+async def test_a_page_read_carries_only_the_entries_that_hold_the_page(
+    fresh_redis: RedisServer,
+) -> None:
+    # A log entry is one write batch (up to 1,000 events from a fast
+    # producer): a page that carried every entry it touched and more would
+    # send the rest of a long log with every page (a 10,000-event replay
+    # then moved three times the log). Batches of 100 here, then a run of
+    # single events, as a chat-rate producer writes them.
+    async with RedisBackend(fresh_redis.url, namespace="pages") as backend:
+        record = await backend.claim("s", metadata={}, lease_ttl=30, retention=60)
+        seq = 0
+        for size in [100] * 10 + [1] * 50:
+            batch = [
+                StoredEvent(seq + index, "message", DataKind.TEXT, str(seq + index))
+                for index in range(1, size + 1)
+            ]
+            await backend.append("s", record.generation, batch, metadata=None)
+            seq += size
+        ends = [100 * index for index in range(1, 11)] + list(range(1001, 1051))
+        for after in (0, 1, 99, 100, 150, 950, 999, 1000, 1020, 1049):
+            for limit in (1, 2, 50, 100, 101, 250, 2048):
+                found = await backend._read(
+                    "s", after=Cursor(record.generation, after), limit=limit
+                )
+                assert found is not None
+                last = min(after + limit, 1050)
+                # Every entry from the one holding event after + 1 to the
+                # one holding the page's last event, and none beyond.
+                wanted = [end for end in ends if end > after]
+                wanted = wanted[: next(i for i, end in enumerate(wanted) if end >= last) + 1]
+                got = [int(entry_id.split(b"-")[1]) for entry_id, _ in found[1]]
+                assert got == wanted, (after, limit)
 
 
 @pytest.mark.usefixtures("redis_driver")

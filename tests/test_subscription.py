@@ -424,6 +424,29 @@ async def test_subscribers_of_one_session_share_reads(make_hub: HubFactory) -> N
     assert shared_reads < readers + batches * 5, shared_reads
 
 
+async def test_a_reader_of_a_finished_session_reads_each_page_once_and_no_more(
+    make_hub: HubFactory,
+) -> None:
+    # The read that brings a finished generation's last events also says it
+    # ended: ending the iteration needs no further read (a reload after the
+    # reply finished is the common case).
+    wrap = FaultyWrap()
+    count = 2 * PAGE_SIZE + 5
+    async with make_hub(wrap=wrap) as hub:
+        async with hub.produce("s") as stream:
+            for index in range(count):
+                await stream.send(index)
+        for after, pages in ((None, 3), (f"{stream.generation}-{PAGE_SIZE}", 2)):
+            reads_before = wrap.backend.reads
+            async with hub.subscribe("s", after=after) as events:
+                got = [event.data async for event in events]
+                assert events.outcome is not None
+                assert events.outcome.state is State.DONE
+            assert got == list(range(count - len(got), count))
+            assert len(got) == (count if after is None else count - PAGE_SIZE)
+            assert wrap.backend.reads - reads_before == pages
+
+
 async def _stream_to_readers(
     hub: Hub, *, readers: int, batches: int, storage_reads: FaultyWrap | None = None
 ) -> int:

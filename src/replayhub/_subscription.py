@@ -89,6 +89,9 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._following = False
         self._wakeup: Wakeup | None = None  # made when first following
         self._outcome: Outcome | None = None
+        # The end, known from the read that fetched the generation's last
+        # events: the outcome once they are delivered, with no read to learn it.
+        self._ending: Outcome | None = None
 
     @property
     def session_id(self) -> str:
@@ -179,6 +182,8 @@ class Subscription(anyio.AsyncContextManagerMixin):
             raise RuntimeError("iterate a subscription inside its async with block")
         feed = self._feed
         while not self._buffer:
+            if self._outcome is None:
+                self._outcome = self._ending
             if self._outcome is not None:
                 raise StopAsyncIteration
             if feed is None:  # a finished session: all of it is stored
@@ -357,6 +362,8 @@ class Subscription(anyio.AsyncContextManagerMixin):
         if events:
             self._buffer.extend(events)
             self._fetched_seq = events[-1].seq
+            if record.state.terminal and self._fetched_seq >= record.last_seq:
+                self._ending = outcome_of(record, self._generation)
             return True
         if record.state.terminal and self._fetched_seq >= record.last_seq:
             self._outcome = outcome_of(record, self._generation)

@@ -13,20 +13,19 @@ if ARGV[2] == s.g then
 elseif ARGV[2] == '' or tonumber(ARGV[2]) < tonumber(s.g) then
   from = 1
 end
-local entries, found = {}, 0
+local entries = {}
 if from ~= nil and limit > 0 and from <= tonumber(s.n) then
-  local start = s.g .. '-' .. from
-  while found < limit do
-    local chunk = redis.call('XRANGE', log_key, start, '+', 'COUNT', 16)
-    for _, entry in ipairs(chunk) do
-      entries[#entries + 1] = entry
-      -- An entry's id is <generation>-<its last seq>.
-      found = tonumber(string.match(entry[1], '-(%d+)$')) - from + 1
+  -- An entry's id is <generation>-<the seq of its last event>, so the page's
+  -- entries are one id range, plus the entry holding the page's last event
+  -- when a batch runs past it: nothing more (a batch can hold 1,000 events).
+  local last = from + limit - 1
+  entries = redis.call('XRANGE', log_key, s.g .. '-' .. from, s.g .. '-' .. last)
+  local ends_at = #entries > 0 and tonumber(string.match(entries[#entries][1], '-(%d+)$')) or 0
+  if ends_at < last and last < tonumber(s.n) then
+    local straddling = redis.call('XRANGE', log_key, s.g .. '-' .. (last + 1), '+', 'COUNT', 1)
+    if #straddling > 0 then
+      entries[#entries + 1] = straddling[1]
     end
-    if #chunk < 16 then
-      break
-    end
-    start = '(' .. chunk[#chunk][1]
   end
 end
 -- Whether the log still exists where the session says it holds events: a
