@@ -112,6 +112,7 @@ class Hub(anyio.AsyncContextManagerMixin):
         with unwrap_single_exception():
             async with self._backend, anyio.create_task_group() as task_group:
                 await task_group.start(runtime.feeds.run)
+                await task_group.start(runtime.leases.run)
                 task_group.start_soon(runtime.writer.run)
                 runtime.open = True
                 try:

@@ -5,11 +5,11 @@ from __future__ import annotations
 import enum
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.abc import TaskStatus
 from anyio.lowlevel import checkpoint
 
 from ._error_types import ErrorType, classify_error
@@ -297,21 +297,26 @@ class Producer(anyio.AsyncContextManagerMixin):
             stop=lambda: self._request_stop(_Stop.HUB_CLOSING),
             closed=self._closed,
         )
+        leases = self._runtime.leases
         body_error: BaseException | None = None
         try:
-            async with anyio.create_task_group() as task_group:
+            async with self._watch_claim():
+                # Renewed at once, once the watch is open, so a cancel request
+                # made at any moment since the claim is seen; then every
+                # heartbeat_interval, by the hub's one lease keeper.
+                leases.add(self)
                 try:
-                    await task_group.start(self._watch_claim)
-                    task_group.start_soon(self._heartbeat)
+                    # A cancellation pending since the (shielded) claim lands
+                    # here: the block ends cancelled without running the body.
+                    await checkpoint()
                     self._phase = _Phase.OPEN
                     with self._body_scope:
                         yield self
-                except BaseException as exc:
-                    # Kept out of the task group so it is not wrapped in a group.
-                    body_error = exc
                 finally:
                     self._phase = _Phase.CLOSING
-                    task_group.cancel_scope.cancel()
+                    leases.discard(self)
+        except BaseException as exc:
+            body_error = exc
         finally:
             with anyio.move_on_after(settings.finalize_timeout, shield=True) as deadline:
                 await self._finalize(body_error)
@@ -412,30 +417,39 @@ class Producer(anyio.AsyncContextManagerMixin):
             return State.CANCELLED, None, None
         return State.DONE, None, None
 
-    # -- background tasks -------------------------------------------------------
+    # -- the lease (the hub's lease keeper calls renew_lease: ``_lease.Renews``) --
 
-    async def _watch_claim(self, *, task_status: TaskStatus[None]) -> None:
-        async with self._backend.watch_claim(self._session_id) as watch:
-            task_status.started()
-            # Checked after the watch is open, so a request made at any moment
-            # since the claim is seen.
-            await self._renew()
-            while self._lost is None:
-                await watch.wait()
-                await self._renew()
+    def _watch_claim(self) -> AbstractAsyncContextManager[object]:
+        """The claim's watch: each wake-up (a cancel request, the session
+        removed) has the lease keeper renew at once, which reads the flag."""
+        leases = self._runtime.leases
+        call_on_change = getattr(self._backend, "call_on_claim_change", None)
+        if call_on_change is not None:
+            watch: AbstractAsyncContextManager[object] = call_on_change(
+                self._session_id, partial(leases.renew_soon, self)
+            )
+            return watch
+        return leases.relaying(self, self._backend.watch_claim(self._session_id))
 
-    async def _heartbeat(self) -> None:
-        interval = self._settings.heartbeat_interval
-        delay = interval
-        # A producer whose storage refuses its writes stops renewing a claim
-        # it can no longer serve: its session ends (failed, or abandoned when
-        # even the terminal write is refused) instead of looking live.
-        while self._lost is None and self._failure is None:
-            await anyio.sleep(min(delay, max(0.0, self._lease_deadline - anyio.current_time())))
-            # A failed renewal is retried at the shortest delay, not backed
-            # off: the lease runs out while storage is away, and a renewal
-            # that lands the moment it is back keeps the claim.
-            delay = interval if await self._renew() else FIRST_DELAY
+    async def renew_lease(self) -> float | None:
+        """Renew the lease and act on the cancel flag; the seconds until the
+        next timed renewal, or ``None`` for none."""
+        try:
+            renewed = await self._renew()
+        except Exception as exc:  # a backend's bug: the session ends failed, never stuck live
+            self._fail(exc)
+            renewed = False
+        if self._lost is not None or self._failure is not None:
+            # A producer whose storage refuses its writes stops renewing a
+            # claim it can no longer serve: its session ends (failed, or
+            # abandoned when even the terminal write is refused) instead of
+            # looking live.
+            return None
+        # A failed renewal is retried at the shortest delay, not backed off:
+        # the lease runs out while storage is away, and a renewal that lands
+        # the moment it is back keeps the claim.
+        delay = self._settings.heartbeat_interval if renewed else FIRST_DELAY
+        return min(delay, max(0.0, self._lease_deadline - anyio.current_time()))
 
     async def _renew(self) -> bool:
         """Renew the lease and act on the cancel flag; ``False`` if storage failed."""

@@ -2,7 +2,7 @@
 
 The hub builds one :class:`HubRuntime` and hands it to each producer and
 subscription, which see only this: storage, the settings, the writer, the
-feeds and the register of live producers. None of them imports the hub.
+feeds, the lease keeper and the register of live producers. None of them imports the hub.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import anyio
 
 from ._errors import HubClosedError
 from ._feed import FeedPool
+from ._lease import LeaseKeeper
 from ._recheck import recheck_after
 from ._settings import Settings
 from ._writer import BatchWriter
@@ -62,6 +63,7 @@ class HubRuntime:
         self.writer = BatchWriter(backend)
         self.feeds = FeedPool(backend, lease_ttl=settings.lease_ttl)
         self.producers = LiveProducers()
+        self.leases = LeaseKeeper()
         self.open = False
 
     def require_open(self) -> None:

@@ -42,7 +42,7 @@ Every method may raise :class:`~replayhub.BackendUnavailableError`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
@@ -152,6 +152,19 @@ class WatchesAppends(Protocol):
         that finds a batch does not follow what it has calls
         :meth:`Watch.notify` and reads.
         """
+        ...
+
+
+class CallsOnClaimChange(Protocol):
+    """A backend that reports a producer's wake-ups by a call, so that no
+    task of the producer's waits for them."""
+
+    def call_on_claim_change(
+        self, session_id: str, on_change: Callable[[], None]
+    ) -> AbstractAsyncContextManager[object]:
+        """:meth:`Backend.watch_claim`, with ``on_change()`` called,
+        synchronously and without raising, for each wake-up instead. Open
+        once entered: a change made after that is reported."""
         ...
 
 

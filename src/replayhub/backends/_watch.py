@@ -20,16 +20,25 @@ AppendListener = Callable[[int, list[StoredEvent]], None]
 
 
 class FlagWatch:
-    """A :class:`~replayhub.backends.Watch` backed by an :class:`anyio.Event`."""
+    """A :class:`~replayhub.backends.Watch` backed by an :class:`anyio.Event`,
+    or by a call (``on_notify``) where nobody waits on it."""
 
-    __slots__ = ("_event", "on_append")
+    __slots__ = ("_event", "on_append", "on_notify")
 
-    def __init__(self, on_append: AppendListener | None = None) -> None:
+    def __init__(
+        self,
+        on_append: AppendListener | None = None,
+        on_notify: Callable[[], None] | None = None,
+    ) -> None:
         self._event = anyio.Event()
         self.on_append = on_append
+        self.on_notify = on_notify
 
     def notify(self) -> None:
-        self._event.set()
+        if self.on_notify is None:
+            self._event.set()
+        else:
+            self.on_notify()
 
     async def wait(self) -> None:
         await self._event.wait()
@@ -50,9 +59,13 @@ class WatchRegistry:
 
     @asynccontextmanager
     async def open(
-        self, key: Hashable, *, on_append: AppendListener | None = None
+        self,
+        key: Hashable,
+        *,
+        on_append: AppendListener | None = None,
+        on_notify: Callable[[], None] | None = None,
     ) -> AsyncIterator[FlagWatch]:
-        watch = FlagWatch(on_append)
+        watch = FlagWatch(on_append, on_notify)
         self._watches.setdefault(key, set()).add(watch)
         try:
             yield watch

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Self
@@ -217,6 +217,11 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
 
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
         return self._claim_watches.open(session_id)
+
+    def call_on_claim_change(
+        self, session_id: str, on_change: Callable[[], None]
+    ) -> AbstractAsyncContextManager[object]:
+        return self._claim_watches.open(session_id, on_notify=on_change)
 
     # -- reader side ----------------------------------------------------------
 

@@ -373,6 +373,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     def watch_claim(self, session_id: str) -> AbstractAsyncContextManager[Watch]:
         return self._require_notifier().watch(self._keys(session_id).claim)
 
+    def call_on_claim_change(
+        self, session_id: str, on_change: Callable[[], None]
+    ) -> AbstractAsyncContextManager[object]:
+        return self._require_notifier().watch(self._keys(session_id).claim, on_notify=on_change)
+
     # -- reader side ----------------------------------------------------------
 
     async def head(self, session_id: str) -> SessionRecord | None:

@@ -80,9 +80,13 @@ class Notifier:
 
     @asynccontextmanager
     async def watch(
-        self, channel: str, *, on_append: AppendListener | None = None
+        self,
+        channel: str,
+        *,
+        on_append: AppendListener | None = None,
+        on_notify: Callable[[], None] | None = None,
     ) -> AsyncIterator[FlagWatch]:
-        async with self._watches.open(channel, on_append=on_append) as watch:
+        async with self._watches.open(channel, on_append=on_append, on_notify=on_notify) as watch:
             if channel not in self._quiet:  # a quiet channel's changes come from here
                 await self._acknowledged(channel)
             yield watch
