@@ -125,6 +125,11 @@ def test_both_drivers_judge_redis_errors_alike() -> None:
          (False, "BUSY running a script")),
         (c.ResponseError("NOREPLICAS not enough"), r.ResponseError("NOREPLICAS not enough"),
          (False, "NOREPLICAS not enough")),
+        # A WAIT cut short by its primary's demotion (a failover), as each
+        # library reports it: retried on the new primary, not a refusal.
+        (c.UnblockedError("UNBLOCKED force unblock (master -> replica?)"),
+         r.ResponseError("UNBLOCKED force unblock (master -> replica?)"),
+         (False, "UNBLOCKED force unblock (master -> replica?)")),
         (c.ConnectionError("refused"), r.ConnectionError("refused"), (False, "refused")),
         (TimeoutError("slow"), r.TimeoutError("slow"), (False, "slow")),
         (ValueError("a bug"), ValueError("a bug"), None),
@@ -143,6 +148,9 @@ def test_both_drivers_judge_redis_errors_alike() -> None:
     readonly = c.ReadOnlyError("READONLY replica")
     assert _coredis.classify(readonly) == (True, "READONLY replica")
     assert _coredis.classify(readonly, readonly_is_transient=True) == (False, "READONLY replica")
+    # coredis's pipeline rewrites the message of the error it re-raises.
+    piped = c.UnblockedError("Command # 2 (WAIT 1 100) of pipeline caused error: force unblock")
+    assert _coredis.classify(piped) == (False, str(piped))
 
 
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])

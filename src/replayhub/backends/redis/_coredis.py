@@ -70,6 +70,7 @@ from coredis.exceptions import (
     RedisClusterError,
     RedisError,
     ResponseError,
+    UnblockedError,
 )
 from coredis.exceptions import ConnectionError as RedisConnectionError
 from coredis.patterns.pubsub import ShardedPubSub
@@ -401,6 +402,8 @@ def classify(exc: BaseException, *, readonly_is_transient: bool = False) -> Verd
             refused = False  # MOVED, ASK, CLUSTERDOWN: the cluster is moving
         elif isinstance(exc, ReadOnlyError):
             refused = not readonly_is_transient
+        elif isinstance(exc, UnblockedError):
+            refused = False  # its message may not start with UNBLOCKED (a pipeline's)
         else:
             refused = not str(exc).startswith(TRANSIENT_REPLIES)
         return refused, str(exc)

@@ -29,8 +29,17 @@ import anyio
 from ..._errors import BackendUnavailableError, StorageRefusedError
 
 #: Error replies that a moment mends: a server loading its data, busy with a
-#: script, a cluster mid-failover, too few replicas for min-replicas-to-write.
-TRANSIENT_REPLIES = ("LOADING", "BUSY", "TRYAGAIN", "CLUSTERDOWN", "MASTERDOWN", "NOREPLICAS")
+#: script, a cluster mid-failover, too few replicas for min-replicas-to-write,
+#: a WAIT cut short because its primary was just demoted (a failover).
+TRANSIENT_REPLIES = (
+    "LOADING",
+    "BUSY",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "MASTERDOWN",
+    "NOREPLICAS",
+    "UNBLOCKED",
+)
 
 
 class DriverName(enum.Enum):

@@ -24,7 +24,7 @@ from contextlib import (
     asynccontextmanager,
     contextmanager,
 )
-from typing import Any
+from typing import Any, NoReturn
 
 import anyio
 import redis.asyncio
@@ -269,10 +269,19 @@ class SentinelGuard:
         """The script's reply, once a replica has its write (``WAIT 1``) or
         the Sentinels name the node written to the primary."""
         before = self._pool.master_address
-        async with self._client.pipeline(transaction=False) as pipe:
-            await script(keys=keys, args=args, client=pipe)
-            pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-            reply, replicas = await pipe.execute()
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                await script(keys=keys, args=args, client=pipe)
+                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+                reply, replicas = await pipe.execute()
+        except ResponseError as exc:
+            if "UNBLOCKED" not in str(exc):
+                raise
+            # The WAIT was cut short as the node written to became a replica
+            # (a failover): retried on the primary the Sentinels name (the
+            # scripts skip what landed). redis-py's pipeline words this error
+            # its own way, so its code is looked for in the message.
+            await self._leave(before, cause=exc)
         if replicas < 1:
             after = self._pool.master_address
             await self.check_primary(written_to=after if before in (None, after) else None)
@@ -285,6 +294,11 @@ class SentinelGuard:
         location = self._pool.master_address if written_to is _CURRENT else written_to
         if location is not None and await self._named_primary(location):
             return
+        await self._leave(location)
+
+    async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
+        """Drop the connections to ``location``, no longer the primary, and
+        raise :class:`~replayhub.BackendUnavailableError` (retried)."""
         # Idle connections only, as redis-py does when the primary changes:
         # one another task is connecting or using would lose its socket
         # mid-command (seen: AttributeError from a handshake under load).
@@ -292,7 +306,7 @@ class SentinelGuard:
         # (READONLY, or no replica for the WAIT) and is replaced then.
         await self._pool.disconnect(inuse_connections=False)
         self._pool.master_address = None
-        raise not_the_primary(location, self._service)
+        raise not_the_primary(location, self._service) from cause
 
     async def _named_primary(self, location: tuple[str, int]) -> bool:
         # A copy: a discovery may reorder the list while this one waits.

@@ -75,7 +75,7 @@ class PrimaryGuard:
     ) -> Any:
         """The script's reply; with ``confirm``, once its write is safe from
         a failover."""
-        from coredis.exceptions import ReadOnlyError
+        from coredis.exceptions import ReadOnlyError, UnblockedError
 
         before = self._pool.location
         try:
@@ -89,7 +89,10 @@ class PrimaryGuard:
                     reply_request = script(keys=keys, args=args, client=pipe)
                     replicas_request = pipe.wait(1, REPLICA_WAIT_MS)
                 reply, replicas = await reply_request, await replicas_request
-        except ReadOnlyError:
+        except (ReadOnlyError, UnblockedError):
+            # READONLY: the node written to is a replica now; UNBLOCKED: the
+            # WAIT was cut short as it became one. The write is retried on
+            # the primary the Sentinels name (scripts skip what landed).
             self.move()
             raise
         if replicas < 1:
