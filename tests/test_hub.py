@@ -7,7 +7,7 @@ from typing import Any
 
 import anyio
 import pytest
-from anyio.abc import TaskStatus
+from anyio.abc import TaskGroup, TaskStatus
 from trio.testing import MockClock
 
 from replayhub import (
@@ -190,6 +190,46 @@ async def test_leaving_the_hub_stops_its_producers_and_leaves_no_task(
     assert results == [(False, None)]
     assert wrap.backend.finished == [("s", State.CANCELLED)]
     assert len(anyio.get_running_tasks()) == before
+
+
+async def test_live_sessions_cost_the_hub_no_task_each(make_hub: HubFactory) -> None:
+    # Hundreds of live chats per process: a task per producer (heartbeat,
+    # cancel watch) or per followed session would be hundreds of idle tasks
+    # for the garbage collector to walk. The hub's tasks do not grow with the
+    # sessions (connections and the reads and renewals under way aside:
+    # counted once some sessions run, then again with many more).
+    go = anyio.Event()
+
+    async def produce(hub: Hub, name: str, *, task_status: TaskStatus[None]) -> None:
+        async with hub.produce(name) as stream:
+            await stream.send("first")
+            await stream.flush()
+            task_status.started()
+            await go.wait()
+
+    async def read(hub: Hub, name: str, *, task_status: TaskStatus[None]) -> None:
+        async with hub.subscribe(name) as events:
+            task_status.started()
+            assert [event.data async for event in events] == ["first"]
+
+    async def open_sessions(hub: Hub, tg: TaskGroup, names: range) -> int:
+        for index in names:
+            await tg.start(produce, hub, f"s{index}")
+            for _ in range(2):
+                await tg.start(read, hub, f"s{index}")
+        await anyio.sleep(0.7)  # a heartbeat for each, past the first reads
+        counts = []
+        for _ in range(10):  # the fewest: renewals and reads under way end
+            counts.append(len(anyio.get_running_tasks()))
+            await anyio.sleep(0.02)
+        return min(counts)
+
+    async with make_hub(lease_ttl=1.5) as hub, anyio.create_task_group() as tg:
+        some = await open_sessions(hub, tg, range(10))
+        many = await open_sessions(hub, tg, range(10, 40))
+        go.set()
+    added = many - some - 3 * 30  # the 30 new sessions' own tasks (ours)
+    assert added < 5, added
 
 
 async def test_hub_close_ends_waiting_subscribers(make_hub: HubFactory) -> None:

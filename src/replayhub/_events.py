@@ -207,7 +207,7 @@ class StoredEvent:
 #: packed, up to 83-92 ms, the rest being the tasks').
 PackedEvent: TypeAlias = tuple[int, str, int, str | bytes]
 
-_KINDS = tuple(DataKind)  # by number
+KINDS_BY_NUMBER = tuple(DataKind)
 
 
 def pack_events(events: Sequence[StoredEvent]) -> list[PackedEvent]:
@@ -215,7 +215,7 @@ def pack_events(events: Sequence[StoredEvent]) -> list[PackedEvent]:
 
 
 def unpack_events(packed: Sequence[PackedEvent]) -> list[StoredEvent]:
-    kinds = _KINDS
+    kinds = KINDS_BY_NUMBER
     return [StoredEvent(seq, name, kinds[kind], payload) for seq, name, kind, payload in packed]
 
 

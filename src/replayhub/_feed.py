@@ -33,6 +33,7 @@ from anyio.abc import TaskGroup, TaskStatus
 from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, SessionNotFoundError
 from ._events import Cursor, Event, PackedEvent, StoredEvent, pack_events, unpack_events
 from ._recheck import RecheckTimer, recheck_after
+from ._relay_watch import relayed
 from ._retry import Backoff
 from .backends import Backend, SessionRecord, Watch
 
@@ -101,7 +102,7 @@ class SessionFeed:
         self._rechecks = rechecks
         self.users = 0
         self.started = anyio.Event()
-        """Set once the task has started, or failed to."""
+        """Set once the feed is open, or failed to open."""
         self.running = False
         # Made when a reader asks for it: a batch nobody waits for makes none.
         # From the running loop's own class, found once: anyio.Event() looks
@@ -111,7 +112,6 @@ class SessionFeed:
         self._record: SessionRecord | None = None  # as of the latest read
         self._removed = False
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
-        self._ended: tuple[str, BaseException] | None = None  # the task ended
         self._events: list[PackedEvent] = []  # at most 2 * WINDOW
         # The same events built for readers taking them from the window, each
         # once for all of them, and the Event they share (none for JSON, which
@@ -121,9 +121,12 @@ class SessionFeed:
         self._built: list[StoredEvent | None] = []
         self._shared: list[Event | None] = []
         self._last_seq = 0  # of the newest event in the window (its generation's)
-        self._missed = False  # a batch came that did not follow the window
         self._watch: Watch | None = None
-        self._scope = anyio.CancelScope()
+        self._watch_manager: AbstractAsyncContextManager[Watch] | None = None
+        self._task_group: TaskGroup | None = None  # the pool's: reads run there
+        self._reading: anyio.CancelScope | None = None  # a read under way
+        self._read_again = False  # the watch woke while it was under way
+        self._ended: tuple[str, BaseException] | None = None  # stopped following
         self._storage_reads: dict[tuple[int, int], _SharedRead] = {}
         # Readers level with the window and its live generation (ordered).
         self._followers: dict[Follower, None] = {}
@@ -292,51 +295,86 @@ class SessionFeed:
                 self._shared[start + index] = stored.shared
         return cast(list[StoredEvent], built)
 
-    # -- the feed's task ---------------------------------------------------------
+    # -- following: the watch, and reads of storage in short tasks ----------------
 
-    def stop(self) -> None:
-        self._scope.cancel()
+    async def open(self, task_group: TaskGroup) -> None:
+        """Open the watch and start the first read (in ``task_group``, as
+        every read of the feed's); raises what opening the watch raises."""
+        self._task_group = task_group
+        manager = self._open_watch(task_group)
+        self._watch = await manager.__aenter__()
+        self._watch_manager = manager
+        self.running = True
+        self._storage_changed()
 
-    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        """Follow the session until :meth:`stop`; started once the watch is open."""
-        with self._scope:
-            try:
-                async with self._open_watch() as watch:
-                    self._watch = watch
-                    self.running = True
-                    task_status.started()
-                    try:
-                        await self._follow(watch)
-                    finally:
-                        self._rechecks.forget(watch)
-            except Exception as exc:  # a bug, or a backend gone: readers are told
-                if not self.running:
-                    raise  # not started: to the subscription starting the feed
-                logger.exception("following session %r failed", self.session_id)
-                self._ended = (f"following session {self.session_id!r} failed: {exc}", exc)
-            finally:
-                self.running = False
-                if self._ended is None:
-                    self._ended = ("the hub was closed", HubClosedError())
-                self._moved()
+    async def close(self) -> None:
+        """Stop following (the last reader has left): end a read under way,
+        close the watch."""
+        self._stop("the feed was closed", HubClosedError())
+        manager, self._watch_manager = self._watch_manager, None
+        if manager is not None:
+            await manager.__aexit__(None, None, None)
 
-    def _open_watch(self) -> AbstractAsyncContextManager[Watch]:
+    def _stop(self, message: str, cause: BaseException) -> None:
+        """Stop following: readers still waiting are told ``message``."""
+        if self._reading is not None:
+            self._reading.cancel()
+            self._reading = None
+        if self._watch is not None:
+            self._rechecks.forget(self._watch)
+        self.running = False
+        if self._ended is None:
+            self._ended = (message, cause)
+        self._moved()
+
+    def hub_closed(self) -> None:
+        self._stop("the hub was closed", HubClosedError())
+
+    def _open_watch(self, task_group: TaskGroup) -> AbstractAsyncContextManager[Watch]:
+        call_on_change = getattr(self._backend, "call_on_change", None)
         watch_appends = getattr(self._backend, "watch_appends", None)
+        if call_on_change is not None:
+            watch: AbstractAsyncContextManager[Watch] = call_on_change(
+                self.session_id, self._storage_changed, on_append=self._on_append
+            )
+            return watch
         if watch_appends is None:  # every batch is a wake-up and a read
-            return self._backend.watch(self.session_id)
-        watch: AbstractAsyncContextManager[Watch] = watch_appends(self.session_id, self._on_append)
-        return watch
+            watch = self._backend.watch(self.session_id)
+        else:
+            watch = watch_appends(self.session_id, self._on_append)
+        return relayed(watch, self._storage_changed, task_group)
 
-    async def _follow(self, watch: Watch) -> None:
-        while True:
-            self._missed = False
-            await self._catch_up()
-            if self._missed:
-                continue  # a batch came that the read may not have covered
-            record = self._record
-            wait = self._lease_ttl if record is None else recheck_after(record, self._lease_ttl)
-            self._rechecks.wake_at(anyio.current_time() + wait, watch)
-            await watch.wait()
+    def _storage_changed(self) -> None:
+        """The watch woke (a change other than a batch handed over, a batch
+        that does not follow the window, the recheck time): read storage from
+        the window's end, in a task that ends once level with it."""
+        if not self.running or self._task_group is None:
+            return
+        if self._reading is not None:
+            self._read_again = True  # the read under way may have missed it
+            return
+        scope = self._reading = anyio.CancelScope()
+        self._task_group.start_soon(self._read_until_level, scope)
+
+    async def _read_until_level(self, scope: anyio.CancelScope) -> None:
+        try:
+            with scope:
+                while True:
+                    self._read_again = False
+                    await self._catch_up()
+                    if not self._read_again:
+                        break
+                record = self._record
+                wait = self._lease_ttl if record is None else recheck_after(record, self._lease_ttl)
+                assert self._watch is not None
+                self._rechecks.wake_at(anyio.current_time() + wait, self._watch)
+        except Exception as exc:  # a bug, or a backend gone: readers are told
+            logger.exception("following session %r failed", self.session_id)
+            self._reading = None
+            self._stop(f"following session {self.session_id!r} failed: {exc}", exc)
+        finally:
+            if self._reading is scope:
+                self._reading = None
 
     async def _catch_up(self) -> None:
         """Read until level with storage, retrying while it is unreachable."""
@@ -408,7 +446,6 @@ class SessionFeed:
                 return
         # It does not follow the window (one was missed, or a generation the
         # feed has not read yet): read storage instead.
-        self._missed = True
         if self._watch is not None:
             self._watch.notify()
 
@@ -457,7 +494,8 @@ class SessionFeed:
 
 class FeedPool:
     """A hub's feeds: one per session followed in this process, shared by
-    every subscription to it, each running in the pool's task group.
+    every subscription to it. A feed has no task of its own: its reads of
+    storage run in the pool's task group, each ending once level.
 
     :param lease_ttl: see :class:`SessionFeed`.
     """
@@ -479,6 +517,8 @@ class FeedPool:
                 await anyio.sleep_forever()
         finally:
             self._task_group = None
+            for feed in list(self._feeds.values()):
+                feed.hub_closed()
 
     async def settle(self, session_ids: list[str], *, grace: float) -> None:
         """Wait until the feeds of ``session_ids`` know how their sessions
@@ -510,31 +550,37 @@ class FeedPool:
                 )
                 feed.users += 1
                 try:
-                    await task_group.start(feed.run)
+                    await feed.open(task_group)
                 except BaseException:
-                    del self._feeds[session_id]  # others waiting try again
-                    self._leave(feed)
+                    if self._feeds.get(session_id) is feed:
+                        del self._feeds[session_id]  # others waiting try again
+                    await self._leave(feed)
                     raise
                 finally:
                     feed.started.set()
                 break
             feed.users += 1
-            await feed.started.wait()
+            try:
+                await feed.started.wait()
+            except BaseException:  # cancelled while another reader opens it
+                await self._leave(feed)
+                raise
             if feed.running:
                 break
-            # It failed to start, or its task ended: start another (and get
+            # It failed to open, or stopped following: open another (and get
             # any error first-hand).
             if self._feeds.get(session_id) is feed:
                 del self._feeds[session_id]
-            self._leave(feed)
+            await self._leave(feed)
         try:
             yield feed
         finally:
-            self._leave(feed)
+            await self._leave(feed)
 
-    def _leave(self, feed: SessionFeed) -> None:
+    async def _leave(self, feed: SessionFeed) -> None:
         feed.users -= 1
         if not feed.users:
-            feed.stop()
             if self._feeds.get(feed.session_id) is feed:
                 del self._feeds[feed.session_id]
+            with anyio.CancelScope(shield=True):  # the watch is closed whatever happens
+                await feed.close()

@@ -16,14 +16,10 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
-
-from .backends import Watch
 
 
 class Renews(Protocol):
@@ -75,19 +71,12 @@ class LeaseKeeper:
         else:
             self._schedule(producer, anyio.current_time())
 
-    @asynccontextmanager
-    async def relaying(
-        self, producer: Renews, watch_manager: AbstractAsyncContextManager[Watch]
-    ) -> AsyncIterator[None]:
-        """A claim watch of a backend that can only be waited on, its wake-ups
-        relayed to :meth:`renew_soon` by a task of the keeper's."""
-        async with watch_manager as watch:
-            scope = anyio.CancelScope()
-            self._require_task_group().start_soon(self._relay, producer, watch, scope)
-            try:
-                yield
-            finally:
-                scope.cancel()
+    @property
+    def task_group(self) -> TaskGroup:
+        """The keeper's task group, for tasks that last as long as a producer."""
+        if self._task_group is None:
+            raise RuntimeError("the lease keeper is not running")
+        return self._task_group
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Renew leases until cancelled; started once producers can be added."""
@@ -138,14 +127,3 @@ class LeaseKeeper:
             self._schedule(producer, anyio.current_time())
         elif delay is not None:
             self._schedule(producer, anyio.current_time() + delay)
-
-    async def _relay(self, producer: Renews, watch: Watch, scope: anyio.CancelScope) -> None:
-        with scope:
-            while True:
-                await watch.wait()
-                self.renew_soon(producer)
-
-    def _require_task_group(self) -> TaskGroup:
-        if self._task_group is None:
-            raise RuntimeError("the lease keeper is not running")
-        return self._task_group

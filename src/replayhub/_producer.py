@@ -23,6 +23,7 @@ from ._errors import (
     StorageRefusedError,
 )
 from ._events import DataKind, Metadata, SendData, State, StoredEvent, format_event_id
+from ._relay_watch import relayed
 from ._retry import FIRST_DELAY, Backoff
 from ._settings import check_event_name, check_metadata, encode_data
 from .backends import AppendRequest
@@ -423,13 +424,14 @@ class Producer(anyio.AsyncContextManagerMixin):
         """The claim's watch: each wake-up (a cancel request, the session
         removed) has the lease keeper renew at once, which reads the flag."""
         leases = self._runtime.leases
+        renew_soon = partial(leases.renew_soon, self)
         call_on_change = getattr(self._backend, "call_on_claim_change", None)
         if call_on_change is not None:
             watch: AbstractAsyncContextManager[object] = call_on_change(
-                self._session_id, partial(leases.renew_soon, self)
+                self._session_id, renew_soon
             )
             return watch
-        return leases.relaying(self, self._backend.watch_claim(self._session_id))
+        return relayed(self._backend.watch_claim(self._session_id), renew_soon, leases.task_group)
 
     async def renew_lease(self) -> float | None:
         """Renew the lease and act on the cancel flag; the seconds until the

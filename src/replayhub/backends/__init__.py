@@ -8,7 +8,7 @@ from .._errors import InvalidInputError
 from ._protocol import AppendRequest as AppendRequest
 from ._protocol import Backend as Backend
 from ._protocol import BatchAppender as BatchAppender
-from ._protocol import CallsOnClaimChange as CallsOnClaimChange
+from ._protocol import CallsOnChange as CallsOnChange
 from ._protocol import ReleasesClaims as ReleasesClaims
 from ._protocol import Renewal as Renewal
 from ._protocol import SessionRecord as SessionRecord

@@ -155,16 +155,29 @@ class WatchesAppends(Protocol):
         ...
 
 
-class CallsOnClaimChange(Protocol):
-    """A backend that reports a producer's wake-ups by a call, so that no
-    task of the producer's waits for them."""
+class CallsOnChange(Protocol):
+    """A backend whose watches report wake-ups by a call, so that no task
+    per session waits for them (the hub's feeds and lease keeper)."""
+
+    def call_on_change(
+        self,
+        session_id: str,
+        on_change: Callable[[], None],
+        *,
+        on_append: AppendListener | None = None,
+    ) -> AbstractAsyncContextManager[Watch]:
+        """:meth:`Backend.watch` (with ``on_append``, as
+        :meth:`WatchesAppends.watch_appends`), with ``on_change()`` called,
+        synchronously and without raising, for each wake-up, the watch's own
+        :meth:`Watch.notify` included, in place of waking a waiter. Open once
+        entered: a change made after that is reported."""
+        ...
 
     def call_on_claim_change(
         self, session_id: str, on_change: Callable[[], None]
-    ) -> AbstractAsyncContextManager[object]:
-        """:meth:`Backend.watch_claim`, with ``on_change()`` called,
-        synchronously and without raising, for each wake-up instead. Open
-        once entered: a change made after that is reported."""
+    ) -> AbstractAsyncContextManager[Watch]:
+        """:meth:`Backend.watch_claim`, with ``on_change()`` called for each
+        wake-up, as :meth:`call_on_change`."""
         ...
 
 

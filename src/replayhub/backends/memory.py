@@ -220,7 +220,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
 
     def call_on_claim_change(
         self, session_id: str, on_change: Callable[[], None]
-    ) -> AbstractAsyncContextManager[object]:
+    ) -> AbstractAsyncContextManager[Watch]:
         return self._claim_watches.open(session_id, on_notify=on_change)
 
     # -- reader side ----------------------------------------------------------
@@ -292,6 +292,15 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         self, session_id: str, on_append: AppendListener
     ) -> AbstractAsyncContextManager[Watch]:
         return self._watches.open(session_id, on_append=on_append)
+
+    def call_on_change(
+        self,
+        session_id: str,
+        on_change: Callable[[], None],
+        *,
+        on_append: AppendListener | None = None,
+    ) -> AbstractAsyncContextManager[Watch]:
+        return self._watches.open(session_id, on_append=on_append, on_notify=on_change)
 
     # -- internals ------------------------------------------------------------
 

@@ -375,8 +375,19 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
 
     def call_on_claim_change(
         self, session_id: str, on_change: Callable[[], None]
-    ) -> AbstractAsyncContextManager[object]:
+    ) -> AbstractAsyncContextManager[Watch]:
         return self._require_notifier().watch(self._keys(session_id).claim, on_notify=on_change)
+
+    def call_on_change(
+        self,
+        session_id: str,
+        on_change: Callable[[], None],
+        *,
+        on_append: AppendListener | None = None,
+    ) -> AbstractAsyncContextManager[Watch]:
+        return self._require_notifier().watch(
+            self._keys(session_id).changes, on_append=on_append, on_notify=on_change
+        )
 
     # -- reader side ----------------------------------------------------------
 
