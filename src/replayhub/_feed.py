@@ -4,8 +4,9 @@ A hundred browsers on one reply should cost one wake-up each per write batch
 and no storage read at all. The feed holds the hub's one watch on the session
 and a window of its newest events. Batches the backend hands over as they are
 stored (the Redis notification carries them) extend the window at once; any
-other change (a state change, a batch the feed missed) makes the feed's task
-read storage from the window's end. A subscription level with the feed is
+other change (a state change, a batch the feed missed) has the watch call
+the feed, which reads storage from the window's end in a short task (the
+feed keeps no task of its own). A subscription level with the feed is
 a *follower*: the feed appends each batch to its buffer and wakes it, as a
 queue would (one wake-up and no look-up per reader per batch). Any other
 change releases the followers, which then look for themselves: they wait on
