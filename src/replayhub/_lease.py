@@ -6,20 +6,20 @@ request, the session removed): a renewal also reads the cancel flag. With a
 heartbeat task and a watching task per producer, 300 live replies kept 600
 idle tasks of about 26 objects each (the task, its coroutines, context,
 cancel scope and finish event), which every full garbage collection walks
-while the process stands still. Here one task renews whoever is due, each
-renewal in a task of its own that ends with it (a renewal that hangs must
-not hold back the others' leases), and a watch's wake-up is a call.
+while the process stands still. Here the hub's timer (``_recheck``) says
+who is due, each renewal runs in a task of its own that ends with it (a
+renewal that hangs must not hold back the others' leases), and a watch's
+wake-up is a call.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import math
 from typing import Protocol
 
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
+
+from ._recheck import RecheckTimer
 
 
 class Renews(Protocol):
@@ -32,29 +32,39 @@ class Renews(Protocol):
         ...
 
 
+class _Due:
+    """A producer's place in the keeper's timer (``_recheck.Wakeable``)."""
+
+    __slots__ = ("_keeper", "_producer")
+
+    def __init__(self, keeper: LeaseKeeper, producer: Renews) -> None:
+        self._keeper, self._producer = keeper, producer
+
+    def notify(self) -> None:
+        self._keeper._start(self._producer)
+
+
 class LeaseKeeper:
     """Renews each added producer's lease when due, or at once on request."""
 
     def __init__(self) -> None:
-        self._due: dict[Renews, float] = {}  # each member's next renewal (loop time)
-        self._heap: list[tuple[float, int, Renews]] = []  # may hold stale entries
-        self._order = itertools.count()  # ties in the heap never compare producers
+        self._timer = RecheckTimer()  # the next timed renewal of each member
+        self._members: dict[Renews, _Due] = {}
         self._running: dict[Renews, anyio.CancelScope] = {}
         self._again: set[Renews] = set()  # asked for while a renewal was out
-        self._members: set[Renews] = set()
-        self._wake: anyio.Event | None = None
         self._task_group: TaskGroup | None = None
 
     def add(self, producer: Renews) -> None:
         """Keep ``producer``'s lease from now on, renewing it at once (so a
         cancel request made since its claim is seen)."""
-        self._members.add(producer)
-        self._schedule(producer, anyio.current_time())
+        self._members[producer] = _Due(self, producer)
+        self._start(producer)
 
     def discard(self, producer: Renews) -> None:
         """Stop renewing ``producer``'s lease; a renewal under way is cancelled."""
-        self._members.discard(producer)
-        self._due.pop(producer, None)
+        due = self._members.pop(producer, None)
+        if due is not None:
+            self._timer.forget(due)
         self._again.discard(producer)
         scope = self._running.pop(producer, None)
         if scope is not None:
@@ -64,12 +74,14 @@ class LeaseKeeper:
         """Renew ``producer``'s lease at once (its claim's watch woke): after
         the renewal under way, if there is one, which may have read the
         cancel flag before the change that woke the watch."""
-        if producer not in self._members:
+        due = self._members.get(producer)
+        if due is None:
             return
         if producer in self._running:
             self._again.add(producer)
         else:
-            self._schedule(producer, anyio.current_time())
+            self._timer.forget(due)
+            self._start(producer)
 
     @property
     def task_group(self) -> TaskGroup:
@@ -83,35 +95,18 @@ class LeaseKeeper:
         try:
             async with anyio.create_task_group() as task_group:
                 self._task_group = task_group
-                self._wake = wake = anyio.Event()
+                task_group.start_soon(self._timer.run)
                 task_status.started()
-                while True:
-                    self._start_due(task_group)
-                    heap = self._heap
-                    wait = heap[0][0] - anyio.current_time() if heap else math.inf
-                    with anyio.move_on_after(wait):
-                        await wake.wait()
-                    self._wake = wake = anyio.Event()
+                await anyio.sleep_forever()
         finally:
-            self._task_group = self._wake = None
+            self._task_group = None
 
-    def _schedule(self, producer: Renews, when: float) -> None:
-        if self._due.get(producer, math.inf) <= when:
-            return  # an earlier renewal is due already
-        self._due[producer] = when
-        heapq.heappush(self._heap, (when, next(self._order), producer))
-        if self._wake is not None and self._heap[0][2] is producer:
-            self._wake.set()
-
-    def _start_due(self, task_group: TaskGroup) -> None:
-        heap, now = self._heap, anyio.current_time()
-        while heap and heap[0][0] <= now:
-            when, _, producer = heapq.heappop(heap)
-            if self._due.get(producer) != when:
-                continue  # discarded, or moved earlier
-            del self._due[producer]
-            scope = self._running[producer] = anyio.CancelScope()
-            task_group.start_soon(self._renew, producer, scope)
+    def _start(self, producer: Renews) -> None:
+        task_group = self._task_group
+        if task_group is None or producer in self._running or producer not in self._members:
+            return  # the hub is closing: nothing more is renewed
+        scope = self._running[producer] = anyio.CancelScope()
+        task_group.start_soon(self._renew, producer, scope)
 
     async def _renew(self, producer: Renews, scope: anyio.CancelScope) -> None:
         if self._running.get(producer) is not scope:
@@ -124,6 +119,6 @@ class LeaseKeeper:
         del self._running[producer]
         if producer in self._again:
             self._again.discard(producer)
-            self._schedule(producer, anyio.current_time())
+            self._start(producer)
         elif delay is not None:
-            self._schedule(producer, anyio.current_time() + delay)
+            self._timer.wake_at(anyio.current_time() + delay, self._members[producer])

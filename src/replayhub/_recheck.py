@@ -1,4 +1,5 @@
-"""Wake-ups at deadlines for waiting readers, from one timer task per hub.
+"""Wake-ups at deadlines, from one timer task: for waiting readers (the feeds
+of a hub) and for lease renewals (``_lease``).
 
 A reader waiting for news of a live session must still read again once the
 producer's lease would have run out, to notice (and store) a producer that
