@@ -30,17 +30,20 @@ class FlagWatch:
         on_append: AppendListener | None = None,
         on_notify: Callable[[], None] | None = None,
     ) -> None:
-        self._event = anyio.Event()
+        # None where the wake-up is a call: nobody waits on the watch.
+        self._event = anyio.Event() if on_notify is None else None
         self.on_append = on_append
         self.on_notify = on_notify
 
     def notify(self) -> None:
-        if self.on_notify is None:
+        if self._event is not None:
             self._event.set()
-        else:
+        elif self.on_notify is not None:
             self.on_notify()
 
     async def wait(self) -> None:
+        if self._event is None:
+            raise RuntimeError("a watch that reports by a call is not waited on")
         await self._event.wait()
         self._event = anyio.Event()
 
