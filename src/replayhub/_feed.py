@@ -32,7 +32,7 @@ import anyio
 from anyio.abc import TaskGroup, TaskStatus
 
 from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, SessionNotFoundError
-from ._events import Cursor, Event, PackedEvent, StoredEvent, pack_events, unpack_events
+from ._events import Cursor, Event, PackedEvents, StoredEvent
 from ._recheck import RecheckTimer, recheck_after
 from ._relay_watch import relayed
 from ._retry import Backoff
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 #: Not smaller: readers of a fast stream fall hundreds of events behind, and
 #: with 256, 100 readers in one process each read storage (39,000 events/s
 #: delivered fell to 4,000). The cost is memory: the window keeps its events
-#: packed (``_events.PackedEvent``), which the garbage collector does not walk,
+#: packed (``_events.PackedEvents``), which the garbage collector does not walk,
 #: and as objects only those that readers take from it (a follower is handed
 #: its batches instead).
 WINDOW = 2048
@@ -113,7 +113,7 @@ class SessionFeed:
         self._record: SessionRecord | None = None  # as of the latest read
         self._removed = False
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
-        self._events: list[PackedEvent] = []  # at most 2 * WINDOW
+        self._events = PackedEvents()  # at most 2 * WINDOW
         # The same events built for readers taking them from the window, each
         # once for all of them, and the Event they share (none for JSON, which
         # each reader decodes); None until a reader takes it. The Events in a
@@ -289,7 +289,7 @@ class SessionFeed:
             return cast(list[StoredEvent], built)
         assert self._record is not None
         generation = self._record.generation
-        fresh = unpack_events(self._events[start:end])
+        fresh = self._events.unpack(start, end)
         for index, stored in enumerate(built):
             if stored is None:
                 stored = built[index] = self._built[start + index] = fresh[index].share(generation)
@@ -419,10 +419,10 @@ class SessionFeed:
         self._release_followers()  # before the window changes generation
         old = self._record
         if after is None or old is None:
-            self._events, self._built, self._shared = [], [], []  # start at the head
+            self._events, self._built, self._shared = PackedEvents(), [], []  # start at the head
             self._last_seq = record.last_seq
         elif record.generation != old.generation:
-            self._events, self._built, self._shared = [], [], []  # a new generation
+            self._events, self._built, self._shared = PackedEvents(), [], []  # a new generation
             self._last_seq = 0
             if events:
                 self._extend(record.generation, events)
@@ -451,7 +451,7 @@ class SessionFeed:
             self._watch.notify()
 
     def _extend(self, generation: int, events: list[StoredEvent]) -> None:
-        self._events += pack_events(events)
+        self._events.extend(events)
         if self.users > len(self._followers):
             # Some reader takes events from the window: these objects will
             # be wanted, and they are built already.
@@ -463,7 +463,7 @@ class SessionFeed:
             self._shared += [None] * len(events)
         self._last_seq = events[-1].seq
         if len(self._events) > 2 * WINDOW:  # trimmed now and then, not per batch
-            del self._events[:-WINDOW]
+            self._events.keep_last(WINDOW)
             del self._built[:-WINDOW]
             del self._shared[:-WINDOW]
         followers = self._followers

@@ -24,11 +24,9 @@ from .._events import (
     Cursor,
     Metadata,
     Outcome,
-    PackedEvent,
+    PackedEvents,
     State,
     StoredEvent,
-    pack_events,
-    unpack_events,
 )
 from ._clock import loop_clock
 from ._protocol import (
@@ -52,7 +50,7 @@ class _Session:
     updated_at: float = field(default_factory=time.time)
     state: State = State.LIVE
     # Packed, so the garbage collector does not walk a retained log.
-    events: list[PackedEvent] = field(default_factory=list)
+    events: PackedEvents = field(default_factory=PackedEvents)
     error: str | None = None
     error_type: ErrorType | None = None
     expires_at: float | None = None
@@ -184,7 +182,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             check_batch_follows(events, stored=len(log))
             if events[0].seq == len(log) + 1:  # else a retried batch, already stored
                 stored = [event.share(generation) for event in events]
-                log += pack_events(stored)
+                log.extend(stored)
         if metadata is not None:
             session.metadata = metadata
         session.updated_at = time.time()
@@ -247,7 +245,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             start = after.seq
         elif after is not None and after.generation > session.generation:
             start = len(session.events)
-        return session.record(session_id, now), unpack_events(session.events[start : start + limit])
+        return session.record(session_id, now), session.events.unpack(start, start + limit)
 
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int
