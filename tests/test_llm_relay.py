@@ -14,7 +14,7 @@ import openai
 import pytest
 from anyio.abc import TaskStatus
 
-from replayhub import ErrorType, Hub, State, llm
+from replayhub import ErrorType, Hub, State, Subscription, llm
 
 from .conftest import HubFactory
 from .llm_sdks import RecordedBody, anthropic_client, openai_client, sample
@@ -195,6 +195,34 @@ FAILURES: dict[str, tuple[str, StartReply, type[Exception], str, ErrorType]] = {
         ErrorType.OVERLOADED,
     ),
 }
+
+
+@pytest.mark.parametrize("provider", sorted(REPLIES))
+async def test_a_reply_arriving_faster_than_storage_takes_it_is_stored_whole_and_in_order(
+    make_hub: HubFactory, provider: str
+) -> None:
+    """The relay queues each token without a checkpoint while the buffer
+    has room, and waits for room when it has none: a whole reply in one
+    piece, through a buffer of two events, loses or reorders nothing."""
+    name, start, expected = REPLIES[provider]
+    data = sample(name)
+    body = RecordedBody(data, piece=len(data))
+    seen: list[object] = []
+
+    async def read(events: Subscription) -> None:
+        async with events:
+            async for item in llm.read(events):
+                seen.append(item)
+
+    async with make_hub(buffer_size=2) as hub:
+        async with anyio.create_task_group() as tasks:
+            async with hub.produce("chat") as stream:
+                tasks.start_soon(read, hub.subscribe("chat"))  # live, from the start
+                message = await llm.relay(stream, await start(body))
+        assert message == expected
+        collected = await llm.collect(hub, "chat")
+        assert replace(collected, outcome=None) == expected
+        assert seen == await typed_events(hub, "chat")
 
 
 @pytest.mark.parametrize("provider", sorted(FAILURES))

@@ -8,7 +8,7 @@ from typing import Any
 
 import anyio
 
-from .._events import JSON
+from .._events import JSON, SendData
 from .._producer import Producer
 from ._message import Message, MessageBuilder
 from ._providers import adapter_for
@@ -35,7 +35,9 @@ async def relay(stream: Producer, reply: AsyncIterable[Any]) -> Message:
     request, or any cancellation, stops reading at once and closes the
     provider's response (so the provider stops generating); what was received
     is stored and the session ends ``cancelled``. The response is closed on
-    every other exit too.
+    every other exit too. Tokens are queued as they come, waiting only while
+    the producer's buffer is full: the wait for the provider's next chunk is
+    where other tasks run and a cancellation lands.
 
     :returns: the reply, assembled.
     :raises StreamError: if the stream ended before its last event
@@ -58,9 +60,9 @@ async def relay(stream: Producer, reply: AsyncIterable[Any]) -> Message:
                     )
             for event in adapter.translate(item):
                 if event.__class__ is TextDelta:  # the hot path: no second object
-                    await stream.send(event.text, event="text-delta")
+                    await _send(stream, event.text, "text-delta")
                 else:
-                    await stream.send(event)
+                    await _send(stream, event)
                 builder.add(event)
         if adapter is None or not adapter.finished:
             raise StreamError("the provider's stream ended before the reply did", type="network")
@@ -76,6 +78,20 @@ async def relay(stream: Producer, reply: AsyncIterable[Any]) -> Message:
             {"usage": _add_usage(stream.metadata.get("usage"), message.usage)}
         )
     return message
+
+
+async def _send(stream: Producer, data: SendData, event: str = "message") -> None:
+    """Queue an event, waiting only while the producer's buffer is full.
+
+    Not a checkpoint of its own, unlike :meth:`Producer.send`: the relay
+    awaits the provider's next chunk between tokens, where other tasks run
+    and a cancellation lands, so a checkpoint per token would only cost
+    each token one more pass of the event loop.
+    """
+    try:
+        stream.send_nowait(data, event=event)
+    except anyio.WouldBlock:
+        await stream.send(data, event=event)
 
 
 async def _close(reply: object) -> None:
