@@ -89,6 +89,25 @@ async def test_cursor_beyond_the_end_is_rejected(hub: Hub) -> None:
                 pass
 
 
+async def test_a_subscription_is_one_block_and_leaves_its_feed_when_it_ends(hub: Hub) -> None:
+    """Entered once at a time, and leaving gives the session's feed back:
+    the hub follows a session only while someone reads it."""
+    async with hub.produce("s") as stream:
+        await stream.send("a")
+        subscription = hub.subscribe("s")
+        with pytest.raises(RuntimeError, match="not been entered"):
+            await subscription.__aexit__(None, None, None)
+        async with subscription as events:
+            with pytest.raises(RuntimeError, match="already been entered"):
+                async with subscription:
+                    pass
+            assert (await events.__anext__()).data == "a"
+            assert "s" in hub._runtime.feeds._feeds
+        assert "s" not in hub._runtime.feeds._feeds
+        with pytest.raises(RuntimeError, match="inside its async with block"):
+            await events.__anext__()
+
+
 async def test_unknown_session_is_not_found(hub: Hub) -> None:
     with pytest.raises(SessionNotFoundError):
         async with hub.subscribe("nobody"):

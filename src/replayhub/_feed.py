@@ -24,8 +24,7 @@ message ever comes.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager
 from typing import Protocol, cast
 
 import anyio
@@ -530,9 +529,12 @@ class FeedPool:
                 if feed is not None:
                     await feed.settled()
 
-    @asynccontextmanager
-    async def follow(self, session_id: str) -> AsyncIterator[SessionFeed]:
-        """The feed of ``session_id`` for as long as the block lasts, its watch open.
+    async def join(self, session_id: str) -> SessionFeed:
+        """The feed of ``session_id``, its watch open, until :meth:`leave`.
+
+        A pair of calls rather than a context manager: a live reader keeps
+        what it holds for hours, and the generator and its frame were two
+        more objects per reader for the collector to walk.
 
         :raises HubClosedError: if the pool is not running.
         """
@@ -555,30 +557,27 @@ class FeedPool:
                 except BaseException:
                     if self._feeds.get(session_id) is feed:
                         del self._feeds[session_id]  # others waiting try again
-                    await self._leave(feed)
+                    await self.leave(feed)
                     raise
                 finally:
                     feed.started.set()
-                break
+                return feed
             feed.users += 1
             try:
                 await feed.started.wait()
             except BaseException:  # cancelled while another reader opens it
-                await self._leave(feed)
+                await self.leave(feed)
                 raise
             if feed.running:
-                break
+                return feed
             # It failed to open, or stopped following: open another (and get
             # any error first-hand).
             if self._feeds.get(session_id) is feed:
                 del self._feeds[session_id]
-            await self._leave(feed)
-        try:
-            yield feed
-        finally:
-            await self._leave(feed)
+            await self.leave(feed)
 
-    async def _leave(self, feed: SessionFeed) -> None:
+    async def leave(self, feed: SessionFeed) -> None:
+        """Give back a feed :meth:`join` returned (shielded: it always closes)."""
         feed.users -= 1
         if not feed.users:
             if self._feeds.get(feed.session_id) is feed:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import itertools
 import operator
 from collections import deque
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
 from typing import TYPE_CHECKING, cast
 
 import anyio
@@ -42,7 +40,7 @@ def outcome_of(record: SessionRecord, generation: int) -> Outcome | None:
     return None
 
 
-class Subscription(anyio.AsyncContextManagerMixin):
+class Subscription:
     """The reading end of a session, returned by :meth:`Hub.subscribe`.
 
     ``async with hub.subscribe(session_id, after=last_id) as events:`` checks
@@ -78,6 +76,7 @@ class Subscription(anyio.AsyncContextManagerMixin):
         self._session_id = session_id
         self._after = after
         self._batch_replay = batch_replay
+        self._entered = False  # between __aenter__ and __aexit__
         self._inside = False  # the async with block is running
         self._generation = 0
         self._delivered_seq = 0  # last seq handed to the caller: the resume point
@@ -114,8 +113,36 @@ class Subscription(anyio.AsyncContextManagerMixin):
             return None
         return format_event_id(self._generation, self._delivered_seq)
 
-    @asynccontextmanager
-    async def __asynccontextmanager__(self) -> AsyncIterator[Subscription]:
+    # The block's two ends as plain methods: a reader of a live reply keeps
+    # its subscription for as long as the reply lasts, and a generator-based
+    # context manager (its generator, frame and exit stack) was ten more
+    # objects per reader for the garbage collector to walk.
+
+    async def __aenter__(self) -> Subscription:
+        if self._entered:
+            raise RuntimeError("this Subscription has already been entered")
+        self._entered = True
+        try:
+            await self._open()
+        except BaseException:
+            self._entered = False
+            raise
+        self._inside = True
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if not self._entered:
+            raise RuntimeError("this Subscription has not been entered yet")
+        self._entered = self._inside = False
+        feed = self._feed
+        if feed is None:
+            return
+        if self._following:
+            self._following = False
+            feed.detach(self)
+        await self._runtime.feeds.leave(feed)
+
+    async def _open(self) -> None:
         self._runtime.require_open()
         result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
         if result is None:
@@ -135,25 +162,14 @@ class Subscription(anyio.AsyncContextManagerMixin):
             self._delivered_seq = self._fetched_seq = after.seq
         self._join_until = record.last_seq if self._batch_replay else 0
         self._accept(record, events)
-        async with AsyncExitStack() as stack:
-            if not record.state.terminal:
-                # A live session is followed through the hub's feed. Its watch
-                # opens after this read, and the feed reads the head after
-                # that: what was stored in between is read from storage
-                # (behind the feed's window), what comes later reaches the
-                # feed. A finished session's log is final (reads are atomic
-                # snapshots): it is read from storage, with no watch at all.
-                self._feed = await stack.enter_async_context(
-                    self._runtime.feeds.follow(self._session_id)
-                )
-            self._inside = True
-            try:
-                yield self
-            finally:
-                self._inside = False
-                if self._following and self._feed is not None:
-                    self._following = False
-                    self._feed.detach(self)
+        if not record.state.terminal:
+            # A live session is followed through the hub's feed. Its watch
+            # opens after this read, and the feed reads the head after
+            # that: what was stored in between is read from storage
+            # (behind the feed's window), what comes later reaches the
+            # feed. A finished session's log is final (reads are atomic
+            # snapshots): it is read from storage, with no watch at all.
+            self._feed = await self._runtime.feeds.join(self._session_id)
 
     def __aiter__(self) -> Subscription:
         return self
