@@ -553,3 +553,36 @@ async def follow_b_from(a: Hub, b: Hub, *, after: str | None, into: list[object]
             tasks.start_soon(follow)
             await following.wait()
             await other.send("three")
+
+
+async def test_a_hub_listens_to_a_session_only_while_someone_in_it_reads_it(
+    fresh_redis: RedisServer,
+) -> None:
+    """Hub ``b`` subscribes to a session's channel when its first reader
+    opens and leaves it when its last reader leaves, however the reader's
+    block ends (a Redis subscription per session ever read would pile up)."""
+    changes = session_keys("replayhub", "s").changes
+
+    def listeners() -> int:
+        return int(fresh_redis.command("pubsub", "numsub", changes).split()[-1])
+
+    async def until_listeners(count: int) -> None:
+        with anyio.fail_after(5):
+            while listeners() != count:  # noqa: ASYNC110 - the server's view is waited for
+                await anyio.sleep(0.01)
+
+    async with Hub.from_url(fresh_redis.url) as a, Hub.from_url(fresh_redis.url) as b:
+        async with a.produce("s") as stream:
+            await stream.send("one")
+            await stream.flush()
+            async with b.subscribe("s") as first, b.subscribe("s") as second:
+                assert (await first.__anext__()).data == "one"
+                assert (await second.__anext__()).data == "one"
+                assert listeners() == 1  # one Pub/Sub subscription for both
+            await until_listeners(0)
+            with pytest.raises(ZeroDivisionError):
+                async with b.subscribe("s") as reader:
+                    assert (await reader.__anext__()).data == "one"
+                    assert listeners() == 1
+                    1 / 0  # noqa: B018 - the block raises
+            await until_listeners(0)

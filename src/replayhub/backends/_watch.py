@@ -8,8 +8,7 @@ copy of the log's head needs no read to learn what was written.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Hashable, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Hashable, Iterator
 
 import anyio
 
@@ -21,19 +20,36 @@ AppendListener = Callable[[int, list[StoredEvent]], None]
 
 class FlagWatch:
     """A :class:`~replayhub.backends.Watch` backed by an :class:`anyio.Event`,
-    or by a call (``on_notify``) where nobody waits on it."""
+    or by a call (``on_notify``) where nobody waits on it.
 
-    __slots__ = ("_event", "on_append", "on_notify")
+    It is also its own ``async with`` block (:meth:`WatchRegistry.open`),
+    registered while the block runs: a live reply's watches last as long as
+    it does, and a generator-based block was two more objects each for the
+    garbage collector to walk.
+    """
+
+    __slots__ = ("_event", "_key", "_registry", "on_append", "on_notify")
 
     def __init__(
         self,
+        registry: WatchRegistry,
+        key: Hashable,
         on_append: AppendListener | None = None,
         on_notify: Callable[[], None] | None = None,
     ) -> None:
+        self._registry = registry
+        self._key = key
         # None where the wake-up is a call: nobody waits on the watch.
         self._event = anyio.Event() if on_notify is None else None
         self.on_append = on_append
         self.on_notify = on_notify
+
+    async def __aenter__(self) -> FlagWatch:
+        self._registry._add(self._key, self)
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._registry._discard(self._key, self)
 
     def notify(self) -> None:
         if self._event is not None:
@@ -60,20 +76,22 @@ class WatchRegistry:
     def __iter__(self) -> Iterator[Hashable]:
         return iter(list(self._watches))
 
-    @asynccontextmanager
-    async def open(
+    def open(
         self,
         key: Hashable,
         *,
         on_append: AppendListener | None = None,
         on_notify: Callable[[], None] | None = None,
-    ) -> AsyncIterator[FlagWatch]:
-        watch = FlagWatch(on_append, on_notify)
+    ) -> FlagWatch:
+        """A watch on ``key``, registered while its ``async with`` block runs."""
+        return FlagWatch(self, key, on_append, on_notify)
+
+    def _add(self, key: Hashable, watch: FlagWatch) -> None:
         self._watches.setdefault(key, set()).add(watch)
-        try:
-            yield watch
-        finally:
-            watches = self._watches[key]
+
+    def _discard(self, key: Hashable, watch: FlagWatch) -> None:
+        watches = self._watches.get(key)
+        if watches is not None:
             watches.discard(watch)
             if not watches:
                 del self._watches[key]

@@ -25,8 +25,8 @@ the client cannot recover by itself it is rebuilt here on a fresh layout.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import anyio
@@ -78,20 +78,19 @@ class Notifier:
         # Channels of sessions this process produces: not subscribed (quiet).
         self._quiet: dict[str, int] = {}
 
-    @asynccontextmanager
-    async def watch(
+    def watch(
         self,
         channel: str,
         *,
         on_append: AppendListener | None = None,
         on_notify: Callable[[], None] | None = None,
-    ) -> AsyncIterator[FlagWatch]:
-        async with self._watches.open(channel, on_append=on_append, on_notify=on_notify) as watch:
-            if channel not in self._quiet:  # a quiet channel's changes come from here
-                await self._acknowledged(channel)
-            yield watch
-        if channel not in self._watches:
-            self._dirty.set()
+    ) -> _ChannelWatch:
+        """A watch on ``channel``: its block opens once Redis has
+        acknowledged the subscription (at once for a quiet channel, whose
+        changes come from this process)."""
+        return _ChannelWatch(
+            self, channel, self._watches.open(channel, on_append=on_append, on_notify=on_notify)
+        )
 
     async def _acknowledged(self, channel: str) -> None:
         ack = self._acks.get(channel)
@@ -245,3 +244,32 @@ class Notifier:
             self._watches.notify(channel)
         else:
             self._watches.push(channel, *batch)
+
+
+class _ChannelWatch:
+    """:meth:`Notifier.watch`'s block, a plain class: a live reply holds two
+    (its producer's and its readers' feed's) for as long as it lasts."""
+
+    __slots__ = ("_channel", "_notifier", "_watch")
+
+    def __init__(self, notifier: Notifier, channel: str, watch: FlagWatch) -> None:
+        self._notifier = notifier
+        self._channel = channel
+        self._watch = watch
+
+    async def __aenter__(self) -> FlagWatch:
+        notifier, watch = self._notifier, self._watch
+        await watch.__aenter__()
+        if self._channel not in notifier._quiet:  # a quiet channel's changes come from here
+            try:
+                await notifier._acknowledged(self._channel)
+            except BaseException:
+                await self.__aexit__(None, None, None)
+                raise
+        return watch
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        notifier = self._notifier
+        await self._watch.__aexit__(None, None, None)
+        if self._channel not in notifier._watches:
+            notifier._dirty.set()  # unsubscribe
