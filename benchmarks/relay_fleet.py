@@ -2,14 +2,16 @@
 stream through ``llm.relay``, S sessions in one process, each reply paced at
 50 chunks/s, one reader per session.
 
-    python benchmarks/relay_fleet.py                        # memory, Redis (both drivers)
+    python benchmarks/relay_fleet.py                        # the SDK alone, memory, Redis
     python benchmarks/relay_fleet.py --kinds redis-py --repeat 5
     python benchmarks/relay_fleet.py --build old=/path/to/old/src --build new=src
 
 ``fleet.py`` sends with ``stream.send`` and measures the library alone; here
 each token also goes through the SDK (an ``httpx2.MockTransport`` answers
 with a Chat Completions body whose chunks come at the pace of a model, one
-per 20 ms), which is what an application relaying a model costs. Each run
+per 20 ms), which is what an application relaying a model costs; kind
+``sdk`` reads the same replies with no hub (the floor: what the SDK itself
+costs). Each run
 is a fresh child process; its CPU (user + system) is taken over the middle
 of the replies, per token relayed. Builds take turns, so a drifting machine
 weighs on each alike; the run of median CPU is shown.
@@ -89,41 +91,65 @@ async def relay_all(args: argparse.Namespace) -> dict[str, Any]:
         api_key="sk-bench", base_url="http://provider.test/v1", max_retries=0,
         http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
     )  # fmt: skip
+
+    async def create() -> Any:
+        return await client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+
+    async def window() -> tuple[float, float]:
+        """CPU seconds and seconds over the middle of the replies."""
+        start = pace.start = anyio.current_time() + LEAD_IN
+        pace.go.set()
+        await anyio.sleep_until(start + MARGIN)
+        before, clock = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
+        await anyio.sleep_until(start + args.tokens / args.rate - MARGIN)
+        after, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - clock
+        return (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), elapsed
+
+    names = [f"r{index}" for index in range(args.sessions)]
+    if args.kind == "sdk":  # the SDK alone, read and dropped: the floor
+        async with anyio.create_task_group() as tasks:
+            for _ in names:
+                tasks.start_soon(drain, await create())
+            cpu, elapsed = await window()
+        return figures(args, cpu, elapsed, complete=args.sessions)
+
     hub = Hub.from_url(args.url, namespace=f"r{os.getpid()}") if args.url else Hub()
     received: dict[str, int] = {}
 
     async def produce(name: str, *, task_status: TaskStatus[None]) -> None:
         async with hub.produce(name) as stream:
             task_status.started()
-            reply = await client.chat.completions.create(
-                model="m", messages=[{"role": "user", "content": "hi"}], stream=True
-            )
-            await llm.relay(stream, reply)
+            await llm.relay(stream, await create())
 
     async def read(name: str) -> None:
         async with hub.subscribe(name) as events:
             received[name] = sum([1 async for _ in events])
 
-    names = [f"r{index}" for index in range(args.sessions)]
     async with hub:
         async with anyio.create_task_group() as tasks:
             for name in names:
                 await tasks.start(produce, name)
                 tasks.start_soon(read, name)
-            start = pace.start = anyio.current_time() + LEAD_IN
-            pace.go.set()
-            seconds = args.tokens / args.rate
-            await anyio.sleep_until(start + MARGIN)
-            before, clock = resource.getrusage(resource.RUSAGE_SELF), time.monotonic()
-            await anyio.sleep_until(start + seconds - MARGIN)
-            after, elapsed = resource.getrusage(resource.RUSAGE_SELF), time.monotonic() - clock
+            cpu, elapsed = await window()
         # Every reader got every event its session stored.
         stored = [await hub.info(name) for name in names]
         complete = sum(
             info is not None and received.get(name) == info.events
             for name, info in zip(names, stored, strict=True)
         )
-    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    return figures(args, cpu, elapsed, complete=complete)
+
+
+async def drain(reply: Any) -> None:
+    async for _ in reply:
+        pass
+
+
+def figures(
+    args: argparse.Namespace, cpu: float, elapsed: float, *, complete: int
+) -> dict[str, Any]:
     tokens = args.sessions * args.rate * elapsed
     return {
         "cpu_percent": round(100 * cpu / elapsed, 1),
@@ -142,6 +168,7 @@ def parent(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     with redis_server() as server:
         urls = {
+            "sdk": "",
             "memory": "",
             "redis": f"{server}?driver=coredis",
             "redis-py": f"{server}?driver=redis-py",
@@ -174,19 +201,28 @@ def parent(args: argparse.Namespace) -> None:
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     print()
-    print("| build | kind | loop | sessions | CPU % | CPU µs/token (median) | runs |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| build | kind | loop | sessions | CPU % | CPU µs/token (median) | beyond the SDK | runs |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    floors = {row["build"]: row["cpu_us_per_token"] for row in rows if row["kind"] == "sdk"}
     for row in rows:
         listed = ", ".join(f"{value:.1f}" for value in row["runs_us_per_token"])
+        floor = floors.get(row["build"])
+        beyond = (
+            "—"
+            if floor is None or row["kind"] == "sdk"
+            else f"{row['cpu_us_per_token'] - floor:.1f}"
+        )
         print(
             f"| {row['build'] or 'this'} | {row['kind']} | {row['loop']} | {row['sessions']} "
-            f"| {row['cpu_percent']} | {row['cpu_us_per_token']} | {listed} |"
+            f"| {row['cpu_percent']} | {row['cpu_us_per_token']} | {beyond} | {listed} |"
         )
 
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kinds", default="memory,redis,redis-py")
+    parser.add_argument("--kinds", default="sdk,memory,redis,redis-py")
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--tokens", type=int, default=300, help="chunks per reply")
     parser.add_argument("--rate", type=float, default=50.0, help="chunks per second per reply")
