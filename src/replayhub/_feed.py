@@ -418,11 +418,9 @@ class SessionFeed:
         self._release_followers()  # before the window changes generation
         old = self._record
         if after is None or old is None:
-            self._events, self._built, self._shared = PackedEvents(), [], []  # start at the head
-            self._last_seq = record.last_seq
+            self._clear_window(last_seq=record.last_seq)  # start at the head
         elif record.generation != old.generation:
-            self._events, self._built, self._shared = PackedEvents(), [], []  # a new generation
-            self._last_seq = 0
+            self._clear_window(last_seq=0)  # a new generation
             if events:
                 self._extend(record.generation, events)
         else:
@@ -448,6 +446,11 @@ class SessionFeed:
         # feed has not read yet): read storage instead.
         if self._watch is not None:
             self._watch.notify()
+
+    def _clear_window(self, *, last_seq: int) -> None:
+        """Empty the window; the next batch it takes follows ``last_seq``."""
+        self._events, self._built, self._shared = PackedEvents(), [], []
+        self._last_seq = last_seq
 
     def _extend(self, generation: int, events: list[StoredEvent]) -> None:
         self._events.extend(events)

@@ -92,6 +92,18 @@ class Notifier:
             self, channel, self._watches.open(channel, on_append=on_append, on_notify=on_notify)
         )
 
+    async def _opened(self, channel: str) -> None:
+        """A watch on ``channel`` was registered: wait until Redis has
+        acknowledged the subscription (a quiet channel's changes come from
+        this process: nothing to wait for)."""
+        if channel not in self._quiet:
+            await self._acknowledged(channel)
+
+    def _closed(self, channel: str) -> None:
+        """A watch on ``channel`` was removed: unsubscribe once none is left."""
+        if channel not in self._watches:
+            self._dirty.set()
+
     async def _acknowledged(self, channel: str) -> None:
         ack = self._acks.get(channel)
         if ack is None:
@@ -258,18 +270,14 @@ class _ChannelWatch:
         self._watch = watch
 
     async def __aenter__(self) -> FlagWatch:
-        notifier, watch = self._notifier, self._watch
-        await watch.__aenter__()
-        if self._channel not in notifier._quiet:  # a quiet channel's changes come from here
-            try:
-                await notifier._acknowledged(self._channel)
-            except BaseException:
-                await self.__aexit__(None, None, None)
-                raise
+        watch = await self._watch.__aenter__()
+        try:
+            await self._notifier._opened(self._channel)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return watch
 
     async def __aexit__(self, *exc_info: object) -> None:
-        notifier = self._notifier
         await self._watch.__aexit__(None, None, None)
-        if self._channel not in notifier._watches:
-            notifier._dirty.set()  # unsubscribe
+        self._notifier._closed(self._channel)
