@@ -11,42 +11,62 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from .backends._clock import running_trio
 
 
 class Wakeup(Protocol):
-    async def wait(self) -> None:
+    def wait(self) -> Awaitable[None]:
         """Sleep until :meth:`wake` (a wake with nobody waiting is dropped:
-        the waker changed what the waiter looks at before it waits)."""
+        the waker changed what the waiter looks at before it waits).
+
+        A plain method returning what to await, not a coroutine: a reader
+        level with a live reply waits here once per batch, and every object
+        of a wait in progress is one more for the garbage collector's young
+        passes to walk (at 300 sessions these passes hold the waits of every
+        reader at once)."""
 
     def wake(self) -> None: ...
 
 
 class _AsyncioWakeup:
-    __slots__ = ("_loop", "_waiters")
+    """The waiting task's future itself is awaited (nothing wraps it).
+
+    One reader per subscription is the rule, so one waiter is kept; a second
+    task waiting at the same time is kept in a list made only then.
+    """
+
+    __slots__ = ("_loop", "_more", "_waiter")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
-        self._waiters: list[asyncio.Future[None]] = []
+        self._waiter: asyncio.Future[None] | None = None
+        self._more: list[asyncio.Future[None]] | None = None
 
-    async def wait(self) -> None:
+    def wait(self) -> asyncio.Future[None]:
+        # A cancelled wait needs no clean-up: the task cancels the future,
+        # and wake() passes over a future that is done.
         waiter = self._loop.create_future()
-        self._waiters.append(waiter)
-        try:
-            await waiter
-        except BaseException:
-            if waiter in self._waiters:  # cancelled before a wake
-                self._waiters.remove(waiter)
-            raise
+        current = self._waiter
+        if current is None or current.done():
+            self._waiter = waiter
+        elif self._more is None:
+            self._more = [waiter]
+        else:
+            self._more.append(waiter)
+        return waiter
 
     def wake(self) -> None:
-        waiters = self._waiters
-        if waiters:
-            self._waiters = []
-            for waiter in waiters:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._more is not None:
+            more, self._more = self._more, None
+            for waiter in more:
                 if not waiter.done():
                     waiter.set_result(None)
 
@@ -57,8 +77,8 @@ class _TrioWakeup:
     def __init__(self) -> None:
         self._lot: Any = sys.modules["trio"].lowlevel.ParkingLot()
 
-    async def wait(self) -> None:
-        await self._lot.park()
+    def wait(self) -> Awaitable[None]:
+        return self._lot.park()  # type: ignore[no-any-return]
 
     def wake(self) -> None:
         self._lot.unpark_all()

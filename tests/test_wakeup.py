@@ -1,0 +1,58 @@
+"""The wake-up a reader level with its feed sleeps on: ``_wakeup``."""
+
+from __future__ import annotations
+
+import anyio
+import pytest
+
+from replayhub._wakeup import wakeup_factory
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_a_wake_reaches_every_task_waiting_at_that_moment() -> None:
+    """One reader per subscription is the rule; a second task waiting on the
+    same one at the same time must still wake, not hang."""
+    wakeup = wakeup_factory()()
+    woken: list[int] = []
+
+    async def wait(number: int) -> None:
+        await wakeup.wait()
+        woken.append(number)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as task_group:
+            for number in range(3):
+                task_group.start_soon(wait, number)
+            await anyio.wait_all_tasks_blocked()
+            wakeup.wake()
+    assert sorted(woken) == [0, 1, 2]
+
+
+async def test_a_cancelled_wait_leaves_the_next_one_wakeable() -> None:
+    wakeup = wakeup_factory()()
+    with anyio.move_on_after(0.01) as scope:
+        await wakeup.wait()
+    assert scope.cancelled_caught
+    wakeup.wake()  # nobody waits: dropped
+    woken = anyio.Event()
+
+    async def wait() -> None:
+        await wakeup.wait()
+        woken.set()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as task_group:
+            task_group.start_soon(wait)
+            await anyio.wait_all_tasks_blocked()
+            assert not woken.is_set()
+            wakeup.wake()
+    assert woken.is_set()
+
+
+async def test_a_wake_with_nobody_waiting_is_dropped() -> None:
+    wakeup = wakeup_factory()()
+    wakeup.wake()
+    with anyio.move_on_after(0.05) as scope:
+        await wakeup.wait()
+    assert scope.cancelled_caught
