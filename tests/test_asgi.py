@@ -162,3 +162,79 @@ async def test_a_session_removed_while_streamed_ends_with_an_error_event() -> No
     assert "removed" in last.data
     assert client.messages[-1]["more_body"] is False
     assert hub.held == 0
+
+
+class SlowClient(Client):
+    """A client whose every write takes a while (a slow network), and that
+    records whether two writes ever overlapped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sending = False
+        self.overlapped = False
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.sending:
+            self.overlapped = True
+        self.sending = True
+        try:
+            await anyio.sleep(0.005)
+            await super().send(message)
+        finally:
+            self.sending = False
+
+
+PING = b":ping\n\n"
+
+
+@pytest.mark.parametrize("response_class", [EventStreamResponse, UIMessageStreamResponse])
+async def test_an_idle_stream_is_pinged_and_its_writes_never_overlap(
+    response_class: type[EventStreamResponse] | type[UIMessageStreamResponse],
+) -> None:
+    hub = CountingHub()
+    client = SlowClient()
+    async with hub:
+        async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+            await stream.send("a")
+            await stream.flush()
+            tg.start_soon(respond, response_class(hub, "s", ping_interval=0.02), client)
+            with anyio.fail_after(5):
+                while client.body.count(PING) < 3:  # noqa: ASYNC110 - nothing else tells
+                    await anyio.sleep(0.01)
+            # Events come while pings are due and being written: gaps of 0
+            # to 35 ms, around the 20 ms interval, each write taking 5 ms.
+            for index in range(40):
+                await stream.send(f"e{index}")
+                await anyio.sleep(0.005 * (index % 8))
+        with anyio.fail_after(5):
+            while hub.held:  # noqa: ASYNC110 - the response's exit is what is waited for
+                await anyio.sleep(0.01)
+    assert not client.overlapped
+    assert client.messages[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
+    # Every ping is a whole comment between whole events.
+    assert PING in client.body
+    text = client.body.replace(PING, b"").decode()
+    if response_class is EventStreamResponse:
+        data = [event.data for event in parse(text.split("\n")) if event.event == "message"]
+        assert data == ["a", *[f"e{index}" for index in range(40)]]
+    else:
+        chunks = [event.data for event in parse(text.split("\n"))]
+        assert chunks[-1] == "[DONE]"
+        parts = [json.loads(chunk) for chunk in chunks[:-1]]
+        data = [part["data"] for part in parts if part["type"] == "data-message"]
+        assert data == ["a", *[f"e{index}" for index in range(40)]]
+
+
+async def test_a_stream_that_keeps_writing_is_not_pinged() -> None:
+    hub = CountingHub()
+    client = Client()
+    async with hub:
+        async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+            await stream.send("a")
+            await stream.flush()
+            tg.start_soon(respond, EventStreamResponse(hub, "s", ping_interval=0.5), client)
+            for index in range(30):  # a write every 10 ms, far within the interval
+                await stream.send(f"e{index}")
+                await anyio.sleep(0.01)
+    assert PING not in client.body
+    assert len(client.events()) == 32  # a, e0-e29 and the end
