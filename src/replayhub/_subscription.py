@@ -261,7 +261,13 @@ class Subscription:
         """The feed's window right after the cursor, delivered now (the
         cheapest way to a batch: built from one slice of it)."""
         feed = self._feed
-        if self._buffer or not self._inside or self._fetched_seq < self._join_until or feed is None:
+        if (
+            self._buffer
+            or self._following  # handed each batch: the window holds nothing newer
+            or not self._inside
+            or self._fetched_seq < self._join_until
+            or feed is None
+        ):
             return []
         taken = feed.take_events(self._generation, self._fetched_seq)
         if taken:

@@ -76,4 +76,6 @@ def encode_error(message: str) -> str:
 
 
 def _data_lines(text: str) -> str:
+    if "\n" not in text and "\r" not in text:  # a token: one line, no split
+        return f"data: {text}\n"
     return "".join(f"data: {line}\n" for line in _LINE_BREAK.split(text))
