@@ -40,7 +40,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from replayhub import Hub
+from replayhub import Hub, llm
+from replayhub.aisdk import ui_message_stream_response
 from replayhub.asgi import event_stream_response
 
 HERE = Path(__file__).resolve().parent
@@ -49,6 +50,8 @@ LEAD_IN = 1.0
 #: Seconds left out of the CPU window at each end (start-up, wind-down).
 MARGIN = 0.5
 END_LINE = b"event: replayhub.end"
+UI_DELTA = b'data: {"type":"text-delta"'
+UI_DONE = b"data: [DONE]"
 
 
 # -- the server: producers and the ASGI app in one process ---------------------------------
@@ -61,6 +64,8 @@ async def serve(args: argparse.Namespace) -> None:
     start = 0.0
 
     async def endpoint(request: Request) -> Response:
+        if args.response == "ui":
+            return await ui_message_stream_response(hub, request.path_params["name"], request)
         return await event_stream_response(hub, request.path_params["name"], request)
 
     app = Starlette(routes=[Route("/s/{name}", endpoint)])
@@ -71,7 +76,8 @@ async def serve(args: argparse.Namespace) -> None:
             await go.wait()
             for index in range(args.events):
                 await anyio.sleep_until(start + index / args.rate)
-                await stream.send(repr(time.monotonic()))
+                now = repr(time.monotonic())
+                await stream.send(llm.TextDelta(now) if args.response == "ui" else now)
 
     async with hub, anyio.create_task_group() as tasks:
         for name in names:
@@ -160,7 +166,14 @@ class SSEReader(asyncio.Protocol):
         lines = (self._tail + data).split(b"\n")
         self._tail = lines.pop()
         for line in lines:
-            if line.startswith(b"data: "):
+            if line.startswith(UI_DELTA):  # ..."delta":"<time>"}
+                self._latencies.append(now - float(line[line.rindex(b':"') + 2 : -2]))
+                self.events += 1
+            elif line.startswith(UI_DONE):
+                self._done.set_result(self.events)
+            elif line.startswith(b"data: {"):
+                pass  # another part of the UI message stream
+            elif line.startswith(b"data: "):
                 if self._ending:
                     continue  # the end event's outcome
                 self._latencies.append(now - float(line[6:]))
@@ -226,7 +239,7 @@ def one_run(
     port = free_port()
     common = [
         "--port", str(port), "--sessions", str(sessions), "--rate", str(args.rate),
-        "--events", str(args.events), "--readers", str(args.readers),
+        "--events", str(args.events), "--readers", str(args.readers), "--response", args.response,
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": src} if src else None
     server = subprocess.Popen(
@@ -283,7 +296,8 @@ def parent(args: argparse.Namespace) -> None:
                     rows.append(row)
     print()
     print(
-        f"Backend: {args.backend}. Server CPU per produced event ({args.readers} SSE readers "
+        f"Backend: {args.backend}, responses: {args.response}. Server CPU per produced event "
+        f"({args.readers} SSE readers "
         "each); latency send to receive, as the clients see it."
     )
     print()
@@ -313,6 +327,12 @@ def cli() -> None:
     parser.add_argument("--events", type=int, default=300, help="events per session")
     parser.add_argument("--rate", type=float, default=50.0, help="events per second per session")
     parser.add_argument("--readers", type=int, default=2, help="SSE readers per session")
+    parser.add_argument(
+        "--response",
+        choices=["sse", "ui"],
+        default="sse",
+        help="replayhub's SSE events, or the AI SDK's UI message stream of text deltas",
+    )
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--build", action="append", default=[], metavar="LABEL=SRC")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)

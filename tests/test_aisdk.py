@@ -15,13 +15,15 @@ from typing import Any
 
 import httpx
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from replayhub import ErrorType, Hub, llm
-from replayhub.aisdk import HEADERS, ui_message_stream_response
+from replayhub import ErrorType, Event, Hub, llm
+from replayhub.aisdk import HEADERS, UIMessageEncoder, encode_part, ui_message_stream_response
 
 from .conftest import HubFactory
 from .demo_server import example_app_server
@@ -246,3 +248,28 @@ def test_the_example_app_checks_who_asks(bases: list[str]) -> None:
         assert denied.status_code == 404
         assert client.get("/api/chat/never-started/stream").status_code == 204
         assert client.post("/api/chat/never-started/stop").status_code == 204
+
+
+_ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=12)
+_LLM_EVENTS = st.one_of(
+    st.builds(llm.TextDelta, _ANY_TEXT),
+    st.builds(llm.ReasoningDelta, _ANY_TEXT),
+    st.builds(llm.ContentStart, st.integers(0, 3), st.sampled_from(["text", "reasoning"])),
+    st.builds(llm.ContentEnd, st.integers(0, 3)),
+    st.builds(llm.ToolCallStart, st.sampled_from(["c1", "c2"]), st.just("lookup")),
+    st.builds(llm.ToolCallDelta, st.sampled_from(["c1", "c2"]), _ANY_TEXT),
+    st.builds(llm.MessageStart, st.none() | st.just("m1")),
+    st.builds(llm.MessageStop),
+    st.builds(llm.Data, st.just("note"), _ANY_TEXT),
+)
+
+
+@given(st.lists(_LLM_EVENTS | _ANY_TEXT, max_size=25))
+def test_the_fast_encoding_of_deltas_writes_what_the_parts_say(items: list[Any]) -> None:
+    """``UIMessageEncoder.encode`` writes a delta of the open run without
+    building its part: the same text as the parts, event by event."""
+    fast, reference = UIMessageEncoder("m"), UIMessageEncoder("m")
+    for seq, item in enumerate(items, start=1):
+        name, data = item.__replayhub_event__() if not isinstance(item, str) else ("message", item)
+        event = Event(f"1-{seq}", name, data)
+        assert fast.encode(event) == "".join(encode_part(part) for part in reference.parts(event))
