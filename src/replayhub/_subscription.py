@@ -188,7 +188,8 @@ class Subscription:
         # the cursor, so a cancelled __anext__ never loses or repeats one.
         stored = buffer.popleft()
         self._delivered_seq = stored.seq
-        return stored.to_event(self._generation)
+        shared = stored.shared  # built once for every reader (all but JSON)
+        return shared if shared is not None else stored.to_event(self._generation)
 
     async def _wait_for_events(self) -> None:
         """Take events from the feed, or storage, until the buffer holds one.
