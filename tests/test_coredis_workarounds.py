@@ -20,11 +20,11 @@ from typing import Any
 import anyio
 import coredis
 import pytest
-from coredis.patterns.pubsub import BasePubSub, ShardedPubSub
+from coredis.patterns.pubsub import BasePubSub, PubSub, ShardedPubSub
 from coredis.pool import ClusterConnectionPool, ConnectionPool
 from coredis.retry import ExponentialBackoffRetryPolicy
 
-from replayhub.backends.redis._coredis import SlotReturningPool, receive_messages
+from replayhub.backends.redis._coredis import FastPubSub, SlotReturningPool, receive_messages
 
 from .redis_server import RedisServer
 
@@ -40,6 +40,7 @@ FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
     "ClusterConnectionPool.release": (ClusterConnectionPool.release, "2f24a19413a92cbb"),
     "ShardedPubSub.run": (ShardedPubSub.run, "73487f796148127f"),
     "BasePubSub.get_message": (BasePubSub.get_message, "a82070af9b9f518f"),
+    "BasePubSub._handle_message": (BasePubSub._handle_message, "8a7401a604842131"),
 }
 
 
@@ -113,3 +114,26 @@ async def test_the_pubsub_stream_read_directly_still_carries_its_messages(
         ("message", b"1"),
         ("message", b"2"),
     ]
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        [b"message", b"c", b"1-5 data"],
+        [b"smessage", b"c", b"1-5 data"],
+        [b"message", b"gone", b"late"],  # a channel no longer subscribed
+        [b"pmessage", b"c*", b"c", b"data"],
+        [b"subscribe", b"d", 2],
+        [b"unsubscribe", b"c", 0],
+    ],
+)
+async def test_the_fast_message_parsing_returns_what_coredis_returns(response: list[Any]) -> None:
+    """FastPubSub parses published messages itself: what it returns, and
+    what it leaves behind, is what coredis's own parsing gives."""
+    pool: Any = ConnectionPool.from_url("redis://127.0.0.1:1")  # never connects
+    ours, theirs = FastPubSub(pool), PubSub(pool)
+    for pubsub in (ours, theirs):
+        pubsub.channels = {b"c": None, b"d": None}
+        pubsub.patterns = {b"c*": None}
+    assert await ours._handle_message(response) == await theirs._handle_message(response)
+    assert (ours.channels, ours.patterns) == (theirs.channels, theirs.patterns)
