@@ -111,6 +111,19 @@ def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:
     if not space:
         return None
     generation = int(entry_id.partition(b"-")[0])
+    split = value.index(b"\n")
+    if split <= _CACHED_HEADER:
+        runs = _parsed_header(value[:split])
+        if len(runs) == 1 and len(runs[0][3]) == 1:
+            # One event, a token at chat rates: its entry id is its event id.
+            kind_number, name, size, _ = runs[0]
+            kind = KINDS_BY_NUMBER[kind_number]
+            chunk = value[split + 1 : split + 1 + size]
+            payload: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
+            event_id = entry_id.decode()
+            shared = None if kind is DataKind.JSON else Event(event_id, name, payload)
+            seq = int(event_id[event_id.index("-") + 1 :])
+            return generation, [StoredEvent(seq, name, kind, payload, shared)]
     return generation, decode_entries([(entry_id, [b"b", value])], after_seq=0, limit=None)
 
 
