@@ -56,7 +56,7 @@ class _Follower:
         pass
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(
     steps=st.lists(
         st.tuples(
