@@ -50,6 +50,16 @@ def emit(**fields: Any) -> None:
     print(json.dumps(fields), flush=True)
 
 
+def median_try(tries: list[dict[str, Any]], key: str, *also: str) -> dict[str, Any]:
+    """The try of median ``key`` (builds run in turn, a try each), with
+    every try's ``key`` and ``also`` figures listed as ``runs_<name>``."""
+    ordered = sorted(tries, key=lambda row: float(row[key]))
+    row = dict(ordered[len(ordered) // 2])
+    for name in (key, *also):
+        row[f"runs_{name}"] = [run[name] for run in tries]
+    return row
+
+
 @contextmanager
 def redis_server() -> Iterator[str]:
     binary = shutil.which("redis-server")

@@ -33,7 +33,7 @@ import anyio
 import httpx2
 import openai
 from anyio.abc import TaskStatus
-from redis_throughput import emit, redis_server
+from redis_throughput import emit, median_try, redis_server
 
 from replayhub import Hub, llm
 
@@ -195,9 +195,7 @@ def parent(args: argparse.Namespace) -> None:
                             sys.exit(f"{kind} {loop} {label}: a reader missed events: {row}")
                         tries[label].append(row)
                 for label, _ in builds:
-                    ranked = sorted(tries[label], key=lambda run: float(run["cpu_us_per_token"]))
-                    row = {**ranked[len(ranked) // 2], "build": label}
-                    row["runs_us_per_token"] = [run["cpu_us_per_token"] for run in tries[label]]
+                    row = {**median_try(tries[label], "cpu_us_per_token"), "build": label}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     print()
@@ -207,7 +205,7 @@ def parent(args: argparse.Namespace) -> None:
     print("|---|---|---|---|---|---|---|---|")
     floors = {row["build"]: row["cpu_us_per_token"] for row in rows if row["kind"] == "sdk"}
     for row in rows:
-        listed = ", ".join(f"{value:.1f}" for value in row["runs_us_per_token"])
+        listed = ", ".join(f"{value:.1f}" for value in row["runs_cpu_us_per_token"])
         floor = floors.get(row["build"])
         beyond = (
             "—"

@@ -34,7 +34,7 @@ from typing import Any, cast
 
 import anyio
 from anyio.abc import TaskStatus
-from redis_throughput import emit, redis_server
+from redis_throughput import emit, median_try, redis_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -288,10 +288,7 @@ def parent(args: argparse.Namespace) -> None:
                             sys.exit(f"{loop} {sessions} {label}: events missing: {row}")
                         tries[label].append(row)
                 for label, _ in builds:
-                    ranked = sorted(tries[label], key=lambda run: float(run["cpu_us_per_event"]))
-                    row = {**ranked[len(ranked) // 2], "build": label}
-                    row["runs_us_per_event"] = [run["cpu_us_per_event"] for run in tries[label]]
-                    row["runs_p99_ms"] = [run["p99_ms"] for run in tries[label]]
+                    row = {**median_try(tries[label], "cpu_us_per_event", "p99_ms"), "build": label}
                     print(json.dumps(row), flush=True)
                     rows.append(row)
     print()
@@ -306,7 +303,7 @@ def parent(args: argparse.Namespace) -> None:
     for row in rows:
         runs = ", ".join(
             f"{cpu:.1f} ({p99} ms)"
-            for cpu, p99 in zip(row["runs_us_per_event"], row["runs_p99_ms"], strict=True)
+            for cpu, p99 in zip(row["runs_cpu_us_per_event"], row["runs_p99_ms"], strict=True)
         )
         print(
             f"| {row['build'] or 'this'} | {row['loop']} | {row['sessions']} "

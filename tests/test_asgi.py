@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from replayhub import Hub, LeaseLostError
+from replayhub import Hub, LeaseLostError, Producer
 from replayhub.aisdk import UIMessageStreamResponse
 from replayhub.asgi import EventStreamResponse, SubscriptionResponse
 from replayhub.sse import END_EVENT, ERROR_EVENT
@@ -187,6 +187,19 @@ class SlowClient(Client):
 PING = b":ping\n\n"
 
 
+@asynccontextmanager
+async def streaming(
+    hub: Hub, response: SubscriptionResponse, client: Client
+) -> AsyncIterator[Producer]:
+    """A session with one event stored, streamed to ``client`` by
+    ``response``, with its producer for the block."""
+    async with anyio.create_task_group() as tg, hub.produce("s") as stream:
+        await stream.send("a")
+        await stream.flush()
+        tg.start_soon(respond, response, client)
+        yield stream
+
+
 @pytest.mark.parametrize("response_class", [EventStreamResponse, UIMessageStreamResponse])
 async def test_an_idle_stream_is_pinged_and_its_writes_never_overlap(
     response_class: type[EventStreamResponse] | type[UIMessageStreamResponse],
@@ -194,10 +207,7 @@ async def test_an_idle_stream_is_pinged_and_its_writes_never_overlap(
     hub = CountingHub()
     client = SlowClient()
     async with hub:
-        async with anyio.create_task_group() as tg, hub.produce("s") as stream:
-            await stream.send("a")
-            await stream.flush()
-            tg.start_soon(respond, response_class(hub, "s", ping_interval=0.02), client)
+        async with streaming(hub, response_class(hub, "s", ping_interval=0.02), client) as stream:
             with anyio.fail_after(5):
                 while client.body.count(PING) < 3:  # noqa: ASYNC110 - nothing else tells
                     await anyio.sleep(0.01)
@@ -229,10 +239,9 @@ async def test_a_stream_that_keeps_writing_is_not_pinged() -> None:
     hub = CountingHub()
     client = Client()
     async with hub:
-        async with anyio.create_task_group() as tg, hub.produce("s") as stream:
-            await stream.send("a")
-            await stream.flush()
-            tg.start_soon(respond, EventStreamResponse(hub, "s", ping_interval=0.5), client)
+        async with streaming(
+            hub, EventStreamResponse(hub, "s", ping_interval=0.5), client
+        ) as stream:
             for index in range(30):  # a write every 10 ms, far within the interval
                 await stream.send(f"e{index}")
                 await anyio.sleep(0.01)
