@@ -145,6 +145,7 @@ def decode_entries(
     for entry_id, fields in entries:
         generation_text, _, last_text = entry_id.decode().partition("-")
         generation = int(generation_text)
+        id_prefix = f"{generation}-"  # each event's id: half the time of formatting both
         value = fields[1]
         split = value.index(b"\n")
         header = value[:split]
@@ -167,7 +168,7 @@ def decode_entries(
                 if seq > after_seq:
                     payload = data[start:end]
                     shared = (
-                        Event(f"{generation}-{seq}", name, payload)  # format_event_id
+                        Event(f"{id_prefix}{seq}", name, payload)  # format_event_id
                         if shared_by_readers
                         else None
                     )
