@@ -26,7 +26,12 @@ from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends import AppendRequest
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
-from replayhub.backends.redis._keys import decode_notification, encode_batch, session_keys
+from replayhub.backends.redis._keys import (
+    decode_entries,
+    decode_notification,
+    encode_batch,
+    session_keys,
+)
 
 from .helpers import collect, texts
 from .redis_server import RedisServer, free_port
@@ -244,6 +249,44 @@ def stored_batches(draw: st.DrawFn) -> list[StoredEvent]:
         name = draw(st.sampled_from(["message", "text-delta", "é名", "e" * 64]))
         events.append(StoredEvent(seq, name, kind, draw(_PAYLOADS[kind])))
     return events
+
+
+@st.composite
+def batches_of_runs(draw: st.DrawFn) -> list[StoredEvent]:
+    """A write batch as runs of events of one kind and name (a cursor or a
+    limit often falls inside a run)."""
+    events: list[StoredEvent] = []
+    for _ in range(draw(st.integers(min_value=1, max_value=3))):
+        kind = draw(st.sampled_from(list(DataKind)))
+        name = draw(st.sampled_from(["message", "é名"]))
+        for _ in range(draw(st.integers(min_value=1, max_value=6))):
+            events.append(StoredEvent(len(events) + 1, name, kind, draw(_PAYLOADS[kind])))
+    return events
+
+
+@given(
+    st.lists(batches_of_runs(), min_size=1, max_size=4),
+    st.integers(min_value=0, max_value=60),
+    st.none() | st.integers(min_value=1, max_value=30),
+)
+def test_stored_entries_decode_to_the_events_after_the_cursor_up_to_the_limit(
+    batches: list[list[StoredEvent]], skip: int, limit: int | None
+) -> None:
+    """A page read hands decode_entries whole entries (write batches, each
+    of runs of one kind and name): it returns exactly the events after the
+    cursor, at most ``limit``, each with the Event readers share."""
+    entries, events, seq = [], [], 0
+    for batch in batches:  # renumbered to follow each other, as in a log
+        batch = [StoredEvent(seq + i + 1, e.event, e.kind, e.payload) for i, e in enumerate(batch)]
+        seq += len(batch)
+        entries.append((b"9-%d" % seq, [b"b", encode_batch(batch)]))
+        events += batch
+    after_seq = min(skip, seq)
+    decoded = decode_entries(entries, after_seq=after_seq, limit=limit)
+    wanted = events[after_seq:] if limit is None else events[after_seq : after_seq + limit]
+    assert decoded == wanted
+    for stored in decoded:
+        assert stored.shared == (None if stored.kind is DataKind.JSON else stored.to_event(9))
 
 
 @given(stored_batches(), st.integers(min_value=1, max_value=10**6))
