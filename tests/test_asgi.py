@@ -247,3 +247,26 @@ async def test_a_stream_that_keeps_writing_is_not_pinged() -> None:
                 await anyio.sleep(0.01)
     assert PING not in client.body
     assert len(client.events()) == 32  # a, e0-e29 and the end
+
+
+class GoneClient(Client):
+    """A client whose connection breaks after the first body: every later
+    write raises ``OSError``, as ASGI 2.4 servers do, and no disconnect
+    message ever comes."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if self.got_body.is_set():
+            raise OSError("connection lost")
+        await super().send(message)
+
+
+async def test_a_ping_that_finds_the_client_gone_ends_an_idle_stream() -> None:
+    hub = CountingHub()
+    client = GoneClient()
+    async with hub, hub.produce("s") as stream:
+        await stream.send("a")
+        await stream.flush()
+        with anyio.fail_after(5):  # the session stays live and idle throughout
+            await respond(EventStreamResponse(hub, "s", ping_interval=0.02), client)
+        assert hub.held == 0
+        assert not stream.cancel_requested  # the producer goes on
