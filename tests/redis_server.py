@@ -325,6 +325,14 @@ class RedisClusterNodes:
                     return self.replica_of(owner)
         raise LookupError(f"no node serves slot {slot}")
 
+    def serves(self, slot: int, node: RedisServer, *, via: RedisServer | None = None) -> bool:
+        """Whether ``node`` serves ``slot`` as ``via`` sees it; no, while it
+        lists no node for the slot (for a moment of a failover)."""
+        try:
+            return self.node_for_slot(slot, via=via) is node
+        except LookupError:
+            return False
+
     def node_id(self, node: RedisServer) -> str:
         return node.command("cluster", "myid").decode().strip()
 

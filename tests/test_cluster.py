@@ -156,7 +156,7 @@ async def test_manual_failover_mid_stream_leaves_subscribers_complete(
         old = cluster.node_for_slot(slot)
         replica = cluster.replica_of(old)
         await anyio.to_thread.run_sync(replica.command, "cluster", "failover")
-        await wait_for(lambda: cluster.node_for_slot(slot) is replica)
+        await wait_for(lambda: cluster.serves(slot, replica))
 
     async with hub_on(cluster, namespace) as hub, hub_on(cluster, namespace) as reader:
         result = await stream_with_subscribers(hub, reader, SESSION, count=1500, during=fail_over)
@@ -179,7 +179,7 @@ async def test_killed_primary_mid_stream_fails_over_to_its_replica(
             replica = cluster.replica_of(old)
             await anyio.to_thread.run_sync(old.wait_replicated_by, replica)
             old.kill()
-            await wait_for(lambda: cluster.node_for_slot(slot, via=replica) is replica)
+            await wait_for(lambda: cluster.serves(slot, replica, via=replica))
 
     async with hub_on(cluster, namespace) as hub, hub_on(cluster, namespace) as reader:
         result = await stream_with_subscribers(
