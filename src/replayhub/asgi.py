@@ -157,7 +157,7 @@ class _PingedBody:
         return max(0.0, self._last_write + self._interval - self._clock())
 
     async def ping_if_idle(self) -> None:
-        if self._ended or self._writing or self.until_ping() > 0:
+        if self.until_ping() > 0:  # ended, being written, or written lately
             return
         pinged = self._pinging = anyio.Event()
         try:
