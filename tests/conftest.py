@@ -92,16 +92,16 @@ def redis_cluster_url(redis_cluster: RedisClusterNodes) -> str:
 @pytest.fixture
 def backend_servers(request: pytest.FixtureRequest) -> BackendServers:
     def url_of(kind: str) -> str:
-        if kind.startswith("redis") and kind in ("redis", *REDIS_PY_KINDS):
+        if kind == "redis-py-cluster":  # one of REDIS_PY_KINDS too: first, or a single server
+            cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
+            return cluster.url.replace("driver=coredis", "driver=redis-py")
+        if kind in ("redis", *REDIS_PY_KINDS):
             server: RedisServer = request.getfixturevalue("redis_server")
             if kind == "redis":
                 return server.url
             if kind == "redis-py":
                 return f"{server.plain_url}?driver=redis-py"
-            return server.plain_url
-        if kind == "redis-py-cluster":
-            cluster: RedisClusterNodes = request.getfixturevalue("redis_cluster")
-            return cluster.url.replace("driver=coredis", "driver=redis-py")
+            return server.plain_url  # redis-py-client: the test makes the client
         url: str = request.getfixturevalue(f"{kind.replace('-', '_')}_url")
         return url
 

@@ -9,9 +9,16 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from replayhub import ErrorType, EventsLostError, Outcome, SessionNotFoundError, State
+from replayhub import (
+    ErrorType,
+    EventsLostError,
+    LeaseLostError,
+    Outcome,
+    SessionNotFoundError,
+    State,
+)
 from replayhub._events import Cursor, DataKind, StoredEvent
-from replayhub.backends import Backend
+from replayhub.backends import Backend, Renewal
 
 from .backends import BackendServers
 from .conftest import HubFactory
@@ -186,3 +193,45 @@ async def test_a_hub_round_trip_produce_read_resume_cancel_list_and_remove(
         with pytest.raises(SessionNotFoundError):
             async with hub.subscribe("round"):
                 pass
+
+
+async def test_renew_many_renews_each_lease_and_answers_each_in_order(
+    backend: Backend, backend_kind: str
+) -> None:
+    renew_many = getattr(backend, "renew_many", None)
+    if "cluster" in backend_kind:
+        # Sessions live on different nodes there: one slow node must not
+        # hold back the others' renewals, so each lease is renewed alone.
+        assert renew_many is None
+        return
+    assert renew_many is not None
+    # More than one script call's worth (128), so the answers of several
+    # calls must come back in the order asked.
+    names = [f"lease{index}" for index in range(130)]
+    generations = {}
+    for name in names:
+        record = await backend.claim(name, metadata={}, lease_ttl=2, retention=60)
+        generations[name] = record.generation
+    await backend.request_cancel(names[1])
+    await backend.finish(
+        names[2], generations[names[2]], state=State.DONE, error=None, error_type=None, retention=60
+    )
+    leases = [(name, generations[name]) for name in names]
+    leases[3] = (names[3], generations[names[3]] + 1)  # a generation it never had
+    leases.append(("never claimed", 1))
+    results = await renew_many(leases, lease_ttl=30)
+    assert len(results) == len(leases)
+    assert results[0] == Renewal(cancel_requested=False)
+    assert results[1] == Renewal(cancel_requested=True)
+    for lost in (results[2], results[3], results[-1]):
+        assert isinstance(lost, LeaseLostError)
+    assert results[4:-1] == [Renewal(cancel_requested=False)] * (len(leases) - 5)
+    for name in (names[0], names[-1]):  # renewed to 30 s, from 2
+        head = await backend.head(name)
+        assert head is not None
+        assert head.lease_remaining is not None
+        assert head.lease_remaining > 20
+    head = await backend.head(names[3])  # the wrong generation renewed nothing
+    assert head is not None
+    assert head.lease_remaining is not None
+    assert head.lease_remaining <= 2

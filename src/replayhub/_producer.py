@@ -26,7 +26,7 @@ from ._events import DataKind, Metadata, SendData, State, StoredEvent, format_ev
 from ._relay_watch import relayed
 from ._retry import FIRST_DELAY, Backoff
 from ._settings import check_event_name, check_metadata, encode_data
-from .backends import AppendRequest
+from .backends import AppendRequest, Renewal
 
 if TYPE_CHECKING:
     from ._runtime import HubRuntime
@@ -418,7 +418,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             return State.CANCELLED, None, None
         return State.DONE, None, None
 
-    # -- the lease (the hub's lease keeper calls renew_lease: ``_lease.Renews``) --
+    # -- the lease (the hub's lease keeper calls these: ``_lease.Renews``) ----------
 
     def _watch_claim(self) -> AbstractAsyncContextManager[object]:
         """The claim's watch: each wake-up (a cancel request, the session
@@ -433,14 +433,36 @@ class Producer(anyio.AsyncContextManagerMixin):
             return watch
         return relayed(self._backend.watch_claim(self._session_id), renew_soon, leases.task_group)
 
+    @property
+    def lease(self) -> tuple[str, int]:
+        """The session and generation whose lease this producer holds."""
+        return self._session_id, self._generation
+
+    @property
+    def lease_deadline(self) -> float:
+        """When the lease runs out (loop time), as of the last renewal."""
+        return self._lease_deadline
+
     async def renew_lease(self) -> float | None:
-        """Renew the lease and act on the cancel flag; the seconds until the
-        next timed renewal, or ``None`` for none."""
+        """Renew the lease alone and act on the cancel flag; the seconds
+        until the next timed renewal, or ``None`` for none."""
+        started = anyio.current_time()
+        result: Renewal | Exception
         try:
-            renewed = await self._renew()
-        except Exception as exc:  # a backend's bug: the session ends failed, never stuck live
-            self._fail(exc)
-            renewed = False
+            with anyio.fail_after(max(self._lease_deadline - started, 0.0)):
+                result = await self._backend.renew(
+                    self._session_id, self._generation, lease_ttl=self._settings.lease_ttl
+                )
+        except Exception as exc:
+            result = exc
+        return self.lease_renewed(started, result)
+
+    def lease_renewed(self, started: float, result: Renewal | Exception) -> float | None:
+        """Act on a renewal sent at ``started`` (loop time): what storage
+        said, or the exception the call raised (``TimeoutError`` once the
+        lease ran out first); the seconds until the next timed renewal, or
+        ``None`` for none."""
+        renewed = self._apply_renewal(started, result)
         if self._lost is not None or self._failure is not None:
             # A producer whose storage refuses its writes stops renewing a
             # claim it can no longer serve: its session ends (failed, or
@@ -453,22 +475,16 @@ class Producer(anyio.AsyncContextManagerMixin):
         delay = self._settings.heartbeat_interval if renewed else FIRST_DELAY
         return min(delay, max(0.0, self._lease_deadline - anyio.current_time()))
 
-    async def _renew(self) -> bool:
-        """Renew the lease and act on the cancel flag; ``False`` if storage failed."""
-        started = anyio.current_time()
-        remaining = self._lease_deadline - started
-        try:
-            with anyio.fail_after(max(remaining, 0.0)):
-                renewal = await self._backend.renew(
-                    self._session_id, self._generation, lease_ttl=self._settings.lease_ttl
-                )
-        except LeaseLostError as exc:
-            self._lose_claim(exc)
-            return False
-        except StorageRefusedError as exc:
-            self._fail(exc)
-            return False
-        except (BackendUnavailableError, TimeoutError):
+    def _apply_renewal(self, started: float, result: Renewal | Exception) -> bool:
+        """Take in a renewal's result; ``False`` if it did not renew."""
+        if isinstance(result, Renewal):
+            self._lease_deadline = started + self._settings.lease_ttl
+            if result.cancel_requested:
+                self._request_stop(_Stop.CANCEL_REQUESTED)
+            return True
+        if isinstance(result, LeaseLostError):
+            self._lose_claim(result)
+        elif isinstance(result, BackendUnavailableError | TimeoutError):
             if anyio.current_time() >= self._lease_deadline:
                 self._lose_claim(
                     LeaseLostError(
@@ -476,11 +492,11 @@ class Producer(anyio.AsyncContextManagerMixin):
                         "while storage was unreachable"
                     )
                 )
-            return False
-        self._lease_deadline = started + self._settings.lease_ttl
-        if renewal.cancel_requested:
-            self._request_stop(_Stop.CANCEL_REQUESTED)
-        return True
+        else:
+            # Refused by storage, or a backend's bug: the session ends
+            # failed, never stuck live.
+            self._fail(result)
+        return False
 
     async def _write_rest(self) -> None:
         """Wait until everything queued is stored, the claim is lost or

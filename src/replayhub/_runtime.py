@@ -8,6 +8,7 @@ feeds, the lease keeper and the register of live producers. None of them imports
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 
 import anyio
 
@@ -63,7 +64,10 @@ class HubRuntime:
         self.writer = BatchWriter(backend)
         self.feeds = FeedPool(backend, lease_ttl=settings.lease_ttl)
         self.producers = LiveProducers()
-        self.leases = LeaseKeeper()
+        renew_many = getattr(backend, "renew_many", None)
+        self.leases = LeaseKeeper(
+            None if renew_many is None else partial(renew_many, lease_ttl=settings.lease_ttl)
+        )
         self.open = False
 
     def require_open(self) -> None:

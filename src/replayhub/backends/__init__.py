@@ -8,6 +8,7 @@ from .._errors import InvalidInputError
 from ._protocol import AppendRequest as AppendRequest
 from ._protocol import Backend as Backend
 from ._protocol import BatchAppender as BatchAppender
+from ._protocol import BatchRenewer as BatchRenewer
 from ._protocol import CallsOnChange as CallsOnChange
 from ._protocol import ReleasesClaims as ReleasesClaims
 from ._protocol import Renewal as Renewal
@@ -24,6 +25,7 @@ __all__ = [
     "AppendRequest",
     "Backend",
     "BatchAppender",
+    "BatchRenewer",
     "MemoryBackend",
     "ReleasesClaims",
     "SessionRecord",

@@ -20,6 +20,10 @@ of the previous generation, and a cancel flag. Its duties:
 * **Batched appends (optional).** A backend that can store many sessions'
   batches in one call has ``append_many`` (:class:`BatchAppender`); the
   core then sends it every ready producer's batch at once.
+* **Batched renewals (optional).** A backend that can renew many leases in
+  one call, with one answer for all, has ``renew_many``
+  (:class:`BatchRenewer`); the core then renews together the leases that
+  fall due together.
 * **Storing at once (optional).** A backend with ``append_now``
   (:class:`StoresAtOnce`) stores without waiting; producers then store each
   send as it is made.
@@ -119,6 +123,22 @@ class BatchAppender(Protocol):
         """Store each append as :meth:`Backend.append` would; for each, in
         order, ``None`` if stored, else the exception that ``append`` would
         have raised. Raises only if the whole call failed."""
+        ...
+
+
+class BatchRenewer(Protocol):
+    """A backend that renews many leases in one call."""
+
+    async def renew_many(
+        self, leases: Sequence[tuple[str, int]], *, lease_ttl: float
+    ) -> list[Renewal | Exception]:
+        """Renew each ``(session id, generation)`` as :meth:`Backend.renew`
+        would; for each, in order, its :class:`Renewal`, else the exception
+        ``renew`` would have raised. Raises only if the whole call failed.
+
+        The call answers for all at once, so one slow lease holds back every
+        other: a backend whose leases live on different servers has none.
+        """
         ...
 
 

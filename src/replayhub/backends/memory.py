@@ -193,6 +193,21 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
         await checkpoint()
+        return self._renew_now(session_id, generation, lease_ttl)
+
+    async def renew_many(
+        self, leases: Sequence[tuple[str, int]], *, lease_ttl: float
+    ) -> list[Renewal | Exception]:
+        await checkpoint()
+        results: list[Renewal | Exception] = []
+        for session_id, generation in leases:
+            try:
+                results.append(self._renew_now(session_id, generation, lease_ttl))
+            except Exception as exc:
+                results.append(exc)
+        return results
+
+    def _renew_now(self, session_id: str, generation: int, lease_ttl: float) -> Renewal:
         session = self._owned(session_id, generation)
         session.lease_deadline = self._now() + lease_ttl
         return Renewal(session.cancel_requested)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
 from importlib.resources import files
@@ -57,13 +57,21 @@ __all__ = ["RedisBackend"]
 
 logger = logging.getLogger(__name__)
 
-_SCRIPTS = ("claim", "append", "append_many", "renew", "finish", "read", "cancel", "remove")
+_SCRIPTS = (
+    "claim", "append", "append_many", "renew", "renew_many", "finish", "read", "cancel", "remove"
+)  # fmt: skip
 #: Scripts whose success reaches a caller: behind Sentinel, they wait for a
 #: replica (``_sentinel``).
 _WRITES = frozenset(_SCRIPTS) - {"read"}
 #: Fragments a script needs besides _common.lua.
-_FRAGMENTS = {"append": ("_append",), "append_many": ("_append",)}
-#: Appends per script call at most: the call blocks Redis while it runs.
+_FRAGMENTS = {
+    "append": ("_append",),
+    "append_many": ("_append",),
+    "renew": ("_renew",),
+    "renew_many": ("_renew",),
+}
+#: Appends (or lease renewals) per script call at most: the call blocks
+#: Redis while it runs.
 MAX_PER_CALL = 128
 #: Sessions read per round trip while listing.
 _LIST_CHUNK = 100
@@ -329,9 +337,41 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         reply = await self._run(
             "renew", self._keys(session_id), session_id, generation, _ms(lease_ttl)
         )
-        self._check_fenced(session_id, generation, reply)
+        renewal = _renewal((session_id, generation), reply)
+        if isinstance(renewal, Exception):
+            raise renewal
         await self._index(session_id, lease_ttl + int(reply[2]) / 1000)
-        return Renewal(cancel_requested=reply[1] == b"1")
+        return renewal
+
+    @property
+    def renew_many(self) -> Callable[..., Awaitable[list[Renewal | Exception]]] | None:
+        """Many leases renewed in one script call (``BatchRenewer``), up to
+        :data:`MAX_PER_CALL` a call; none on a cluster, where sessions live
+        in different slots and one node's trouble must not hold back the
+        renewals of sessions on the others."""
+        return None if self._cluster else self._renew_many
+
+    async def _renew_many(
+        self, leases: Sequence[tuple[str, int]], *, lease_ttl: float
+    ) -> list[Renewal | Exception]:
+        self._require_driver()
+        results: list[Renewal | Exception] = []
+        for start in range(0, len(leases), MAX_PER_CALL):
+            chunk = leases[start : start + MAX_PER_CALL]
+            keys: list[str] = []
+            args: list[str | int] = [_ms(lease_ttl)]
+            for session_id, generation in chunk:
+                session = self._keys(session_id)
+                keys += (session.session, session.log)
+                args += (session_id, generation)
+            keys.append(self._keys(chunk[0][0]).index)
+            try:
+                replies = await self._call("renew_many", keys, args)
+            except BackendUnavailableError as exc:
+                results += [exc] * len(chunk)
+                continue
+            results += map(_renewal, chunk, replies)
+        return results
 
     async def finish(
         self,
@@ -554,6 +594,12 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         lost = _fenced_out(session_id, generation, reply)
         if lost is not None:
             raise lost
+
+
+def _renewal(lease: tuple[str, int], reply: list[Any]) -> Renewal | Exception:
+    """What ``renew.lua`` said of ``lease``."""
+    lost = _fenced_out(*lease, reply)
+    return Renewal(cancel_requested=reply[1] == b"1") if lost is None else lost
 
 
 def _fenced_out(session_id: str, generation: int, reply: list[Any]) -> LeaseLostError | None:
