@@ -222,6 +222,19 @@ async def test_notifications_that_do_not_follow_cost_a_read_never_an_event(
     assert received == ["a", "b"]
 
 
+def test_a_one_event_batch_packs_as_any_batch_does() -> None:
+    # One event per write is the common case and has a way of its own: the
+    # stored format must be the same to the byte (JSON header of runs, then
+    # the payloads; lengths in characters for text and JSON, bytes for bytes).
+    for event, packed in [
+        (StoredEvent(1, "message", DataKind.TEXT, "é\n"), '[[0,"message",3,[2]]]\né\n'.encode()),
+        (StoredEvent(9, "ünï", DataKind.JSON, '{"é":1}'), '[[2,"ünï",8,[7]]]\n{"é":1}'.encode()),
+        (StoredEvent(2, 'a"b', DataKind.BYTES, b"\xff\x00"), b'[[1,"a\\"b",2,[2]]]\n\xff\x00'),
+        (StoredEvent(3, "e", DataKind.TEXT, ""), b'[[0,"e",0,[0]]]\n'),
+    ]:
+        assert encode_batch([event]) == packed
+
+
 def test_a_change_notification_carries_its_batch_or_nothing() -> None:
     events = [
         StoredEvent(3, "message", DataKind.TEXT, "é\n"),
@@ -458,6 +471,18 @@ async def test_one_append_call_for_many_sessions_keeps_each_ones_data_apart(
         braces = await backend.head("{braces}")
         assert braces is not None
         assert braces.metadata == {"note": "ß\n"}
+        # Every one stored: the script answers in one word, each its None.
+        more = [StoredEvent(4, "message", DataKind.TEXT, tricky_text)]
+        results = await backend.append_many(
+            [
+                AppendRequest("plain", generations["plain"], more, None),
+                AppendRequest("metadata-only", generations["metadata-only"], [], {"m": 2}),
+            ]
+        )
+        assert results == [None, None]
+        read = await backend.read("plain", after=Cursor(generations["plain"], 3), limit=10)
+        assert read is not None
+        assert [(e.seq, e.payload) for e in read[1]] == [(4, tricky_text)]
 
 
 @pytest.mark.usefixtures("redis_driver")

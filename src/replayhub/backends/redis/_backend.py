@@ -297,12 +297,15 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 keys += (session.session, session.log)
             keys.append(all_keys[0].index)
             try:
-                replies = await self._call(
+                # A list, or one word when every append was stored.
+                replies: list[Any] | bytes = await self._call(
                     "append_many", keys, [b"".join(map(_packed_append, chunk))]
                 )
             except BackendUnavailableError as exc:
                 results += [exc] * len(chunk)
                 continue
+            if replies == b"ok":  # every one stored
+                replies = [_STORED] * len(chunk)
             results += map(self._append_result, chunk, all_keys, replies)
         return results
 
@@ -563,15 +566,18 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         return self._notifier
 
     async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
-        return await self._call(script, keys.slot_keys() if self._cluster else keys.all(), args)
+        reply: list[Any] = await self._call(
+            script, keys.slot_keys() if self._cluster else keys.all(), args
+        )
+        return reply
 
     async def _call(
         self, script: str, keys: Sequence[str], args: Sequence[str | bytes | int]
-    ) -> list[Any]:
+    ) -> Any:
+        """The script's reply: an array, but for append_many's one word."""
         driver = self._require_driver()
         with driver.errors(f"Redis script {script!r} failed"):
-            reply: list[Any] = await driver.run_script(script, keys, args)
-        return reply
+            return await driver.run_script(script, keys, args)
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script
@@ -594,6 +600,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         lost = _fenced_out(session_id, generation, reply)
         if lost is not None:
             raise lost
+
+
+#: ``append.lua``'s reply for a batch stored.
+_STORED = [b"ok"]
 
 
 def _renewal(lease: tuple[str, int], reply: list[Any]) -> Renewal | Exception:

@@ -65,6 +65,12 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
     lengths in characters for text and JSON (each run is decoded as one
     UTF-8 string, then sliced), in bytes for bytes.
     """
+    if len(events) == 1:  # a batch per token at chat rates: 0.5 us, not 1.6
+        event = events[0]
+        payload, kind = event.payload, event.kind
+        chunk = cast(bytes, payload) if kind is DataKind.BYTES else cast(str, payload).encode()
+        name = _json_name(event.event).encode()
+        return b"[[%d,%b,%d,[%d]]]\n%b" % (kind, name, len(chunk), len(payload), chunk)
     header: list[str] = []
     chunks: list[bytes] = []
     for (kind, name), run in itertools.groupby(events, lambda event: (event.kind, event.event)):

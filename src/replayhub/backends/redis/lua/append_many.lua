@@ -5,8 +5,10 @@
 -- event count, the metadata's and the packed batch's byte lengths), then
 -- the id, the metadata ('' for none) and the batch, back to back: one
 -- argument for the call rather than six per session, which the client would
--- encode one by one. Returns each session's reply, in order.
-local replies, appends, at = {}, ARGV[1], 1
+-- encode one by one. Returns each session's reply, in order, or 'ok' when
+-- every one is {'ok'} (nearly always: one word for the client to parse
+-- rather than an array per session).
+local replies, appends, at, all_ok = {}, ARGV[1], 1, true
 for i = 1, (#KEYS - 1) / 2 do
   local _, stop, id_length, generation, first_seq, count, metadata_length, batch_length =
     string.find(appends, '^(%d+) (%d+) (%d+) (%d+) (%d+) (%d+)\n', at)
@@ -21,6 +23,10 @@ for i = 1, (#KEYS - 1) / 2 do
     string.sub(appends, id_end + 1, metadata_end),
     string.sub(appends, metadata_end + 1, batch_end)
   )
+  all_ok = all_ok and replies[i][1] == 'ok'
   at = batch_end + 1
+end
+if all_ok then
+  return 'ok'
 end
 return replies
