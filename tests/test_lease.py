@@ -169,9 +169,7 @@ async def test_leases_due_together_are_renewed_in_one_call_each_with_its_own_ans
         assert producer.results == [storage.answers.get(producer.name, Renewal(False))] * 2
 
 
-async def test_a_batch_that_fails_fails_each_and_one_that_hangs_ends_with_the_soonest_lease() -> (
-    None
-):
+async def test_a_failed_batch_fails_each_and_a_hung_one_ends_at_the_soonest_lease() -> None:
     storage = Storage()
     storage.fail = BackendUnavailableError("down")
     keeper = LeaseKeeper(storage.renew_many)

@@ -292,10 +292,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         for start in range(0, len(appends), MAX_PER_CALL):
             chunk = appends[start : start + MAX_PER_CALL]
             all_keys = [self._keys(request.session_id) for request in chunk]
-            keys: list[str] = []
-            for session in all_keys:
-                keys += (session.session, session.log)
-            keys.append(all_keys[0].index)
+            keys = _keys_of_many(all_keys)
             try:
                 # A list, or one word when every append was stored.
                 replies: list[Any] | bytes = await self._call(
@@ -361,13 +358,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         results: list[Renewal | Exception] = []
         for start in range(0, len(leases), MAX_PER_CALL):
             chunk = leases[start : start + MAX_PER_CALL]
-            keys: list[str] = []
+            keys = _keys_of_many([self._keys(session_id) for session_id, _ in chunk])
             args: list[str | int] = [_ms(lease_ttl)]
-            for session_id, generation in chunk:
-                session = self._keys(session_id)
-                keys += (session.session, session.log)
-                args += (session_id, generation)
-            keys.append(self._keys(chunk[0][0]).index)
+            for lease in chunk:
+                args += lease
             try:
                 replies = await self._call("renew_many", keys, args)
             except BackendUnavailableError as exc:
@@ -600,6 +594,16 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         lost = _fenced_out(session_id, generation, reply)
         if lost is not None:
             raise lost
+
+
+def _keys_of_many(sessions: Sequence[SessionKeys]) -> list[str]:
+    """The KEYS of a script acting on several sessions (``append_many``,
+    ``renew_many``): each session's hash and log in turn, then the index."""
+    keys: list[str] = []
+    for session in sessions:
+        keys += (session.session, session.log)
+    keys.append(sessions[0].index)
+    return keys
 
 
 #: ``append.lua``'s reply for a batch stored.

@@ -1,9 +1,10 @@
 -- Shared by every script (prepended when loaded, after a line that sets
 -- CLUSTER). KEYS[1] session hash, KEYS[2] event log stream, KEYS[3] the
 -- namespace index (not on a Redis Cluster: it lives in another slot, and the
--- client keeps it). ARGV[1] is always the session id (the index member).
--- A script acting on several sessions (append_many) has each session's hash
--- and log in turn, then the index, and selects each with select_session.
+-- client keeps it). ARGV[1] is the session id (the index member). A script
+-- acting on several sessions (append_many, renew_many) has each session's
+-- hash and log in turn, then the index, its own ARGV, and selects each
+-- session with select_session.
 -- Hash fields: g generation, st state, n events stored, m metadata JSON,
 -- e error, et error type, c created ms, u updated ms, l lease deadline ms, t lease ttl ms,
 -- r retention ms, x cancel flag, i when an append last touched the index
