@@ -56,3 +56,29 @@ async def test_a_wake_with_nobody_waiting_is_dropped() -> None:
     with anyio.move_on_after(0.05) as scope:
         await wakeup.wait()
     assert scope.cancelled_caught
+
+
+@pytest.mark.parametrize("cancelled", [0, 1, 2])
+async def test_a_wake_skips_a_waiter_cancelled_before_it(cancelled: int) -> None:
+    # The first waiter is kept apart from the others: whichever one is
+    # cancelled, the wake reaches the rest and no longer the cancelled one
+    # (on Trio, rescheduling a task that no longer waits would be an error).
+    wakeup = wakeup_factory()()
+    woken: list[int] = []
+    scopes = [anyio.CancelScope() for _ in range(3)]
+
+    async def wait(number: int) -> None:
+        with scopes[number]:
+            await wakeup.wait()
+            woken.append(number)
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as task_group:
+            for number in range(3):
+                task_group.start_soon(wait, number)
+                await anyio.wait_all_tasks_blocked()  # in this order
+            scopes[cancelled].cancel()
+            await anyio.wait_all_tasks_blocked()
+            wakeup.wake()
+    assert sorted(woken) == sorted({0, 1, 2} - {cancelled})
+    wakeup.wake()  # nobody waits any more: dropped

@@ -72,16 +72,56 @@ class _AsyncioWakeup:
 
 
 class _TrioWakeup:
-    __slots__ = ("_lot",)
+    """The waiting task sleeps in Trio's own wait and is rescheduled
+    directly: a parking lot (its coroutine, an abort closure and its cell,
+    a dict entry per wait; a generator and a list per wake) made every
+    reader's wait on Trio about 2 us dearer, and its objects were a sixth
+    of what each of Trio's young collections promoted at 150 sessions.
+
+    As on asyncio, one waiter is kept, and a second task waiting at the
+    same time in a list made only then. A task is rescheduled only while it
+    waits here: a cancelled wait leaves first (its abort function).
+    """
+
+    __slots__ = ("_abort", "_lowlevel", "_more", "_waiter")
 
     def __init__(self) -> None:
-        self._lot: Any = sys.modules["trio"].lowlevel.ParkingLot()
+        self._lowlevel: Any = sys.modules["trio"].lowlevel
+        self._waiter: Any = None  # the waiting task
+        self._more: list[Any] | None = None
+        self._abort = self._waiter_cancelled  # bound once, not per wait
 
     def wait(self) -> Awaitable[None]:
-        return self._lot.park()  # type: ignore[no-any-return]
+        lowlevel = self._lowlevel
+        task = lowlevel.current_task()
+        if self._waiter is None:
+            self._waiter = task
+            return lowlevel.wait_task_rescheduled(self._abort)  # type: ignore[no-any-return]
+        more = self._more
+        if more is None:
+            more = self._more = []
+        more.append(task)
+
+        def cancelled(_: object) -> Any:
+            more.remove(task)
+            return lowlevel.Abort.SUCCEEDED
+
+        return lowlevel.wait_task_rescheduled(cancelled)  # type: ignore[no-any-return]
+
+    def _waiter_cancelled(self, _: object) -> Any:
+        self._waiter = None
+        return self._lowlevel.Abort.SUCCEEDED
 
     def wake(self) -> None:
-        self._lot.unpark_all()
+        reschedule = self._lowlevel.reschedule
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            reschedule(waiter)
+        if self._more is not None:
+            more, self._more = self._more, None
+            for task in more:
+                reschedule(task)
 
 
 def wakeup_factory() -> Callable[[], Wakeup]:
