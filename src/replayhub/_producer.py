@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import enum
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -27,6 +27,7 @@ from ._relay_watch import relayed
 from ._retry import FIRST_DELAY, Backoff
 from ._settings import check_event_name, check_metadata, encode_data
 from .backends import AppendRequest, Renewal
+from .backends._clock import loop_checkpoint
 
 if TYPE_CHECKING:
     from ._runtime import HubRuntime
@@ -125,6 +126,8 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._progress: anyio.Event | None = None  # made when someone waits
         self._lease_deadline = 0.0
         self._body_scope = anyio.CancelScope()
+        # anyio's checkpoint until entered, then the running loop's own.
+        self._checkpoint: Callable[[], Awaitable[None]] = checkpoint
         self._stop: _Stop | None = None
         self._lost: LeaseLostError | None = None
         self._failure: BaseException | None = None
@@ -179,7 +182,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._require_open()
         event, kind, payload = self._encode(data, event)
         self._check_max_events()  # before waiting; _queue checks again after
-        await checkpoint()
+        await self._checkpoint()
         while len(self._pending) >= self._settings.buffer_size:
             await self._wait_progress()
         self._require_open()
@@ -285,6 +288,7 @@ class Producer(anyio.AsyncContextManagerMixin):
         if self._phase is not _Phase.NEW:
             raise RuntimeError("a producer can be entered only once; call hub.produce() again")
         self._runtime.require_open()
+        self._checkpoint = loop_checkpoint()
         settings = self._settings
         if self._takeover_timeout is None:
             record = await self._claim()
