@@ -3,8 +3,9 @@
 A reader level with its session's feed sleeps until the feed hands it the
 next batch: one wake-up per reader per batch. Built on the loop's own
 primitives rather than a fresh ``anyio.Event`` per wait (which wraps the
-loop's event, itself a waiter list around a future): on asyncio a future,
-on Trio a parking lot. Waiting is a checkpoint (cancellation lands there).
+loop's event, itself a waiter list around a future): on asyncio the waiting
+task's future, on Trio the task itself, rescheduled. Waiting is a
+checkpoint (cancellation lands there).
 """
 
 from __future__ import annotations
@@ -75,8 +76,8 @@ class _TrioWakeup:
     """The waiting task sleeps in Trio's own wait and is rescheduled
     directly: a parking lot (its coroutine, an abort closure and its cell,
     a dict entry per wait; a generator and a list per wake) made every
-    reader's wait on Trio about 2 us dearer, and its objects were a sixth
-    of what each of Trio's young collections promoted at 150 sessions.
+    reader's wait on Trio about 2 us dearer, and its objects were about a
+    seventh of what each of Trio's gen1 collections promoted at 150 sessions.
 
     As on asyncio, one waiter is kept, and a second task waiting at the
     same time in a list made only then. A task is rescheduled only while it
