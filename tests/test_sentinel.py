@@ -99,8 +99,10 @@ async def test_no_flushed_event_is_lost_to_a_failover_taken_while_producing(
     returned in that window must still have its events after the failover."""
     acknowledged = 0
     outcome: BaseException | None = None
-    # (events acknowledged, the event set once that many are or the producer ended)
-    milestones = [(200, anyio.Event()), (0, anyio.Event())]
+    # (events acknowledged, the event set once that many are or the producer
+    # ended); the second goal is set after the demotion, and a producer that
+    # ends before it (100_000) must still end the wait, with its error.
+    milestones = [(200, anyio.Event()), (100_000, anyio.Event())]
 
     def reached(count: int) -> None:
         for goal, event in milestones:
