@@ -17,10 +17,10 @@ import pytest
 import redis.asyncio.sentinel
 from coredis.connection import TCPLocation
 
-from replayhub import Hub, ReplayHubError, State
+from replayhub import BackendUnavailableError, Hub, ReplayHubError, State
 
 from .helpers import collect, texts
-from .redis_server import SentinelSet
+from .redis_server import RedisServer, SentinelSet
 from .streaming import Stream, stream_with_subscribers
 
 #: Each test runs on each Redis driver (redis-py on asyncio only).
@@ -182,25 +182,29 @@ async def test_discoveries_at_once_leave_no_connection_open(sentinels: SentinelS
     gc.collect()  # a Sentinel client dropped with its connections open warns here
 
 
+async def apps_sentinel_client(stack: AsyncExitStack, sentinels: SentinelSet, driver: str) -> Any:
+    """The client an app makes through its Sentinels: redis-py's
+    ``master_for``, coredis's ``primary_for``; closed with ``stack``."""
+    hosts = [("127.0.0.1", sentinel.port) for sentinel in sentinels.sentinels]
+    client: Any
+    if driver == "redis-py":
+        manager = redis.asyncio.sentinel.Sentinel(hosts)  # type: ignore[no-untyped-call]
+        client = manager.master_for(sentinels.service)
+        stack.push_async_callback(client.aclose)
+        for node in manager.sentinels:
+            stack.push_async_callback(node.aclose)
+        return client
+    locations = [TCPLocation(host, port) for host, port in hosts]
+    sentinel_manager = await stack.enter_async_context(coredis.Sentinel(locations))
+    return await stack.enter_async_context(sentinel_manager.primary_for(sentinels.service))
+
+
 async def test_a_hub_on_an_apps_sentinel_made_client_leaves_it_open(
     sentinels: SentinelSet, redis_driver: str
 ) -> None:
-    """``from_client`` with the client an app made through its Sentinels:
-    redis-py's ``master_for``, coredis's ``primary_for``."""
-    hosts = [("127.0.0.1", sentinel.port) for sentinel in sentinels.sentinels]
+    """``from_client`` with the client an app made through its Sentinels."""
     async with AsyncExitStack() as stack:
-        manager: Any
-        client: Any
-        if redis_driver == "redis-py":
-            manager = redis.asyncio.sentinel.Sentinel(hosts)  # type: ignore[no-untyped-call]
-            client = manager.master_for(sentinels.service)
-            stack.push_async_callback(client.aclose)
-            for node in manager.sentinels:
-                stack.push_async_callback(node.aclose)
-        else:
-            locations = [TCPLocation(host, port) for host, port in hosts]
-            manager = await stack.enter_async_context(coredis.Sentinel(locations))
-            client = await stack.enter_async_context(manager.primary_for(sentinels.service))
+        client = await apps_sentinel_client(stack, sentinels, redis_driver)
         async with Hub.from_client(client, namespace="app") as hub:
             async with hub.produce("chat") as stream:
                 await stream.send("hello")
@@ -210,3 +214,94 @@ async def test_a_hub_on_an_apps_sentinel_made_client_leaves_it_open(
         # The app's client still works after the hub closed.
         with anyio.fail_after(5):
             assert await client.ping() in (True, b"PONG")
+
+
+async def open_a_connection_to(client: Any, driver: str, node: RedisServer) -> None:
+    """Make the client's next new connection go to ``node`` while its pool
+    still records the primary the Sentinels name, and drop its idle
+    connections so that the next command makes one: the state a failover
+    leaves when one command's discovery was answered before the switch and
+    another's after it (the pool's record is the later answer)."""
+    pool = client.connection_pool
+    discover = "get_master_address" if driver == "redis-py" else "get_primary_location"
+
+    address = ("127.0.0.1", node.port)
+
+    async def once() -> Any:
+        delattr(pool, discover)  # the pool's own method again
+        return address if driver == "redis-py" else TCPLocation(*address)
+
+    setattr(pool, discover, once)
+    if driver == "redis-py":
+        await pool.disconnect(inuse_connections=False)
+    else:
+        pool.disconnect()
+
+
+def copy_namespace(source: RedisServer, target: RedisServer, namespace: str) -> None:
+    """Every key of ``namespace`` on ``source`` copied to ``target``, as a
+    primary's data is on its replica."""
+    keys = source.command("keys", f"{namespace}:*").decode().split()
+    assert keys
+    source.command("migrate", "127.0.0.1", str(target.port), "", "0", "5000", "copy", "keys", *keys)
+
+
+async def test_a_write_confirmed_only_by_the_node_it_went_to(
+    sentinels: SentinelSet, redis_driver: str, tmp_path: Path
+) -> None:
+    """A write that no replica acknowledged counts if the Sentinels name the
+    node it went to: the node its own connection is open to, not the one
+    the pool last recorded. Here a connection is open to a node holding a
+    copy of the data (the old primary, say) while the pool records the
+    primary: the writes made through it are retried on the primary, where
+    a fresh hub finds them all."""
+    stray = RedisServer(tmp_path / "stray").start()
+    try:
+        async with AsyncExitStack() as stack:
+            client = await apps_sentinel_client(stack, sentinels, redis_driver)
+            async with Hub.from_client(client, namespace="app") as hub:
+                async with hub.produce("chat") as stream:
+                    await stream.send("before")
+                    await stream.flush()
+                    copy_namespace(sentinels.primary, stray, "app")
+                    await open_a_connection_to(client, redis_driver, stray)
+                    await stream.send("after")
+                    await stream.flush()
+        async with Hub.from_url(sentinels.url, namespace="app") as fresh:
+            with anyio.fail_after(10):
+                events, ended = await collect(fresh, "chat")
+        assert texts(events) == ["before", "after"]
+        assert ended.state is State.DONE
+    finally:
+        stray.stop()
+
+
+async def test_an_expired_lease_is_believed_only_from_the_primary(
+    sentinels: SentinelSet, redis_driver: str, tmp_path: Path
+) -> None:
+    """A read that finds a live session's lease expired, on a node the
+    Sentinels do not name (the old primary, whose copy of the lease its
+    producer no longer renews), does not report the session abandoned: it
+    fails, retryable, and the next read, on the primary, finds it live."""
+    stray = RedisServer(tmp_path / "stray").start()
+    try:
+        async with (
+            Hub.from_url(sentinels.url, namespace="app", lease_ttl=1.0) as producers,
+            producers.produce("chat") as stream,
+            AsyncExitStack() as stack,
+        ):
+            await stream.send("hello")
+            await stream.flush()
+            copy_namespace(sentinels.primary, stray, "app")
+            await anyio.sleep(1.5)  # the copy's lease runs out; the primary's is renewed
+            client = await apps_sentinel_client(stack, sentinels, redis_driver)
+            async with Hub.from_client(client, namespace="app") as reader:
+                await reader.info("chat")  # connected to the primary first
+                await open_a_connection_to(client, redis_driver, stray)
+                with pytest.raises(BackendUnavailableError, match="not the primary"):
+                    await reader.info("chat")
+                info = await reader.info("chat")
+            assert info is not None
+            assert info.state is State.LIVE
+    finally:
+        stray.stop()

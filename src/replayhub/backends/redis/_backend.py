@@ -468,12 +468,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             "" if after is None else after.generation,
             0 if after is None else after.seq,
             limit,
+            confirm_if=_stored_an_abandonment,
         )
         if reply[0] == b"none":
             return None
-        if reply[5]:
-            # Found by a hub that may still be on a demoted primary (_sentinel).
-            await self._require_driver().check_primary()
         record = _record(session_id, int(reply[1]), reply[2])
         if reply[4]:
             raise EventsLostError(
@@ -559,19 +557,30 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             raise HubClosedError("the Redis backend is not open")
         return self._notifier
 
-    async def _run(self, script: str, keys: SessionKeys, *args: str | bytes | int) -> list[Any]:
+    async def _run(
+        self,
+        script: str,
+        keys: SessionKeys,
+        *args: str | bytes | int,
+        confirm_if: Callable[[Any], bool] | None = None,
+    ) -> list[Any]:
         reply: list[Any] = await self._call(
-            script, keys.slot_keys() if self._cluster else keys.all(), args
+            script, keys.slot_keys() if self._cluster else keys.all(), args, confirm_if=confirm_if
         )
         return reply
 
     async def _call(
-        self, script: str, keys: Sequence[str], args: Sequence[str | bytes | int]
+        self,
+        script: str,
+        keys: Sequence[str],
+        args: Sequence[str | bytes | int],
+        *,
+        confirm_if: Callable[[Any], bool] | None = None,
     ) -> Any:
         """The script's reply: an array, but for append_many's one word."""
         driver = self._require_driver()
         with driver.errors(f"Redis script {script!r} failed"):
-            return await driver.run_script(script, keys, args)
+            return await driver.run_script(script, keys, args, confirm_if=confirm_if)
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script
@@ -654,6 +663,14 @@ def _packed_append(request: AppendRequest) -> bytes:
         metadata_bytes,
         batch,
     )
+
+
+def _stored_an_abandonment(reply: list[Any]) -> bool:
+    """Whether read.lua found the lease expired and stored the abandonment:
+    behind Sentinel, believed only from the node the Sentinels name the
+    primary (a hub still on a demoted one would read a lease its producer no
+    longer renews there)."""
+    return reply[0] != b"none" and bool(reply[5])
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:

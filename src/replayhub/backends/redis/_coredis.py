@@ -90,7 +90,7 @@ from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
 from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
-from ._sentinel import PrimaryGuard
+from ._sentinel import PrimaryGuard, ReplyCheck
 
 logger = logging.getLogger(__name__)
 
@@ -360,10 +360,17 @@ class CoredisDriver:
     async def ping(self) -> None:
         await self._client.ping()
 
-    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def run_script(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        confirm_if: ReplyCheck | None = None,
+    ) -> Any:
         if self._primary is not None:
             return await self._primary.run(
-                self._scripts[name], keys, args, confirm=name in self._writes
+                self._scripts[name], keys, args, write=name in self._writes, confirm_if=confirm_if
             )
         return await self._scripts[name](keys=keys, args=args)
 
@@ -373,10 +380,6 @@ class CoredisDriver:
 
     async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
         await self._client.zrem(key, list(members))
-
-    async def check_primary(self) -> None:
-        if self._primary is not None:
-            await self._primary.check_primary()
 
     async def refresh_layout(self) -> None:
         if self._cluster:

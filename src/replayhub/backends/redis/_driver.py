@@ -60,9 +60,22 @@ class RedisDriver(Protocol):
 
     async def ping(self) -> None: ...
 
-    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def run_script(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        confirm_if: Callable[[Any], bool] | None = None,
+    ) -> Any:
         """Run the backend script ``name`` (``EVALSHA``, loading it again
-        after a ``NOSCRIPT``) on the node that owns ``keys``."""
+        after a ``NOSCRIPT``) on the node that owns ``keys``.
+
+        Behind Sentinel, a write script's reply returns once a failover
+        cannot lose its write, and a reply for which ``confirm_if`` holds
+        once the Sentinels name the node that ran the script the primary;
+        otherwise the client moves and :class:`~replayhub.BackendUnavailableError`
+        is raised (``_sentinel``)."""
         ...
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
@@ -71,12 +84,6 @@ class RedisDriver(Protocol):
 
     async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
         """``ZREM key member...``."""
-        ...
-
-    async def check_primary(self) -> None:
-        """Behind Sentinel: return if the node the client writes to is the
-        primary, else move and raise
-        :class:`~replayhub.BackendUnavailableError`. A no-op elsewhere."""
         ...
 
     async def refresh_layout(self) -> None:

@@ -48,7 +48,13 @@ from redis.exceptions import (
 from ..._errors import InvalidInputError
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
 from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
-from ._sentinel import _CURRENT, REPLICA_WAIT_MS, names_primary, not_the_primary
+from ._sentinel import (
+    REPLICA_WAIT_MS,
+    ReplyCheck,
+    names_primary,
+    needs_confirming,
+    not_the_primary,
+)
 
 #: The error codes redis-py turns into exception classes, dropping the code
 #: from the message: put back, so messages read as Redis wrote them.
@@ -75,11 +81,20 @@ class RedisPyDriver:
     async def ping(self) -> None:
         await self._client.ping()
 
-    async def run_script(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+    async def run_script(
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        confirm_if: ReplyCheck | None = None,
+    ) -> Any:
         # redis-py's script object loads the script again after NOSCRIPT.
         script = self._scripts[name]
-        if self._primary is not None and name in self._writes:
-            return await self._primary.run_confirmed(script, keys, args)
+        if self._primary is not None and (name in self._writes or confirm_if is not None):
+            return await self._primary.run(
+                script, keys, args, write=name in self._writes, confirm_if=confirm_if
+            )
         if self._commands is not None:
             async with self._commands:
                 return await script(keys=keys, args=args)
@@ -93,10 +108,6 @@ class RedisPyDriver:
 
     async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
         await self._client.zrem(key, *members)
-
-    async def check_primary(self) -> None:
-        if self._primary is not None:
-            await self._primary.check_primary()
 
     async def refresh_layout(self) -> None:
         if self._cluster:
@@ -265,15 +276,30 @@ class SentinelGuard:
         self._pool = client.connection_pool  # a SentinelConnectionPool
         self._service = self._pool.service_name
 
-    async def run_confirmed(self, script: Any, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        """The script's reply, once a replica has its write (``WAIT 1``) or
-        the Sentinels name the node written to the primary."""
-        before = self._pool.master_address
+    async def run(
+        self,
+        script: Any,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        write: bool,
+        confirm_if: ReplyCheck | None,
+    ) -> Any:
+        """The script's reply; for a ``write``, once a replica has it (``WAIT
+        1``) or the Sentinels name the node written to the primary; where
+        ``confirm_if(reply)`` holds, once they name the node that ran it."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
+                # Taken here, so that its node is known: the pipeline uses
+                # and releases it as it would its own.
+                pipe.connection = connection = await self._pool.get_connection()
                 await script(keys=keys, args=args, client=pipe)
-                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-                reply, replicas = await pipe.execute()
+                if write:
+                    pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+                replies = await pipe.execute()
+                # Read before anything else can run: once released, the
+                # connection may be reconnected elsewhere by its next user.
+                ran_on = (connection.host, connection.port)
         except ResponseError as exc:
             if "UNBLOCKED" not in str(exc):
                 raise
@@ -281,20 +307,18 @@ class SentinelGuard:
             # (a failover): retried on the primary the Sentinels name (the
             # scripts skip what landed). redis-py's pipeline words this error
             # its own way, so its code is looked for in the message.
-            await self._leave(before, cause=exc)
-        if replicas < 1:
-            after = self._pool.master_address
-            await self.check_primary(written_to=after if before in (None, after) else None)
+            await self._leave(None, cause=exc)
+        reply = replies[0]
+        if needs_confirming(reply, replies[1] if write else None, confirm_if):
+            await self.check_primary(ran_on)
         return reply
 
-    async def check_primary(self, *, written_to: Any = _CURRENT) -> None:
-        """Return if the Sentinels name the node written to the primary;
-        otherwise drop the connections and raise
+    async def check_primary(self, location: tuple[str, int]) -> None:
+        """Return if the Sentinels name ``location`` the primary; otherwise
+        drop the connections and raise
         :class:`~replayhub.BackendUnavailableError` (retried)."""
-        location = self._pool.master_address if written_to is _CURRENT else written_to
-        if location is not None and await self._named_primary(location):
-            return
-        await self._leave(location)
+        if not await self._named_primary(location):
+            await self._leave(location)
 
     async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
         """Drop the connections to ``location``, no longer the primary, and
@@ -303,7 +327,8 @@ class SentinelGuard:
         # one another task is connecting or using would lose its socket
         # mid-command (seen: AttributeError from a handshake under load).
         # A busy one still on the old primary fails its next write there
-        # (READONLY, or no replica for the WAIT) and is replaced then.
+        # (READONLY, or no replica for the WAIT and the Sentinels naming
+        # another node than its own) and is dropped then, idle by then.
         await self._pool.disconnect(inuse_connections=False)
         self._pool.master_address = None
         raise not_the_primary(location, self._service) from cause
