@@ -486,6 +486,27 @@ async def test_one_append_call_for_many_sessions_keeps_each_ones_data_apart(
 
 
 @pytest.mark.usefixtures("redis_driver")
+async def test_a_claim_asked_again_is_still_that_claim(fresh_redis: RedisServer) -> None:
+    """A claim that landed but was not confirmed (behind Sentinel, before a
+    replica had it) is asked again with its token: the session is still that
+    claim's, same generation, not busy; a claim with another token is
+    refused."""
+
+    def generation(reply: list[Any]) -> bytes:
+        fields = dict(zip(reply[2][::2], reply[2][1::2], strict=True))
+        return bytes(fields[b"g"])
+
+    async with RedisBackend(fresh_redis.url, namespace="t") as backend:
+        keys = backend._keys("chat")
+        args = ("chat", "{}", 10_000, 60_000)
+        first = await backend._run("claim", keys, *args, "token-a")
+        again = await backend._run("claim", keys, *args, "token-a")
+        other = await backend._run("claim", keys, *args, "token-b")
+    assert first[0] == again[0] == b"ok"
+    assert generation(again) == generation(first)
+    assert other == [b"busy"]
+
+
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, retention=0.5, lease_ttl=0.2) as hub:
         async with hub.produce("s") as stream:

@@ -14,10 +14,12 @@ from typing import Any
 import anyio
 import coredis
 import pytest
+import redis
 import redis.asyncio.sentinel
 from coredis.connection import TCPLocation
 
 from replayhub import BackendUnavailableError, Hub, ReplayHubError, State
+from replayhub.backends.redis._sentinel import Standing, standing
 
 from .helpers import collect, texts
 from .redis_server import RedisServer, SentinelSet
@@ -150,6 +152,66 @@ async def test_no_flushed_event_is_lost_to_a_failover_taken_while_producing(
     assert outcome is None
     assert ended.state is State.CANCELLED
     assert texts(events) == list(range(1, len(events) + 1))
+
+
+async def test_a_hub_that_only_reads_follows_a_failover_when_announced(
+    sentinels: SentinelSet,
+) -> None:
+    """A hub with readers and no producer learns of a failover from the
+    Sentinels' announcement, not from a write of its own: its reader of a
+    live session gets what is written on the new primary at once, not after
+    the lease-long re-read (60 s here; without the announcement, 11 s with
+    the default lease)."""
+
+    def on_url() -> Hub:
+        return Hub.from_url(sentinels.url, namespace="s", lease_ttl=60.0, retention=60.0)
+
+    old_primary = sentinels.primary_port()
+    async with on_url() as producers, on_url() as readers, producers.produce("chat") as stream:
+        await stream.send("before")
+        await stream.flush()
+        async with readers.subscribe("chat") as events:
+            with anyio.fail_after(10):
+                assert (await events.__anext__()).data == "before"
+            await anyio.to_thread.run_sync(
+                sentinels.sentinels[0].command, "sentinel", "failover", sentinels.service
+            )
+            await anyio.to_thread.run_sync(
+                sentinels.wait, lambda: sentinels.primary_port() not in (None, old_primary)
+            )
+            await stream.send("after")
+            await stream.flush()  # retried on the new primary
+            with anyio.fail_after(20):
+                assert (await events.__anext__()).data == "after"
+
+
+@pytest.mark.parametrize("redis_driver", ["redis-py"], indirect=True)
+def test_a_write_no_replica_has_counts_only_where_none_could_be_promoted(
+    sentinels: SentinelSet,
+) -> None:
+    """What the guards make of the Sentinels' own replies to a write no
+    replica acknowledged: while the replica is up and replicating it could
+    be promoted without the write, so the primary's word is not enough; once
+    the Sentinels see it down it could not be, and the primary's word
+    stands. Another node's never does."""
+    sentinel = redis.Redis(port=sentinels.sentinels[0].port)
+
+    def word(port: int) -> Standing:
+        master: Any = sentinel.sentinel_master(sentinels.service)
+        replicas = sentinel.sentinel_slaves(sentinels.service)
+        return standing(master, replicas, ("127.0.0.1", port))
+
+    replica = sentinels.replica.process
+    assert replica is not None
+    try:
+        assert word(sentinels.primary.port) is Standing.NOT_ON_A_REPLICA
+        assert word(sentinels.replica.port) is Standing.NOT_THE_PRIMARY
+        os.kill(replica.pid, signal.SIGSTOP)
+        sentinels.wait(lambda: word(sentinels.primary.port) is Standing.CONFIRMED)
+        assert word(sentinels.replica.port) is Standing.NOT_THE_PRIMARY
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+        sentinel.close()
 
 
 @pytest.mark.parametrize("redis_driver", ["redis-py"], indirect=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache
@@ -37,6 +38,7 @@ from ..._errors import (
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
+from ..._retry import Backoff
 from .._clock import running_trio
 from .._protocol import (
     AppendRequest,
@@ -52,6 +54,7 @@ from ._connect import RedisTarget, Topology, parse_url
 from ._driver import DriverFactory, DriverName, RedisDriver
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
+from ._sentinel import NotYetReplicated
 
 __all__ = ["RedisBackend"]
 
@@ -230,6 +233,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                         unwrap_single_exception(),
                     ):
                         await task_group.start(notifier.run)
+                    # Behind Sentinel: a new primary's announcement moves the
+                    # client and the Pub/Sub client to it (_sentinel).
+                    task_group.start_soon(driver.watch_failovers, notifier.reopen)
                     self._notifier = notifier
                     try:
                         yield self
@@ -247,14 +253,25 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
     ) -> SessionRecord:
         keys = self._keys(session_id)
-        reply = await self._run(
-            "claim",
-            keys,
+        args = (
             session_id,
             json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
             _ms(lease_ttl),
             _ms(retention),
+            secrets.token_hex(8),  # tells this claim, asked again, from another's
         )
+        backoff = Backoff()
+        while True:
+            try:
+                reply = await self._run("claim", keys, *args)
+                break
+            except BackendUnavailableError as exc:
+                # Behind Sentinel, a claim that landed on the primary before
+                # any replica has it is asked again until one does (the
+                # caller bounds the wait); any other failure is the caller's.
+                if not isinstance(exc.__cause__, NotYetReplicated):
+                    raise
+                await anyio.sleep(backoff.next_delay())
         if reply[0] == b"busy":
             raise SessionBusyError(f"session {session_id!r} has a live producer")
         record = _record(session_id, int(reply[1]), reply[2])

@@ -57,7 +57,7 @@ as coredis would build it, and leave every other message to coredis.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -380,6 +380,10 @@ class CoredisDriver:
 
     async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
         await self._client.zrem(key, list(members))
+
+    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
+        if self._primary is not None:
+            await self._primary.watch_failovers(on_failover)
 
     async def refresh_layout(self) -> None:
         if self._cluster:

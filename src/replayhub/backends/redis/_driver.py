@@ -86,6 +86,12 @@ class RedisDriver(Protocol):
         """``ZREM key member...``."""
         ...
 
+    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
+        """Behind Sentinel: each time the Sentinels announce a new primary,
+        drop the connections to the old one, then call ``on_failover``;
+        forever. Returns at once elsewhere."""
+        ...
+
     async def refresh_layout(self) -> None:
         """On a cluster, read the slot layout again; a no-op elsewhere."""
         ...

@@ -75,6 +75,7 @@ class Notifier:
         self._acks: dict[str, anyio.Event] = {}
         self._subscribed: set[str] = set()
         self._dirty = anyio.Event()
+        self._serving: anyio.CancelScope | None = None  # the current client's
         # Channels of sessions this process produces: not subscribed (quiet).
         self._quiet: dict[str, int] = {}
 
@@ -143,6 +144,14 @@ class Notifier:
     def notify_all(self) -> None:
         self._watches.notify_all()
 
+    def reopen(self) -> None:
+        """Open a new Pub/Sub client: the primary changed (a failover), and
+        the old client listens on a node that no longer hears of writes. Its
+        subscription acknowledgements then wake every watch to read again,
+        so what was written meanwhile is read, not waited for."""
+        if self._serving is not None:
+            self._serving.cancel()
+
     def push_local(self, channel: str, generation: int, events: Sequence[StoredEvent]) -> None:
         """Hand a batch this process just stored to its watches on ``channel``
         (quiet while this process produces the session, so no Pub/Sub
@@ -182,6 +191,7 @@ class Notifier:
         # Leaving a cancelled scope ends coredis's Pub/Sub whatever it is
         # doing (closing it normally hangs while it is reconnecting).
         with anyio.CancelScope() as scope:
+            self._serving = scope
             async with self._open_pubsub() as pubsub, anyio.create_task_group() as task_group:
                 self._subscribed = set()
                 self._dirty.set()

@@ -16,7 +16,7 @@ by :class:`ShardedListener`) and a primary behind Sentinel
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from contextlib import (
     AbstractAsyncContextManager,
     AbstractContextManager,
@@ -50,10 +50,14 @@ from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
 from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
 from ._sentinel import (
     REPLICA_WAIT_MS,
+    SWITCH_MASTER,
+    FailoverWatch,
     ReplyCheck,
-    names_primary,
+    Standing,
+    ask_sentinels,
     needs_confirming,
     not_the_primary,
+    unconfirmed,
 )
 
 #: The error codes redis-py turns into exception classes, dropping the code
@@ -108,6 +112,10 @@ class RedisPyDriver:
 
     async def remove_members(self, key: str, members: Sequence[bytes | str]) -> None:
         await self._client.zrem(key, *members)
+
+    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
+        if self._primary is not None:
+            await self._primary.watch_failovers(on_failover)
 
     async def refresh_layout(self) -> None:
         if self._cluster:
@@ -310,19 +318,34 @@ class SentinelGuard:
             await self._leave(None, cause=exc)
         reply = replies[0]
         if needs_confirming(reply, replies[1] if write else None, confirm_if):
-            await self.check_primary(ran_on)
+            await self.check_primary(ran_on, write=write)
         return reply
 
-    async def check_primary(self, location: tuple[str, int]) -> None:
-        """Return if the Sentinels name ``location`` the primary; otherwise
-        drop the connections and raise
-        :class:`~replayhub.BackendUnavailableError` (retried)."""
-        if not await self._named_primary(location):
-            await self._leave(location)
+    async def check_primary(self, location: tuple[str, int], *, write: bool) -> None:
+        """Return if the Sentinels name ``location`` the primary (and, for
+        a ``write``, know no replica they could promote instead); otherwise
+        raise :class:`~replayhub.BackendUnavailableError` (retried), having
+        moved if it is not the primary."""
+        verdict = await ask_sentinels(
+            self._pool.sentinel_manager.sentinels,
+            self._service,
+            location,
+            replicas_of=_replicas_of if write else None,
+            errors=(RedisError, OSError, TimeoutError),
+        )
+        if verdict is Standing.NOT_THE_PRIMARY:
+            await self.move()
+        if verdict is not Standing.CONFIRMED:
+            raise unconfirmed(verdict, location, self._service)
 
     async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
         """Drop the connections to ``location``, no longer the primary, and
         raise :class:`~replayhub.BackendUnavailableError` (retried)."""
+        await self.move()
+        raise not_the_primary(location, self._service) from cause
+
+    async def move(self) -> None:
+        """Drop the idle connections: the next one asks Sentinel where to go."""
         # Idle connections only, as redis-py does when the primary changes:
         # one another task is connecting or using would lose its socket
         # mid-command (seen: AttributeError from a handshake under load).
@@ -331,23 +354,36 @@ class SentinelGuard:
         # another node than its own) and is dropped then, idle by then.
         await self._pool.disconnect(inuse_connections=False)
         self._pool.master_address = None
-        raise not_the_primary(location, self._service) from cause
 
-    async def _named_primary(self, location: tuple[str, int]) -> bool:
-        # A copy: a discovery may reorder the list while this one waits.
-        for sentinel in list(self._pool.sentinel_manager.sentinels):
-            try:
-                state = await sentinel.sentinel_master(self._service)
-            except (RedisError, OSError, TimeoutError):
-                continue
-            flags = state.get("flags", "")  # a set where redis-py parsed them
-            return names_primary(
-                str(state.get("ip")),
-                int(state.get("port", 0)),
-                ",".join(flags) if isinstance(flags, set) else str(flags),
-                location,
-            )
-        return False
+    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
+        """Move, then call ``on_failover``, each time the Sentinels announce
+        a new primary; forever."""
+
+        async def switched() -> None:
+            await self.move()
+            on_failover()
+
+        watch = FailoverWatch(self._service, switched)
+        await watch.listen(list(self._pool.sentinel_manager.sentinels), _listen_to)
+
+
+async def _replicas_of(sentinel: Any, service: str) -> Sequence[Mapping[str, Any]]:
+    replicas: Sequence[Mapping[str, Any]] = await sentinel.sentinel_slaves(service)
+    return replicas
+
+
+async def _listen_to(sentinel: Any, watch: FailoverWatch) -> None:
+    """Hand ``watch`` what a redis-py client of one Sentinel announces."""
+    pubsub = sentinel.pubsub()
+    try:
+        await pubsub.subscribe(SWITCH_MASTER)
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+            if message is not None and message["type"] == "message":
+                await watch.announced(message["data"])
+    finally:
+        with anyio.CancelScope(shield=True):
+            await pubsub.aclose()
 
 
 class _OneDiscoveryAtATime(Sentinel):

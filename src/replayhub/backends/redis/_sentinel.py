@@ -9,9 +9,15 @@ caller (claim, append, renewal, finish, cancel, remove) is followed by
 
 - a replica acknowledged it (promoting that replica keeps it), or
 - the Sentinels, asked after the write, name the node it went to as the
-  primary with no failover in progress (a primary left without replicas,
-  say after its only replica was promoted from it: no node can replace it
-  with older data).
+  primary with no failover in progress, and know no replica they could
+  promote in its place (:func:`could_be_promoted`): a primary left without
+  replicas, say after its only replica was promoted from it, which no node
+  can replace with older data. A replica that is up but has not
+  acknowledged (one that has just synchronised acknowledges after up to a
+  second; one under load lags) could be promoted without the write: seen
+  in the tests, a failover right after start-up lost the session its
+  producer had claimed. Such a write is retried until a replica has it
+  (:class:`NotYetReplicated`; a claim is asked again with its token).
 
 "The node it went to" is the address of the connection the write ran on,
 never the pool's record of the primary: another command, reconnecting at
@@ -19,8 +25,8 @@ the same time, updates that record while a connection opened before it
 still writes to the old primary (seen under load: a write acknowledged on
 the old primary, lost with it).
 
-Otherwise the pool drops its connections, so the next command asks Sentinel
-where the primary is, and the write fails as a retryable
+If the node is not the primary, the pool drops its connections, so the next
+command asks Sentinel where the primary is, and the write fails as a retryable
 :class:`~replayhub.BackendUnavailableError`. A producer retries its batch on
 whichever node is primary then: the append script skips what already landed
 and refuses a batch that no longer follows the stored log, so an event lost
@@ -32,16 +38,33 @@ So does a read that found a lease expired (``confirm_if``), unless the
 Sentinels name the node that read: a hub that only reads would otherwise
 judge a live session abandoned from the old primary, whose copy of the
 lease its producer no longer renews.
+
+A hub that only reads learns of a failover from the Sentinels themselves
+(:class:`FailoverWatch`): each announces a new primary on its
+``+switch-master`` channel. Without that, its Pub/Sub client stays on the
+old primary, which no longer hears of new writes, and its readers of live
+sessions sat still until their lease-long re-read (measured: 11 s with the
+default 10 s lease, on every failover).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
 
 from ..._errors import BackendUnavailableError
+
+logger = logging.getLogger(__name__)
+
+#: The channel on which each Sentinel announces a new primary:
+#: ``<service> <old ip> <old port> <new ip> <new port>``.
+SWITCH_MASTER = "+switch-master"
+#: Seconds before listening again to a Sentinel whose connection failed.
+LISTEN_RETRY = 1.0
 
 #: Milliseconds ``WAIT`` gives a replica to acknowledge a write. A loopback
 #: or LAN replica takes well under one; past this the Sentinels are asked,
@@ -72,12 +95,98 @@ def names_primary(ip: str, port: int, flags: str, location: tuple[str, int]) -> 
     return (ip, port) == (location[0], location[1])
 
 
+def could_be_promoted(replica: Mapping[str, Any]) -> bool:
+    """Whether a Sentinel might promote this replica of the primary (an
+    entry of ``SENTINEL REPLICAS``): one the Sentinel sees up and connected,
+    serving as a replica.
+
+    A replica that has not acknowledged a write may be promoted without it:
+    Sentinel picks among these by offset, not by who has what. An old
+    primary not yet demoted (listed as a replica, still reporting itself
+    primary) is not counted: it lacks every write since the failover, and
+    waiting for it to resync would hold every write for the seconds until
+    Sentinel demotes it.
+    """
+    if {"s_down", "o_down", "disconnected"} & set(_text(replica.get("flags", "")).split(",")):
+        return False
+    return _text(replica.get("role-reported", "")) != "master"
+
+
+class Standing(enum.Enum):
+    """What the Sentinels say of a node a reply came from."""
+
+    CONFIRMED = "confirmed"
+    NOT_THE_PRIMARY = "not the primary"
+    NOT_ON_A_REPLICA = "not on a replica"
+
+
+def standing(
+    state: Mapping[str, Any], replicas: Sequence[Mapping[str, Any]], location: tuple[str, int]
+) -> Standing:
+    """A Sentinel's word on ``location``, from its ``SENTINEL MASTER`` state
+    and (for a write no replica acknowledged) its ``SENTINEL REPLICAS``."""
+    primary = (_text(state.get("ip", "")), int(_text(state.get("port", 0))))
+    if not names_primary(*primary, _text(state.get("flags", "")), location):
+        return Standing.NOT_THE_PRIMARY
+    if any(could_be_promoted(replica) for replica in replicas):
+        return Standing.NOT_ON_A_REPLICA
+    return Standing.CONFIRMED
+
+
+async def ask_sentinels(
+    sentinels: Sequence[Any],
+    service: str,
+    location: tuple[str, int],
+    *,
+    replicas_of: Callable[[Any, str], Awaitable[Sequence[Mapping[str, Any]]]] | None,
+    errors: tuple[type[BaseException], ...],
+) -> Standing:
+    """The word of the first Sentinel that answers; with ``replicas_of``
+    (for a write), whether a replica it could promote instead lacks the
+    write too. No answer is no confirmation."""
+    for sentinel in list(sentinels):  # a copy: a discovery may reorder it meanwhile
+        try:
+            state = await sentinel.sentinel_master(service)
+            replicas = () if replicas_of is None else await replicas_of(sentinel, service)
+        except errors:
+            continue
+        return standing(state, replicas, location)
+    return Standing.NOT_THE_PRIMARY
+
+
 def not_the_primary(location: object, service: str) -> BackendUnavailableError:
-    """The retryable error of a write the Sentinels do not confirm."""
+    """The retryable error of a reply the Sentinels do not confirm."""
     return BackendUnavailableError(
         f"{location or 'the node written to'} is not the primary the Sentinels of "
         f"{service!r} name, or a failover is under way: retried on the primary"
     )
+
+
+class NotYetReplicated(BackendUnavailableError):
+    """A write that landed on the primary, which no replica has yet while
+    the Sentinels could promote one: asked again, it is confirmed once a
+    replica catches up (a replica that has just synchronised acknowledges
+    after up to a second)."""
+
+
+def unconfirmed(verdict: Standing, location: object, service: str) -> BackendUnavailableError:
+    """The retryable error of a reply whose :class:`Standing` is not
+    ``CONFIRMED``."""
+    if verdict is Standing.NOT_ON_A_REPLICA:
+        return NotYetReplicated(
+            f"no replica of {location} (primary of {service!r}) acknowledged the write "
+            f"within {REPLICA_WAIT_MS} ms, and the Sentinels could promote one: retried"
+        )
+    return not_the_primary(location, service)
+
+
+def _text(value: Any) -> str:
+    """A reply field as text, whichever way the client parsed it."""
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, (set, frozenset)):  # redis-py parses flags into a set
+        return ",".join(sorted(map(_text, value)))
+    return str(value)
 
 
 class PrimaryGuard:
@@ -127,35 +236,96 @@ class PrimaryGuard:
             self.move()
             raise
         if needs_confirming(reply, replicas, confirm_if):
-            await self.check_primary(connection.location)
+            await self.check_primary(connection.location, write=write)
         return reply
 
-    async def check_primary(self, location: Any) -> None:
-        """Return if the Sentinels name ``location`` the primary; otherwise
-        move, and raise :class:`BackendUnavailableError`."""
-        if await self._named_primary(location):
-            return
-        self.move()
-        raise not_the_primary(location, self._service)
+    async def check_primary(self, location: Any, *, write: bool) -> None:
+        """Return if the Sentinels name ``location`` the primary (and, for
+        a ``write``, know no replica they could promote instead); otherwise
+        raise :class:`BackendUnavailableError`, having moved if it is not
+        the primary."""
+        from coredis.exceptions import RedisError
+
+        verdict = await ask_sentinels(
+            self._pool.sentinel_manager.sentinels,
+            self._service,
+            (location.host, location.port),
+            replicas_of=_replicas_of if write else None,
+            errors=(RedisError, OSError, TimeoutError),
+        )
+        if verdict is Standing.NOT_THE_PRIMARY:
+            self.move()
+        if verdict is not Standing.CONFIRMED:
+            raise unconfirmed(verdict, location, self._service)
 
     def move(self) -> None:
         """Drop every connection: the next one asks Sentinel where to go."""
         self._pool.disconnect()
         self._pool.location = None  # known again once a connection is made
 
-    async def _named_primary(self, location: Any) -> bool:
-        """Whether a Sentinel names ``location`` the primary, no failover running."""
-        from coredis.exceptions import RedisError
+    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
+        """Move, then call ``on_failover``, each time the Sentinels announce
+        a new primary; forever."""
 
-        for sentinel in self._pool.sentinel_manager.sentinels:
+        async def switched() -> None:
+            self.move()
+            on_failover()
+
+        watch = FailoverWatch(self._service, switched)
+        await watch.listen(list(self._pool.sentinel_manager.sentinels), _listen_to)
+
+
+class FailoverWatch:
+    """Calls ``on_switch`` once for each new primary the Sentinels announce
+    for ``service``.
+
+    Every Sentinel is listened to at once (each announces the switch it
+    learns of; one may be down or unreachable, a failover needs only a
+    majority), and the same new primary announced by several counts once.
+    """
+
+    def __init__(self, service: str, on_switch: Callable[[], Awaitable[None]]) -> None:
+        self._service = service
+        self._on_switch = on_switch
+        self._primary: list[str] | None = None  # the last announced
+
+    async def announced(self, data: bytes | str) -> None:
+        """Take one ``+switch-master`` message's data."""
+        text = data.decode() if isinstance(data, bytes) else data
+        name, *addresses = text.split()
+        if name != self._service or len(addresses) != 4 or addresses[2:] == self._primary:
+            return
+        self._primary = addresses[2:]  # before awaiting: another announcement waits
+        await self._on_switch()
+
+    async def listen(
+        self, sentinels: Sequence[Any], listen_to: Callable[[Any, FailoverWatch], Awaitable[None]]
+    ) -> None:
+        """Run ``listen_to(sentinel, self)`` for every Sentinel, each again
+        :data:`LISTEN_RETRY` seconds after its connection fails; forever."""
+        async with anyio.create_task_group() as task_group:
+            for sentinel in sentinels:
+                task_group.start_soon(self._keep_listening, sentinel, listen_to)
+
+    async def _keep_listening(
+        self, sentinel: Any, listen_to: Callable[[Any, FailoverWatch], Awaitable[None]]
+    ) -> None:
+        while True:
             try:
-                state = await sentinel.sentinel_master(self._service)
-            except (RedisError, OSError, TimeoutError):
-                continue
-            return names_primary(
-                state.get("ip", b"").decode(),
-                int(state.get("port", 0)),
-                state.get("flags", b"").decode(),
-                (location.host, location.port),
-            )
-        return False
+                await listen_to(sentinel, self)
+            except Exception as exc:  # that Sentinel is down or unreachable: the others listen
+                logger.info("listening to Sentinel %r failed: %s", sentinel, exc)
+            await anyio.sleep(LISTEN_RETRY)
+
+
+async def _replicas_of(sentinel: Any, service: str) -> Sequence[Mapping[str, Any]]:
+    replicas: Sequence[Mapping[str, Any]] = await sentinel.sentinel_replicas(service)
+    return replicas
+
+
+async def _listen_to(sentinel: Any, watch: FailoverWatch) -> None:
+    """Hand ``watch`` what a coredis client of one Sentinel announces."""
+    async with sentinel.pubsub(channels=[SWITCH_MASTER]) as pubsub:
+        async for message in pubsub:
+            if message["type"] == "message":
+                await watch.announced(message["data"])

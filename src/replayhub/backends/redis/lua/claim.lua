@@ -1,7 +1,12 @@
--- ARGV: session id, metadata JSON, lease ttl ms, retention ms
+-- ARGV: session id, metadata JSON, lease ttl ms, retention ms, claim token
 local now = now_ms()
 local s = load(now)
 if s ~= nil and s.st == 'live' then
+  if s.k == ARGV[5] then
+    -- This very claim, asked again: it landed, but was not confirmed (behind
+    -- Sentinel, before a replica acknowledged it).
+    return {'ok', now, redis.call('HGETALL', session_key)}
+  end
   return {'busy'}
 end
 local lease, retention = tonumber(ARGV[3]), tonumber(ARGV[4])
@@ -14,7 +19,7 @@ if s ~= nil and tonumber(s.g) >= generation then
 end
 redis.call('DEL', session_key, log_key)
 redis.call('HSET', session_key, 'g', generation, 'st', 'live', 'n', 0, 'm', ARGV[2],
-  'c', now, 'u', now, 'l', now + lease, 't', lease, 'r', retention, 'x', 0)
+  'c', now, 'u', now, 'l', now + lease, 't', lease, 'r', retention, 'x', 0, 'k', ARGV[5])
 if s ~= nil then
   redis.call('HSET', session_key, 'pg', s.g, 'ps', s.st, 'pe', s.e or '', 'pm', s.m,
     'pt', s.et or '', 'pn', s.n)
