@@ -32,6 +32,7 @@ from replayhub.backends.redis._keys import (
     encode_batch,
     session_keys,
 )
+from replayhub.backends.redis._sentinel import FailoverWatch
 
 from .helpers import collect, texts
 from .redis_server import RedisServer, free_port
@@ -505,6 +506,27 @@ async def test_a_claim_asked_again_is_still_that_claim(fresh_redis: RedisServer)
     assert first[0] == again[0] == b"ok"
     assert generation(again) == generation(first)
     assert other == [b"busy"]
+
+
+async def test_each_new_primary_announced_is_followed_once() -> None:
+    """Every Sentinel announces the same switch: the hub moves once per new
+    primary, for its own service only, and ignores what it cannot read."""
+    switches: list[int] = []
+
+    async def switched() -> None:
+        switches.append(len(switches))
+
+    watch = FailoverWatch("chat", switched)
+    for data in (
+        b"chat 10.0.0.1 6379 10.0.0.2 6379",
+        b"chat 10.0.0.1 6379 10.0.0.2 6379",  # a second Sentinel, the same switch
+        "chat 10.0.0.1 6379 10.0.0.2 6379",
+        b"other 10.0.0.2 6379 10.0.0.3 6379",  # another service's
+        b"chat 10.0.0.2 6379",  # not an announcement
+        b"chat 10.0.0.2 6379 10.0.0.1 6379",  # and back: a new switch
+    ):
+        await watch.announced(data)
+    assert switches == [0, 1]
 
 
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:

@@ -364,7 +364,11 @@ class SentinelGuard:
             on_failover()
 
         watch = FailoverWatch(self._service, switched)
-        await watch.listen(list(self._pool.sentinel_manager.sentinels), _listen_to)
+        await watch.listen(
+            list(self._pool.sentinel_manager.sentinels),
+            _listen_to,
+            errors=(RedisError, OSError, TimeoutError),
+        )
 
 
 async def _replicas_of(sentinel: Any, service: str) -> Sequence[Mapping[str, Any]]:

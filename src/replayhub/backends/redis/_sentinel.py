@@ -271,8 +271,14 @@ class PrimaryGuard:
             self.move()
             on_failover()
 
+        from coredis.exceptions import RedisError
+
         watch = FailoverWatch(self._service, switched)
-        await watch.listen(list(self._pool.sentinel_manager.sentinels), _listen_to)
+        await watch.listen(
+            list(self._pool.sentinel_manager.sentinels),
+            _listen_to,
+            errors=(RedisError, OSError, TimeoutError),
+        )
 
 
 class FailoverWatch:
@@ -299,21 +305,29 @@ class FailoverWatch:
         await self._on_switch()
 
     async def listen(
-        self, sentinels: Sequence[Any], listen_to: Callable[[Any, FailoverWatch], Awaitable[None]]
+        self,
+        sentinels: Sequence[Any],
+        listen_to: Callable[[Any, FailoverWatch], Awaitable[None]],
+        *,
+        errors: tuple[type[BaseException], ...],
     ) -> None:
         """Run ``listen_to(sentinel, self)`` for every Sentinel, each again
-        :data:`LISTEN_RETRY` seconds after its connection fails; forever."""
+        :data:`LISTEN_RETRY` seconds after it fails with one of ``errors``
+        (its client library's, the network's); forever."""
         async with anyio.create_task_group() as task_group:
             for sentinel in sentinels:
-                task_group.start_soon(self._keep_listening, sentinel, listen_to)
+                task_group.start_soon(self._keep_listening, sentinel, listen_to, errors)
 
     async def _keep_listening(
-        self, sentinel: Any, listen_to: Callable[[Any, FailoverWatch], Awaitable[None]]
+        self,
+        sentinel: Any,
+        listen_to: Callable[[Any, FailoverWatch], Awaitable[None]],
+        errors: tuple[type[BaseException], ...],
     ) -> None:
         while True:
             try:
                 await listen_to(sentinel, self)
-            except Exception as exc:  # that Sentinel is down or unreachable: the others listen
+            except errors as exc:  # that Sentinel is down or unreachable: the others listen
                 logger.info("listening to Sentinel %r failed: %s", sentinel, exc)
             await anyio.sleep(LISTEN_RETRY)
 
