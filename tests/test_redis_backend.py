@@ -32,7 +32,7 @@ from replayhub.backends.redis._keys import (
     encode_batch,
     session_keys,
 )
-from replayhub.backends.redis._sentinel import FailoverWatch
+from replayhub.backends.redis._sentinel import FailoverWatch, could_be_promoted
 
 from .helpers import collect, texts
 from .redis_server import RedisServer, free_port
@@ -527,6 +527,34 @@ async def test_each_new_primary_announced_is_followed_once() -> None:
     ):
         await watch.announced(data)
     assert switches == [0, 1]
+
+
+#: One entry of ``SENTINEL REPLICAS`` as redis-py parses it (from a run of
+#: the Sentinel tests): a replica up, connected and replicating.
+REPLICA_ENTRY = {
+    "name": "127.0.0.1:12407", "ip": "127.0.0.1", "port": 12407, "flags": "slave",
+    "role-reported": "slave", "master-link-down-time": 0, "master-link-status": "ok",
+    "down-after-milliseconds": 1000, "slave-priority": 100, "slave-repl-offset": 0,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "promotable"),
+    [
+        ({}, True),
+        ({"flags": "s_down,slave"}, False),
+        ({"flags": "slave,disconnected"}, False),
+        ({"role-reported": "master"}, False),  # an old primary not yet demoted
+        ({"slave-priority": 0}, False),
+        ({"master-link-status": "err", "master-link-down-time": 9_000}, True),
+        ({"master-link-status": "err", "master-link-down-time": 11_000}, False),
+        ({"flags": b"slave", "role-reported": b"slave", "slave-priority": b"100"}, True),
+    ],
+)
+def test_a_replica_counts_as_promotable_as_sentinel_would_choose_it(
+    change: dict[str, Any], promotable: bool
+) -> None:
+    assert could_be_promoted({**REPLICA_ENTRY, **change}) is promotable
 
 
 async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:

@@ -97,19 +97,27 @@ def names_primary(ip: str, port: int, flags: str, location: tuple[str, int]) -> 
 
 def could_be_promoted(replica: Mapping[str, Any]) -> bool:
     """Whether a Sentinel might promote this replica of the primary (an
-    entry of ``SENTINEL REPLICAS``): one the Sentinel sees up and connected,
-    serving as a replica.
+    entry of ``SENTINEL REPLICAS``), as Sentinel itself chooses: one it sees
+    up and connected, serving as a replica, with a non-zero priority, whose
+    link to the primary has not been down for over ten times the
+    down-after period (Sentinel's own bound, as it stands while the primary
+    is up; such a replica resynchronises before it could be promoted).
 
     A replica that has not acknowledged a write may be promoted without it:
-    Sentinel picks among these by offset, not by who has what. An old
-    primary not yet demoted (listed as a replica, still reporting itself
-    primary) is not counted: it lacks every write since the failover, and
-    waiting for it to resync would hold every write for the seconds until
-    Sentinel demotes it.
+    Sentinel picks among these by priority and offset, not by who has what.
+    An old primary not yet demoted (listed as a replica, still reporting
+    itself primary) is not counted: it lacks every write since the
+    failover, and waiting for it to resync would hold every write for the
+    seconds until Sentinel demotes it.
     """
     if {"s_down", "o_down", "disconnected"} & set(_text(replica.get("flags", "")).split(",")):
         return False
-    return _text(replica.get("role-reported", "")) != "master"
+    if _text(replica.get("role-reported", "")) == "master":
+        return False
+    if _number(replica.get("slave-priority")) == 0:
+        return False
+    link_down_ms = _number(replica.get("master-link-down-time"))
+    return link_down_ms <= 10 * _number(replica.get("down-after-milliseconds"))
 
 
 class Standing(enum.Enum):
@@ -178,6 +186,14 @@ def unconfirmed(verdict: Standing, location: object, service: str) -> BackendUna
             f"within {REPLICA_WAIT_MS} ms, and the Sentinels could promote one: retried"
         )
     return not_the_primary(location, service)
+
+
+def _number(value: Any) -> int:
+    """A reply field as a number (0 if missing or not one)."""
+    try:
+        return int(_text(value))
+    except ValueError:
+        return 0
 
 
 def _text(value: Any) -> str:
