@@ -508,6 +508,27 @@ async def test_a_claim_asked_again_is_still_that_claim(fresh_redis: RedisServer)
     assert other == [b"busy"]
 
 
+async def test_a_finish_asked_again_is_still_that_finish(fresh_redis: RedisServer) -> None:
+    """A terminal write that landed but was not confirmed is asked again:
+    the session already ends as it says, so it is that write, not a lost
+    claim; another end for the same generation still is one."""
+    async with RedisBackend(fresh_redis.url, namespace="t") as backend:
+        record = await backend.claim("chat", metadata={}, lease_ttl=10.0, retention=60.0)
+
+        async def finish(state: State) -> None:
+            await backend.finish(
+                "chat", record.generation, state=state, error=None, error_type=None, retention=60.0
+            )
+
+        await finish(State.DONE)
+        await finish(State.DONE)
+        with pytest.raises(LeaseLostError, match="already done"):
+            await finish(State.CANCELLED)
+        info = await backend.head("chat")
+    assert info is not None
+    assert info.state is State.DONE
+
+
 async def test_each_new_primary_announced_is_followed_once() -> None:
     """Every Sentinel announces the same switch: the hub moves once per new
     primary, for its own service only, and ignores what it cannot read."""

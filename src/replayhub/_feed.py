@@ -34,8 +34,8 @@ from ._errors import BackendUnavailableError, EventsLostError, HubClosedError, S
 from ._events import Cursor, Event, PackedEvents, StoredEvent
 from ._recheck import RecheckTimer, recheck_after
 from ._relay_watch import relayed
-from ._retry import Backoff
 from .backends import Backend, SessionRecord, Watch
+from .backends._retry import Backoff
 
 logger = logging.getLogger(__name__)
 

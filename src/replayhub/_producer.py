@@ -24,10 +24,10 @@ from ._errors import (
 )
 from ._events import DataKind, Metadata, SendData, State, StoredEvent, format_event_id
 from ._relay_watch import relayed
-from ._retry import FIRST_DELAY, Backoff
 from ._settings import check_event_name, check_metadata, encode_data
 from .backends import AppendRequest, Renewal
 from .backends._clock import loop_checkpoint
+from .backends._retry import FIRST_DELAY, Backoff
 
 if TYPE_CHECKING:
     from ._runtime import HubRuntime

@@ -17,9 +17,9 @@ from ._errors import (
 )
 from ._events import Cursor, DataKind, Event, Outcome, State, StoredEvent, format_event_id
 from ._feed import PAGE_SIZE, BehindWindow, SessionFeed
-from ._retry import Backoff
 from ._wakeup import Wakeup, wakeup_factory
 from .backends import SessionRecord
+from .backends._retry import Backoff
 
 if TYPE_CHECKING:
     from ._runtime import HubRuntime

@@ -38,7 +38,6 @@ from ..._errors import (
     unwrap_single_exception,
 )
 from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
-from ..._retry import Backoff
 from .._clock import running_trio
 from .._protocol import (
     AppendRequest,
@@ -49,6 +48,7 @@ from .._protocol import (
     check_batch_follows,
     check_read_limit,
 )
+from .._retry import Backoff
 from .._watch import AppendListener
 from ._connect import RedisTarget, Topology, parse_url
 from ._driver import DriverFactory, DriverName, RedisDriver
@@ -260,18 +260,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             _ms(retention),
             secrets.token_hex(8),  # tells this claim, asked again, from another's
         )
-        backoff = Backoff()
-        while True:
-            try:
-                reply = await self._run("claim", keys, *args)
-                break
-            except BackendUnavailableError as exc:
-                # Behind Sentinel, a claim that landed on the primary before
-                # any replica has it is asked again until one does (the
-                # caller bounds the wait); any other failure is the caller's.
-                if not isinstance(exc.__cause__, NotYetReplicated):
-                    raise
-                await anyio.sleep(backoff.next_delay())
+        reply = await self._run("claim", keys, *args)
         if reply[0] == b"busy":
             raise SessionBusyError(f"session {session_id!r} has a live producer")
         record = _record(session_id, int(reply[1]), reply[2])
@@ -594,10 +583,27 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         *,
         confirm_if: Callable[[Any], bool] | None = None,
     ) -> Any:
-        """The script's reply: an array, but for append_many's one word."""
+        """The script's reply: an array, but for append_many's one word.
+
+        Behind Sentinel, a write that landed on the primary before any
+        replica had it is asked again (every write script is idempotent:
+        appends skip what landed, a claim knows its token, a finish its
+        state) for up to :data:`_CATCH_UP` seconds, then reported.
+        """
         driver = self._require_driver()
-        with driver.errors(f"Redis script {script!r} failed"):
-            return await driver.run_script(script, keys, args, confirm_if=confirm_if)
+        backoff, give_up = Backoff(), None
+        while True:
+            try:
+                with driver.errors(f"Redis script {script!r} failed"):
+                    return await driver.run_script(script, keys, args, confirm_if=confirm_if)
+            except BackendUnavailableError as exc:
+                if not isinstance(exc.__cause__, NotYetReplicated):
+                    raise
+                now, delay = anyio.current_time(), backoff.next_delay()
+                give_up = now + _CATCH_UP if give_up is None else give_up
+                if now + delay > give_up:
+                    raise
+                await anyio.sleep(delay)
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script
@@ -631,6 +637,11 @@ def _keys_of_many(sessions: Sequence[SessionKeys]) -> list[str]:
     keys.append(sessions[0].index)
     return keys
 
+
+#: Seconds a write no replica has yet is asked again before its caller
+#: hears of it (``_call``): a replica that has just synchronised
+#: acknowledges within a second.
+_CATCH_UP = 2.0
 
 #: ``append.lua``'s reply for a batch stored.
 _STORED = [b"ok"]

@@ -16,8 +16,8 @@ caller (claim, append, renewal, finish, cancel, remove) is followed by
   acknowledged (one that has just synchronised acknowledges after up to a
   second; one under load lags) could be promoted without the write: seen
   in the tests, a failover right after start-up lost the session its
-  producer had claimed. Such a write is retried until a replica has it
-  (:class:`NotYetReplicated`; a claim is asked again with its token).
+  producer had claimed. Such a write is asked again until a replica has
+  it (:class:`NotYetReplicated`, the backend's ``_call``).
 
 "The node it went to" is the address of the connection the write ran on,
 never the pool's record of the primary: another command, reconnecting at

@@ -1,6 +1,11 @@
 -- ARGV: session id, generation, state, error or '', retention ms, error type or ''
 local now, s, lost = owned(ARGV[2])
 if lost then
+  if s ~= nil and s.g == ARGV[2] and s.st == ARGV[3] then
+    -- This very finish, asked again: it landed, but was not confirmed
+    -- (behind Sentinel, before a replica acknowledged it).
+    return {'ok'}
+  end
   return {'lost', lost}
 end
 -- The expiry first: Redis refuses a script's writes when it is over

@@ -1,4 +1,5 @@
-"""Back-off for storage calls that failed for want of storage."""
+"""Back-off for storage calls that failed for want of storage (here, beside
+the backends, so that a backend may retry as the core does)."""
 
 from __future__ import annotations
 
