@@ -253,14 +253,15 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         self, session_id: str, *, metadata: Metadata, lease_ttl: float, retention: float
     ) -> SessionRecord:
         keys = self._keys(session_id)
-        args = (
+        reply = await self._run(
+            "claim",
+            keys,
             session_id,
             json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
             _ms(lease_ttl),
             _ms(retention),
             secrets.token_hex(8),  # tells this claim, asked again, from another's
         )
-        reply = await self._run("claim", keys, *args)
         if reply[0] == b"busy":
             raise SessionBusyError(f"session {session_id!r} has a live producer")
         record = _record(session_id, int(reply[1]), reply[2])
@@ -591,7 +592,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         state) for up to :data:`_CATCH_UP` seconds, then reported.
         """
         driver = self._require_driver()
-        backoff, give_up = Backoff(), None
+        backoff, give_up = None, 0.0  # made on the first retry, not per call
         while True:
             try:
                 with driver.errors(f"Redis script {script!r} failed"):
@@ -599,9 +600,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
             except BackendUnavailableError as exc:
                 if not isinstance(exc.__cause__, NotYetReplicated):
                     raise
-                now, delay = anyio.current_time(), backoff.next_delay()
-                give_up = now + _CATCH_UP if give_up is None else give_up
-                if now + delay > give_up:
+                if backoff is None:
+                    backoff, give_up = Backoff(), anyio.current_time() + _CATCH_UP
+                delay = backoff.next_delay()
+                if anyio.current_time() + delay > give_up:
                     raise
                 await anyio.sleep(delay)
 
