@@ -52,12 +52,10 @@ from ._sentinel import (
     REPLICA_WAIT_MS,
     SWITCH_MASTER,
     FailoverWatch,
+    Guard,
     ReplyCheck,
-    Standing,
-    ask_sentinels,
     needs_confirming,
     not_the_primary,
-    unconfirmed,
 )
 
 #: The error codes redis-py turns into exception classes, dropping the code
@@ -272,17 +270,17 @@ class ShardedListener:
             self._read.discard(name)
 
 
-class SentinelGuard:
+class SentinelGuard(Guard):
     """Behind Sentinel, a write counts once a failover cannot lose it: what
     ``_sentinel.PrimaryGuard`` does for coredis, on a client made by
     ``Sentinel.master_for``. (redis-py itself turns ``READONLY`` from a
     demoted primary into a dropped connection and asks the Sentinels again.)
     """
 
+    _replicas_method = "sentinel_slaves"
+
     def __init__(self, client: Any) -> None:
-        self._client = client
-        self._pool = client.connection_pool  # a SentinelConnectionPool
-        self._service = self._pool.service_name
+        super().__init__(client, errors=(RedisError,))
 
     async def run(
         self,
@@ -321,23 +319,6 @@ class SentinelGuard:
             await self.check_primary(ran_on, write=write)
         return reply
 
-    async def check_primary(self, location: tuple[str, int], *, write: bool) -> None:
-        """Return if the Sentinels name ``location`` the primary (and, for
-        a ``write``, know no replica they could promote instead); otherwise
-        raise :class:`~replayhub.BackendUnavailableError` (retried), having
-        moved if it is not the primary."""
-        verdict = await ask_sentinels(
-            self._pool.sentinel_manager.sentinels,
-            self._service,
-            location,
-            replicas_of=_replicas_of if write else None,
-            errors=(RedisError, OSError, TimeoutError),
-        )
-        if verdict is Standing.NOT_THE_PRIMARY:
-            await self.move()
-        if verdict is not Standing.CONFIRMED:
-            raise unconfirmed(verdict, location, self._service)
-
     async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
         """Drop the connections to ``location``, no longer the primary, and
         raise :class:`~replayhub.BackendUnavailableError` (retried)."""
@@ -355,39 +336,17 @@ class SentinelGuard:
         await self._pool.disconnect(inuse_connections=False)
         self._pool.master_address = None
 
-    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
-        """Move, then call ``on_failover``, each time the Sentinels announce
-        a new primary; forever."""
-
-        async def switched() -> None:
-            await self.move()
-            on_failover()
-
-        watch = FailoverWatch(self._service, switched)
-        await watch.listen(
-            list(self._pool.sentinel_manager.sentinels),
-            _listen_to,
-            errors=(RedisError, OSError, TimeoutError),
-        )
-
-
-async def _replicas_of(sentinel: Any, service: str) -> Sequence[Mapping[str, Any]]:
-    replicas: Sequence[Mapping[str, Any]] = await sentinel.sentinel_slaves(service)
-    return replicas
-
-
-async def _listen_to(sentinel: Any, watch: FailoverWatch) -> None:
-    """Hand ``watch`` what a redis-py client of one Sentinel announces."""
-    pubsub = sentinel.pubsub()
-    try:
-        await pubsub.subscribe(SWITCH_MASTER)
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
-            if message is not None and message["type"] == "message":
-                await watch.announced(message["data"])
-    finally:
-        with anyio.CancelScope(shield=True):
-            await pubsub.aclose()
+    async def _listen_to(self, sentinel: Any, watch: FailoverWatch) -> None:
+        pubsub = sentinel.pubsub()
+        try:
+            await pubsub.subscribe(SWITCH_MASTER)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=None)
+                if message is not None and message["type"] == "message":
+                    await watch.announced(message["data"])
+        finally:
+            with anyio.CancelScope(shield=True):
+                await pubsub.aclose()
 
 
 class _OneDiscoveryAtATime(Sentinel):

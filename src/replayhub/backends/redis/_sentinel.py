@@ -146,7 +146,7 @@ async def ask_sentinels(
     service: str,
     location: tuple[str, int],
     *,
-    replicas_of: Callable[[Any, str], Awaitable[Sequence[Mapping[str, Any]]]] | None,
+    replicas_of: Callable[[Any], Awaitable[Sequence[Mapping[str, Any]]]] | None,
     errors: tuple[type[BaseException], ...],
 ) -> Standing:
     """The word of the first Sentinel that answers; with ``replicas_of``
@@ -155,7 +155,7 @@ async def ask_sentinels(
     for sentinel in list(sentinels):  # a copy: a discovery may reorder it meanwhile
         try:
             state = await sentinel.sentinel_master(service)
-            replicas = () if replicas_of is None else await replicas_of(sentinel, service)
+            replicas = () if replicas_of is None else await replicas_of(sentinel)
         except errors:
             continue
         return standing(state, replicas, location)
@@ -205,13 +205,79 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-class PrimaryGuard:
-    """Runs the scripts of a client made by ``Sentinel.primary_for``."""
+class Guard:
+    """What the guards of both client libraries share: a client made through
+    the Sentinels (coredis's ``Sentinel.primary_for``, redis-py's
+    ``master_for``), asking them about the nodes replies came from, and
+    following their announcements. A guard for a client library says how to
+    move its pool (:meth:`move`), the errors of its Sentinel clients, and
+    how to ask one for the replicas and listen to it."""
+
+    #: The name of the Sentinel client's ``SENTINEL REPLICAS`` method.
+    _replicas_method: str
+
+    def __init__(self, client: Any, *, errors: tuple[type[BaseException], ...]) -> None:
+        self._client = client
+        self._pool = client.connection_pool  # the library's Sentinel pool
+        self._service: str = self._pool.service_name
+        self._errors = (*errors, OSError, TimeoutError)  # its library's, the network's
+
+    async def move(self) -> None:
+        """Drop connections to the old primary: the next asks where to go."""
+        raise NotImplementedError
+
+    async def _listen_to(self, sentinel: Any, watch: FailoverWatch) -> None:
+        """Hand ``watch`` what one Sentinel announces on ``+switch-master``."""
+        raise NotImplementedError
+
+    async def _replicas_of(self, sentinel: Any) -> Sequence[Mapping[str, Any]]:
+        replicas: Sequence[Mapping[str, Any]] = await getattr(sentinel, self._replicas_method)(
+            self._service
+        )
+        return replicas
+
+    async def check_primary(self, location: tuple[str, int], *, write: bool) -> None:
+        """Return if the Sentinels name ``location`` the primary (and, for
+        a ``write``, know no replica they could promote instead); otherwise
+        raise :class:`BackendUnavailableError` (retried), having moved if it
+        is not the primary."""
+        verdict = await ask_sentinels(
+            self._pool.sentinel_manager.sentinels,
+            self._service,
+            location,
+            replicas_of=self._replicas_of if write else None,
+            errors=self._errors,
+        )
+        if verdict is Standing.NOT_THE_PRIMARY:
+            await self.move()
+        if verdict is not Standing.CONFIRMED:
+            raise unconfirmed(verdict, location, self._service)
+
+    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
+        """Move, then call ``on_failover``, each time the Sentinels announce
+        a new primary; forever."""
+
+        async def switched() -> None:
+            await self.move()
+            on_failover()
+
+        watch = FailoverWatch(self._service, switched)
+        await watch.listen(
+            list(self._pool.sentinel_manager.sentinels),
+            self._listen_to,
+            errors=self._errors,
+        )
+
+
+class PrimaryGuard(Guard):
+    """Runs the scripts of a client made by coredis's ``Sentinel.primary_for``."""
+
+    _replicas_method = "sentinel_replicas"
 
     def __init__(self, client: Any) -> None:
-        self._client = client
-        self._pool = client.connection_pool  # a SentinelConnectionPool
-        self._service = self._pool.service_name
+        from coredis.exceptions import RedisError
+
+        super().__init__(client, errors=(RedisError,))
 
     async def run(
         self,
@@ -249,52 +315,27 @@ class PrimaryGuard:
             # READONLY: the node written to is a replica now; UNBLOCKED: the
             # WAIT was cut short as it became one. The write is retried on
             # the primary the Sentinels name (scripts skip what landed).
-            self.move()
+            self.drop_connections()
             raise
         if needs_confirming(reply, replicas, confirm_if):
-            await self.check_primary(connection.location, write=write)
+            location = connection.location
+            await self.check_primary((location.host, location.port), write=write)
         return reply
 
-    async def check_primary(self, location: Any, *, write: bool) -> None:
-        """Return if the Sentinels name ``location`` the primary (and, for
-        a ``write``, know no replica they could promote instead); otherwise
-        raise :class:`BackendUnavailableError`, having moved if it is not
-        the primary."""
-        from coredis.exceptions import RedisError
+    async def move(self) -> None:
+        self.drop_connections()
 
-        verdict = await ask_sentinels(
-            self._pool.sentinel_manager.sentinels,
-            self._service,
-            (location.host, location.port),
-            replicas_of=_replicas_of if write else None,
-            errors=(RedisError, OSError, TimeoutError),
-        )
-        if verdict is Standing.NOT_THE_PRIMARY:
-            self.move()
-        if verdict is not Standing.CONFIRMED:
-            raise unconfirmed(verdict, location, self._service)
-
-    def move(self) -> None:
-        """Drop every connection: the next one asks Sentinel where to go."""
+    def drop_connections(self) -> None:
+        """Drop every connection (in use too: coredis fails their commands,
+        which are retried): the next one asks Sentinel where to go."""
         self._pool.disconnect()
         self._pool.location = None  # known again once a connection is made
 
-    async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
-        """Move, then call ``on_failover``, each time the Sentinels announce
-        a new primary; forever."""
-
-        async def switched() -> None:
-            self.move()
-            on_failover()
-
-        from coredis.exceptions import RedisError
-
-        watch = FailoverWatch(self._service, switched)
-        await watch.listen(
-            list(self._pool.sentinel_manager.sentinels),
-            _listen_to,
-            errors=(RedisError, OSError, TimeoutError),
-        )
+    async def _listen_to(self, sentinel: Any, watch: FailoverWatch) -> None:
+        async with sentinel.pubsub(channels=[SWITCH_MASTER]) as pubsub:
+            async for message in pubsub:
+                if message["type"] == "message":
+                    await watch.announced(message["data"])
 
 
 class FailoverWatch:
@@ -346,16 +387,3 @@ class FailoverWatch:
             except errors as exc:  # that Sentinel is down or unreachable: the others listen
                 logger.info("listening to Sentinel %r failed: %s", sentinel, exc)
             await anyio.sleep(LISTEN_RETRY)
-
-
-async def _replicas_of(sentinel: Any, service: str) -> Sequence[Mapping[str, Any]]:
-    replicas: Sequence[Mapping[str, Any]] = await sentinel.sentinel_replicas(service)
-    return replicas
-
-
-async def _listen_to(sentinel: Any, watch: FailoverWatch) -> None:
-    """Hand ``watch`` what a coredis client of one Sentinel announces."""
-    async with sentinel.pubsub(channels=[SWITCH_MASTER]) as pubsub:
-        async for message in pubsub:
-            if message["type"] == "message":
-                await watch.announced(message["data"])
