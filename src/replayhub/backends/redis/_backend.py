@@ -587,9 +587,11 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         """The script's reply: an array, but for append_many's one word.
 
         Behind Sentinel, a write that landed on the primary before any
-        replica had it is asked again (every write script is idempotent:
-        appends skip what landed, a claim knows its token, a finish its
-        state) for up to :data:`_CATCH_UP` seconds, then reported.
+        replica had it is asked again (each write script's effect is the
+        same asked twice: appends skip what landed, a claim knows its token,
+        a finish its end, a cancel its flag; a remove asked again answers
+        that nothing was left to remove) for up to :data:`_CATCH_UP`
+        seconds, then reported.
         """
         driver = self._require_driver()
         backoff, give_up = None, 0.0  # made on the first retry, not per call
