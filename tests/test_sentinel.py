@@ -19,6 +19,7 @@ import redis.asyncio.sentinel
 from coredis.connection import TCPLocation
 
 from replayhub import BackendUnavailableError, Hub, ReplayHubError, State
+from replayhub.backends.redis._redispy import SentinelGuard
 from replayhub.backends.redis._sentinel import Standing, standing
 
 from .helpers import collect, texts
@@ -183,6 +184,26 @@ async def test_a_hub_that_only_reads_follows_a_failover_when_announced(
             await stream.flush()  # retried on the new primary
             with anyio.fail_after(20):
                 assert (await events.__anext__()).data == "after"
+
+
+@pytest.mark.parametrize("redis_driver", ["redis-py"], indirect=True)
+async def test_a_connection_busy_when_the_client_moves_is_dropped_once_released(
+    sentinels: SentinelSet,
+) -> None:
+    """redis-py: a move drops the idle connections at once and a busy one
+    when it is released, so that no later command reads the old primary
+    through it."""
+    async with AsyncExitStack() as stack:
+        client = await apps_sentinel_client(stack, sentinels, "redis-py")
+        pool = client.connection_pool
+        busy = await pool.get_connection()
+        idle = await pool.get_connection()
+        await pool.release(idle)
+        await SentinelGuard(client).move()
+        assert not idle.is_connected
+        assert busy.is_connected  # another task's command runs on
+        await pool.release(busy)
+        assert not busy.is_connected
 
 
 @pytest.mark.parametrize("redis_driver", ["redis-py"], indirect=True)

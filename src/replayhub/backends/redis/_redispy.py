@@ -326,14 +326,15 @@ class SentinelGuard(Guard):
         raise not_the_primary(location, self._service) from cause
 
     async def move(self) -> None:
-        """Drop the idle connections: the next one asks Sentinel where to go."""
-        # Idle connections only, as redis-py does when the primary changes:
-        # one another task is connecting or using would lose its socket
+        """Drop the connections: the next one asks Sentinel where to go."""
+        # The idle ones now, as redis-py does when the primary changes: one
+        # another task is connecting or using would lose its socket
         # mid-command (seen: AttributeError from a handshake under load).
-        # A busy one still on the old primary fails its next write there
-        # (READONLY, or no replica for the WAIT and the Sentinels naming
-        # another node than its own) and is dropped then, idle by then.
+        # A busy one is dropped as it is released (redis-py's own mark),
+        # before anyone reads through it from the old primary.
         await self._pool.disconnect(inuse_connections=False)
+        for connection in list(self._pool._get_in_use_connections()):
+            connection.mark_for_reconnect()
         self._pool.master_address = None
 
     async def _listen_to(self, sentinel: Any, watch: FailoverWatch) -> None:
