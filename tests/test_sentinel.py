@@ -4,6 +4,7 @@ and a failover (ordered, then a killed primary) while a session streams."""
 from __future__ import annotations
 
 import gc
+import itertools
 import os
 import signal
 from collections.abc import Iterator
@@ -155,35 +156,59 @@ async def test_no_flushed_event_is_lost_to_a_failover_taken_while_producing(
     assert texts(events) == list(range(1, len(events) + 1))
 
 
+@pytest.fixture
+def sentinels_never_demoting(tmp_path: Path) -> Iterator[SentinelSet]:
+    """A Sentinel set whose primary refuses ``REPLICAOF``: after a failover
+    it stays a primary nobody writes to, as the old primary is for the
+    seconds before Sentinel demotes it, for as long as a test needs."""
+    servers = SentinelSet(tmp_path / "sentinel")
+    servers.primary.extra = ("--rename-command", "REPLICAOF", "", "--rename-command", "SLAVEOF", "")
+    yield servers.start()
+    servers.stop()
+
+
 async def test_a_hub_that_only_reads_follows_a_failover_when_announced(
-    sentinels: SentinelSet,
+    sentinels_never_demoting: SentinelSet,
 ) -> None:
     """A hub with readers and no producer learns of a failover from the
     Sentinels' announcement, not from a write of its own: its reader of a
-    live session gets what is written on the new primary at once, not after
-    the lease-long re-read (60 s here; without the announcement, 11 s with
-    the default lease)."""
+    live reply gets the events written on the new primary at once, not once
+    the old primary is demoted or the lease-long re-read comes (60 s here;
+    the default lease made it 11 s). One Sentinel is down: the others
+    announce it."""
+    sentinels = sentinels_never_demoting
 
     def on_url() -> Hub:
         return Hub.from_url(sentinels.url, namespace="s", lease_ttl=60.0, retention=60.0)
 
+    sentinels.sentinels[2].stop()
     old_primary = sentinels.primary_port()
-    async with on_url() as producers, on_url() as readers, producers.produce("chat") as stream:
-        await stream.send("before")
-        await stream.flush()
+    switched_at: list[int] = []  # the first event sent once the Sentinels name another
+    claimed = anyio.Event()
+    async with on_url() as producers, on_url() as readers, anyio.create_task_group() as tasks:
+
+        async def produce() -> None:
+            async with producers.produce("chat") as stream:
+                claimed.set()
+                for index in itertools.count():
+                    if not switched_at and sentinels.primary_port() not in (None, old_primary):
+                        switched_at.append(index)
+                    await stream.send(index)
+                    await anyio.sleep(0.02)
+
+        tasks.start_soon(produce)
+        await claimed.wait()
         async with readers.subscribe("chat") as events:
             with anyio.fail_after(10):
-                assert (await events.__anext__()).data == "before"
+                assert (await events.__anext__()).data == 0
             await anyio.to_thread.run_sync(
                 sentinels.sentinels[0].command, "sentinel", "failover", sentinels.service
             )
-            await anyio.to_thread.run_sync(
-                sentinels.wait, lambda: sentinels.primary_port() not in (None, old_primary)
-            )
-            await stream.send("after")
-            await stream.flush()  # retried on the new primary
             with anyio.fail_after(20):
-                assert (await events.__anext__()).data == "after"
+                async for event in events:
+                    if switched_at and isinstance(event.data, int) and event.data >= switched_at[0]:
+                        break
+        tasks.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("redis_driver", ["redis-py"], indirect=True)
