@@ -74,8 +74,9 @@ class RedisDriver(Protocol):
         Behind Sentinel, a write script's reply returns once a failover
         cannot lose its write, and a reply for which ``confirm_if`` holds
         once the Sentinels name the node that ran the script the primary;
-        otherwise the client moves and :class:`~replayhub.BackendUnavailableError`
-        is raised (``_sentinel``)."""
+        otherwise :class:`~replayhub.BackendUnavailableError` is raised,
+        the client having moved if that node is not the primary
+        (``_sentinel``)."""
         ...
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:

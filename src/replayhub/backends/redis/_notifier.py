@@ -9,6 +9,10 @@ that take batches; each subscription acknowledgement sets the flags too:
 after a reconnect and resubscribe, every local reader re-reads from its
 cursor, so messages lost during the outage lose nothing.
 
+Behind Sentinel, the announcement of a new primary reopens the client
+(:meth:`Notifier.reopen`): the old one would listen on a node that no longer
+hears of writes, and the resubscription wakes every reader to read again.
+
 A channel is quiet while this process makes every change to it (a session
 it produces): it is not subscribed, and the backend hands its watches each
 stored batch (``push_local``) and each other change (``notify_local``)
