@@ -54,7 +54,6 @@ from ._sentinel import (
     FailoverWatch,
     Guard,
     ReplyCheck,
-    needs_confirming,
     not_the_primary,
 )
 
@@ -93,7 +92,7 @@ class RedisPyDriver:
     ) -> Any:
         # redis-py's script object loads the script again after NOSCRIPT.
         script = self._scripts[name]
-        if self._primary is not None and (name in self._writes or confirm_if is not None):
+        if self._primary is not None:
             return await self._primary.run(
                 script, keys, args, write=name in self._writes, confirm_if=confirm_if
             )
@@ -282,18 +281,9 @@ class SentinelGuard(Guard):
     def __init__(self, client: Any) -> None:
         super().__init__(client, errors=(RedisError,))
 
-    async def run(
-        self,
-        script: Any,
-        keys: Sequence[str],
-        args: Sequence[Any],
-        *,
-        write: bool,
-        confirm_if: ReplyCheck | None,
+    async def _run_on_known_node(
+        self, script: Any, keys: Sequence[str], args: Sequence[Any], *, write: bool
     ) -> Any:
-        """The script's reply; for a ``write``, once a replica has it (``WAIT
-        1``) or the Sentinels name the node written to the primary; where
-        ``confirm_if(reply)`` holds, once they name the node that ran it."""
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 # Taken here, so that its node is known: the pipeline uses
@@ -314,10 +304,9 @@ class SentinelGuard(Guard):
             # scripts skip what landed). redis-py's pipeline words this error
             # its own way, so its code is looked for in the message.
             await self._leave(None, cause=exc)
-        reply = replies[0]
-        if needs_confirming(reply, replies[1] if write else None, confirm_if):
+        if not write or replies[1] < 1:
             await self.check_primary(ran_on, write=write)
-        return reply
+        return replies[0]
 
     async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
         """Drop the connections to ``location``, no longer the primary, and
