@@ -203,8 +203,10 @@ class Guard:
     the Sentinels (coredis's ``Sentinel.primary_for``, redis-py's
     ``master_for``), asking them about the nodes replies came from, and
     following their announcements. A guard for a client library says how to
-    move its pool (:meth:`move`), the errors of its Sentinel clients, and
-    how to ask one for the replicas and listen to it."""
+    run a script on a connection it knows (:meth:`_run_on_known_node`), how
+    to move its pool (:meth:`move`), which errors its clients raise, what
+    its Sentinel clients call ``SENTINEL REPLICAS``, and how to listen to
+    one (:meth:`_listen_to`)."""
 
     #: The name of the Sentinel client's ``SENTINEL REPLICAS`` method.
     _replicas_method: str
