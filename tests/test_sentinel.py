@@ -231,6 +231,42 @@ async def test_a_connection_busy_when_the_client_moves_is_dropped_once_released(
         assert not busy.is_connected
 
 
+async def test_a_flush_returns_once_a_lagging_replica_has_its_events(
+    sentinels: SentinelSet,
+) -> None:
+    """A replica that is up but does not acknowledge (stopped for a moment,
+    as one lags) could be promoted without a write: a flush returns only
+    once it has the events, not when the Sentinels merely name the primary."""
+    replica = sentinels.replica.process
+    assert replica is not None
+    flushed = anyio.Event()
+    async with hub_on(sentinels) as hub, hub.produce("chat") as stream:
+        await stream.send("before")
+        await stream.flush()
+
+        async def flush_during_the_stop() -> None:
+            await stream.send("during")
+            await stream.flush()
+            flushed.set()
+
+        os.kill(replica.pid, signal.SIGSTOP)
+        try:
+            async with anyio.create_task_group() as tasks:
+                tasks.start_soon(flush_during_the_stop)
+                # Well inside the Sentinels' 1 s down-after: to them the
+                # replica is up, and could be promoted.
+                await anyio.sleep(0.3)
+                assert not flushed.is_set()
+                os.kill(replica.pid, signal.SIGCONT)
+        finally:
+            os.kill(replica.pid, signal.SIGCONT)
+        # The replica has it by now, without waiting for replication.
+        log = [key for key in sentinels.replica.command("keys", "*").split() if key.endswith(b":l")]
+        assert log
+        assert sentinels.replica.command("xlen", log[0].decode()) != b"0\n"
+        assert int(sentinels.replica.command("hget", "s:{chat}:s", "n")) == 2
+
+
 @pytest.mark.parametrize("redis_driver", ["redis-py"], indirect=True)
 def test_a_write_no_replica_has_counts_only_where_none_could_be_promoted(
     sentinels: SentinelSet,

@@ -48,13 +48,11 @@ from .._protocol import (
     check_batch_follows,
     check_read_limit,
 )
-from .._retry import Backoff
 from .._watch import AppendListener
 from ._connect import RedisTarget, Topology, parse_url
 from ._driver import DriverFactory, DriverName, RedisDriver
 from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
 from ._notifier import Notifier
-from ._sentinel import NotYetReplicated
 
 __all__ = ["RedisBackend"]
 
@@ -584,30 +582,10 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         *,
         confirm_if: Callable[[Any], bool] | None = None,
     ) -> Any:
-        """The script's reply: an array, but for append_many's one word.
-
-        Behind Sentinel, a write that landed on the primary before any
-        replica had it is asked again (each write script's effect is the
-        same asked twice: appends skip what landed, a claim knows its token,
-        a finish its end, a cancel its flag; a remove asked again answers
-        that nothing was left to remove) for up to :data:`_CATCH_UP`
-        seconds, then reported.
-        """
+        """The script's reply: an array, but for append_many's one word."""
         driver = self._require_driver()
-        backoff, give_up = None, 0.0  # made on the first retry, not per call
-        while True:
-            try:
-                with driver.errors(f"Redis script {script!r} failed"):
-                    return await driver.run_script(script, keys, args, confirm_if=confirm_if)
-            except BackendUnavailableError as exc:
-                if not isinstance(exc.__cause__, NotYetReplicated):
-                    raise
-                if backoff is None:
-                    backoff, give_up = Backoff(), anyio.current_time() + _CATCH_UP
-                delay = backoff.next_delay()
-                if anyio.current_time() + delay > give_up:
-                    raise
-                await anyio.sleep(delay)
+        with driver.errors(f"Redis script {script!r} failed"):
+            return await driver.run_script(script, keys, args, confirm_if=confirm_if)
 
     async def _index(self, session_id: str, keep: float) -> None:
         """On a cluster, list the session in the namespace index (in-script
@@ -641,11 +619,6 @@ def _keys_of_many(sessions: Sequence[SessionKeys]) -> list[str]:
     keys.append(sessions[0].index)
     return keys
 
-
-#: Seconds a write no replica has yet is asked again before its caller
-#: hears of it (``_call``): a replica that has just synchronised
-#: acknowledges within a second.
-_CATCH_UP = 2.0
 
 #: ``append.lua``'s reply for a batch stored.
 _STORED = [b"ok"]

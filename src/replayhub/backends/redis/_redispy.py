@@ -54,6 +54,7 @@ from ._sentinel import (
     FailoverWatch,
     Guard,
     ReplyCheck,
+    is_a_replica_now,
     not_the_primary,
 )
 
@@ -281,9 +282,9 @@ class SentinelGuard(Guard):
     def __init__(self, client: Any) -> None:
         super().__init__(client, errors=(RedisError,))
 
-    async def _run_on_known_node(
+    async def _pipeline(
         self, script: Any, keys: Sequence[str], args: Sequence[Any], *, write: bool
-    ) -> Any:
+    ) -> tuple[Any, int | None, tuple[str, int]]:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 # Taken here, so that its node is known: the pipeline uses
@@ -297,16 +298,28 @@ class SentinelGuard(Guard):
                 # connection may be reconnected elsewhere by its next user.
                 ran_on = (connection.host, connection.port)
         except ResponseError as exc:
-            if "UNBLOCKED" not in str(exc):
+            if not is_a_replica_now(exc):
                 raise
-            # The WAIT was cut short as the node written to became a replica
-            # (a failover): retried on the primary the Sentinels name (the
-            # scripts skip what landed). redis-py's pipeline words this error
-            # its own way, so its code is looked for in the message.
+            # The node written to became a replica (a failover): retried on
+            # the primary the Sentinels name (the scripts skip what landed).
+            # redis-py's pipeline words these errors its own way, so their
+            # text is looked for in the message.
             await self._leave(None, cause=exc)
-        if not write or replies[1] < 1:
-            await self.check_primary(ran_on, write=write)
-        return replies[0]
+        return replies[0], replies[1] if write else None, ran_on
+
+    async def _barrier(self, channel: str) -> tuple[int, tuple[str, int] | None]:
+        try:
+            async with self._client.pipeline(transaction=False) as pipe:
+                pipe.connection = connection = await self._pool.get_connection()
+                pipe.publish(channel, "")
+                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
+                _, replicas = await pipe.execute()
+                at = (connection.host, connection.port)  # before anything else runs
+        except ResponseError as exc:
+            if not is_a_replica_now(exc):
+                raise
+            return 0, None
+        return int(replicas), at
 
     async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
         """Drop the connections to ``location``, no longer the primary, and

@@ -16,8 +16,9 @@ caller (claim, append, renewal, finish, cancel, remove) is followed by
   acknowledged (one that has just synchronised acknowledges after up to a
   second; one under load lags) could be promoted without the write: seen
   in the tests, a failover right after start-up lost the session its
-  producer had claimed. Such a write is asked again until a replica has
-  it (:class:`NotYetReplicated`, the backend's ``_call``).
+  producer had claimed. Such a write waits for a replica to have it
+  (:meth:`Guard._wait_for_a_replica`), then fails as
+  :class:`NotYetReplicated`.
 
 "The node it went to" is the address of the connection the write ran on,
 never the pool's record of the primary: another command, reconnecting at
@@ -59,6 +60,7 @@ from typing import Any
 import anyio
 
 from ..._errors import BackendUnavailableError
+from .._retry import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -163,11 +165,23 @@ def not_the_primary(location: object, service: str) -> BackendUnavailableError:
     )
 
 
+#: Seconds a write no replica has, on a primary with a replica the
+#: Sentinels could promote, waits for one before it is reported
+#: (:class:`NotYetReplicated`): a replica that has just synchronised
+#: acknowledges within a second.
+CATCH_UP = 2.0
+
+
+def is_a_replica_now(exc: BaseException) -> bool:
+    """Whether a reply error says the node became a replica (``WAIT`` is
+    refused there; ``UNBLOCKED``: it became one during the ``WAIT``)."""
+    message = str(exc)
+    return "UNBLOCKED" in message or "replica instances" in message
+
+
 class NotYetReplicated(BackendUnavailableError):
-    """A write that landed on the primary, which no replica has yet while
-    the Sentinels could promote one: asked again, it is confirmed once a
-    replica catches up (a replica that has just synchronised acknowledges
-    after up to a second)."""
+    """A write that landed on the primary, which no replica had after
+    :data:`CATCH_UP` seconds while the Sentinels could promote one."""
 
 
 def unconfirmed(verdict: Standing, location: object, service: str) -> BackendUnavailableError:
@@ -175,8 +189,8 @@ def unconfirmed(verdict: Standing, location: object, service: str) -> BackendUna
     ``CONFIRMED``."""
     if verdict is Standing.NOT_ON_A_REPLICA:
         return NotYetReplicated(
-            f"no replica of {location} (primary of {service!r}) acknowledged the write "
-            f"within {REPLICA_WAIT_MS} ms, and the Sentinels could promote one: retried"
+            f"no replica of {location} (primary of {service!r}) had the write after "
+            f"{CATCH_UP} s, and the Sentinels could promote one: retried"
         )
     return not_the_primary(location, service)
 
@@ -244,7 +258,55 @@ class Guard:
         """The script's reply, run on a connection taken for it, once the
         Sentinels confirm the node that connection is open to (for a
         ``write``, only if no replica acknowledged it within
-        :data:`REPLICA_WAIT_MS`)."""
+        :data:`REPLICA_WAIT_MS`; while one they could promote lacks it, its
+        reply waits for a replica, :meth:`_wait_for_a_replica`)."""
+        reply, replicas, node = await self._pipeline(script, keys, args, write=write)
+        if replicas is not None and replicas >= 1:
+            return reply
+        verdict = await self._standing(node, write=write)
+        if verdict is Standing.NOT_ON_A_REPLICA:
+            verdict = await self._wait_for_a_replica(keys[0], node)
+        if verdict is Standing.NOT_THE_PRIMARY:
+            await self.move()
+        if verdict is not Standing.CONFIRMED:
+            raise unconfirmed(verdict, node, self._service)
+        return reply
+
+    async def _wait_for_a_replica(self, channel: str, node: tuple[str, int]) -> Standing:
+        """Until a replica has every write ``node`` has taken so far, or
+        :data:`CATCH_UP` seconds: each round a write after ours (``PUBLISH``
+        on ``channel``, which nobody hears and every replica gets) and
+        ``WAIT`` on its connection, which waits for that write and so for
+        ours (asking the write itself again would not: a script that finds
+        its work done writes nothing, and ``WAIT`` on a connection that
+        wrote nothing, or long ago, answers at once)."""
+        backoff = Backoff()
+        give_up = anyio.current_time() + CATCH_UP
+        while True:
+            delay = backoff.next_delay()
+            if anyio.current_time() + delay > give_up:
+                return Standing.NOT_ON_A_REPLICA
+            await anyio.sleep(delay)
+            replicas, at = await self._barrier(channel)
+            if at != node:  # moved meanwhile: what our write became is not known here
+                return Standing.NOT_THE_PRIMARY
+            if replicas >= 1:
+                return Standing.CONFIRMED
+            verdict = await self._standing(node, write=True)
+            if verdict is not Standing.NOT_ON_A_REPLICA:
+                return verdict
+
+    async def _pipeline(
+        self, script: Any, keys: Sequence[str], args: Sequence[Any], *, write: bool
+    ) -> tuple[Any, int | None, tuple[str, int]]:
+        """The script's reply, then (for a ``write``) ``WAIT 1``'s answer,
+        and the node of the connection taken for them."""
+        raise NotImplementedError
+
+    async def _barrier(self, channel: str) -> tuple[int, tuple[str, int] | None]:
+        """``PUBLISH channel ""`` then ``WAIT 1`` on a connection taken for
+        them: the replicas that acknowledged, and its node (``None`` if the
+        node is a replica now)."""
         raise NotImplementedError
 
     async def move(self) -> None:
@@ -261,22 +323,16 @@ class Guard:
         )
         return replicas
 
-    async def check_primary(self, location: tuple[str, int], *, write: bool) -> None:
-        """Return if the Sentinels name ``location`` the primary (and, for
-        a ``write``, know no replica they could promote instead); otherwise
-        raise :class:`BackendUnavailableError` (retried), having moved if it
-        is not the primary."""
-        verdict = await ask_sentinels(
+    async def _standing(self, location: tuple[str, int], *, write: bool) -> Standing:
+        """What the Sentinels say of ``location`` (for a ``write``, also
+        whether they could promote a replica instead)."""
+        return await ask_sentinels(
             self._pool.sentinel_manager.sentinels,
             self._service,
             location,
             replicas_of=self._replicas_of if write else None,
             errors=self._errors,
         )
-        if verdict is Standing.NOT_THE_PRIMARY:
-            await self.move()
-        if verdict is not Standing.CONFIRMED:
-            raise unconfirmed(verdict, location, self._service)
 
     async def watch_failovers(self, on_failover: Callable[[], None]) -> None:
         """Move, then call ``on_failover``, each time the Sentinels announce
@@ -304,9 +360,9 @@ class PrimaryGuard(Guard):
 
         super().__init__(client, errors=(RedisError,))
 
-    async def _run_on_known_node(
+    async def _pipeline(
         self, script: Any, keys: Sequence[str], args: Sequence[Any], *, write: bool
-    ) -> Any:
+    ) -> tuple[Any, int | None, tuple[str, int]]:
         from coredis.exceptions import ReadOnlyError, UnblockedError
 
         try:
@@ -319,8 +375,7 @@ class PrimaryGuard(Guard):
                     # keeps its location for life); the pipeline releases
                     # it on exit as it would its own (coredis's own watch()
                     # sets it the same way).
-                    connection = await self._pool.get_connection()
-                    pipe._connection = connection
+                    connection = pipe._connection = await self._pool.get_connection()
                     reply_request = script(keys=keys, args=args, client=pipe)
                     replicas_request = pipe.wait(1, REPLICA_WAIT_MS) if write else None
                 reply = await reply_request
@@ -331,10 +386,23 @@ class PrimaryGuard(Guard):
             # the primary the Sentinels name (scripts skip what landed).
             self.drop_connections()
             raise
-        if replicas is None or replicas < 1:
-            location = connection.location
-            await self.check_primary((location.host, location.port), write=write)
-        return reply
+        return reply, replicas, (connection.location.host, connection.location.port)
+
+    async def _barrier(self, channel: str) -> tuple[int, tuple[str, int] | None]:
+        from coredis.exceptions import ResponseError
+
+        try:
+            with anyio.CancelScope(shield=True):  # as in _pipeline
+                async with self._client.pipeline(transaction=False) as pipe:
+                    connection = pipe._connection = await self._pool.get_connection()
+                    pipe.publish(channel, "")
+                    replicas_request = pipe.wait(1, REPLICA_WAIT_MS)
+                replicas: int = await replicas_request
+        except ResponseError as exc:
+            if not is_a_replica_now(exc):
+                raise
+            return 0, None
+        return replicas, (connection.location.host, connection.location.port)
 
     async def move(self) -> None:
         self.drop_connections()
