@@ -183,18 +183,25 @@ async def test_a_hub_that_only_reads_follows_a_failover_when_announced(
 
     sentinels.sentinels[2].stop()
     old_primary = sentinels.primary_port()
+    sent = -1
     switched_at: list[int] = []  # the first event sent once the Sentinels name another
     claimed = anyio.Event()
     async with on_url() as producers, on_url() as readers, anyio.create_task_group() as tasks:
 
         async def produce() -> None:
+            nonlocal sent
             async with producers.produce("chat") as stream:
                 claimed.set()
                 for index in itertools.count():
-                    if not switched_at and sentinels.primary_port() not in (None, old_primary):
-                        switched_at.append(index)
                     await stream.send(index)
+                    sent = index
                     await anyio.sleep(0.02)
+
+        async def note_the_switch() -> None:
+            await anyio.to_thread.run_sync(
+                sentinels.wait, lambda: sentinels.primary_port() not in (None, old_primary)
+            )
+            switched_at.append(sent + 1)
 
         tasks.start_soon(produce)
         await claimed.wait()
@@ -204,6 +211,7 @@ async def test_a_hub_that_only_reads_follows_a_failover_when_announced(
             await anyio.to_thread.run_sync(
                 sentinels.sentinels[0].command, "sentinel", "failover", sentinels.service
             )
+            tasks.start_soon(note_the_switch)
             with anyio.fail_after(20):
                 async for event in events:
                     if switched_at and isinstance(event.data, int) and event.data >= switched_at[0]:
