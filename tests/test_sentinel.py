@@ -19,7 +19,7 @@ import redis
 import redis.asyncio.sentinel
 from coredis.connection import TCPLocation
 
-from replayhub import BackendUnavailableError, Hub, ReplayHubError, State
+from replayhub import BackendUnavailableError, Hub, ReplayHubError, State, StorageRefusedError
 from replayhub.backends.redis._redispy import SentinelGuard
 from replayhub.backends.redis._sentinel import Standing, standing
 
@@ -424,6 +424,31 @@ async def test_a_write_confirmed_only_by_the_node_it_went_to(
                 events, ended = await collect(fresh, "chat")
         assert texts(events) == ["before", "after"]
         assert ended.state is State.DONE
+    finally:
+        stray.stop()
+
+
+async def test_a_write_on_a_node_become_a_replica_is_retried_not_refused(
+    sentinels: SentinelSet, redis_driver: str, tmp_path: Path
+) -> None:
+    """A connection still open to a node that has become a replica (the old
+    primary, demoted): a write script that writes nothing there (a cancel of
+    a session that is not there) passes, and the ``WAIT`` after it is
+    refused, as on any replica. That is the client on the wrong node, a
+    retryable error, not a refusal of the write."""
+    stray = RedisServer(tmp_path / "stray").start()
+    try:
+        async with AsyncExitStack() as stack:
+            client = await apps_sentinel_client(stack, sentinels, redis_driver)
+            async with Hub.from_client(client, namespace="app") as hub:
+                await hub.info("chat")  # connected to the primary first
+                await open_a_connection_to(client, redis_driver, stray)
+                await hub.info("chat")  # a read makes it, and leaves it in the pool
+                stray.command("replicaof", "127.0.0.1", str(sentinels.primary.port))
+                with pytest.raises(BackendUnavailableError, match="not the primary") as caught:
+                    await hub.cancel("chat")
+                assert not isinstance(caught.value, StorageRefusedError)
+                assert await hub.cancel("chat") is None  # on the primary again
     finally:
         stray.stop()
 

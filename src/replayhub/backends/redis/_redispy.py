@@ -307,19 +307,11 @@ class SentinelGuard(Guard):
             await self._leave(None, cause=exc)
         return replies[0], replies[1] if write else None, ran_on
 
-    async def _barrier(self, channel: str) -> tuple[int, tuple[str, int] | None]:
-        try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                pipe.connection = connection = await self._pool.get_connection()
-                pipe.publish(channel, "")
-                pipe.execute_command("WAIT", 1, REPLICA_WAIT_MS)
-                _, replicas = await pipe.execute()
-                at = (connection.host, connection.port)  # before anything else runs
-        except ResponseError as exc:
-            if not is_a_replica_now(exc):
-                raise
-            return 0, None
-        return int(replicas), at
+    def _publish(self, channel: str) -> Any:
+        async def publish(keys: Sequence[str], args: Sequence[Any], client: Any) -> None:
+            client.publish(channel, "")  # queued in the pipeline
+
+        return publish
 
     async def _leave(self, location: Any, *, cause: BaseException | None = None) -> NoReturn:
         """Drop the connections to ``location``, no longer the primary, and

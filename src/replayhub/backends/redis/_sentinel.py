@@ -157,9 +157,13 @@ async def ask_sentinels(
     return Standing.NOT_THE_PRIMARY
 
 
-def not_the_primary(location: object, service: str) -> BackendUnavailableError:
+class NotThePrimary(BackendUnavailableError):
+    """The node a reply came from is not (or no longer) the primary."""
+
+
+def not_the_primary(location: object, service: str) -> NotThePrimary:
     """The retryable error of a reply the Sentinels do not confirm."""
-    return BackendUnavailableError(
+    return NotThePrimary(
         f"{location or 'the node written to'} is not the primary the Sentinels of "
         f"{service!r} name, or a failover is under way: retried on the primary"
     )
@@ -307,6 +311,15 @@ class Guard:
         """``PUBLISH channel ""`` then ``WAIT 1`` on a connection taken for
         them: the replicas that acknowledged, and its node (``None`` if the
         node is a replica now)."""
+        try:
+            _, replicas, node = await self._pipeline(self._publish(channel), (), (), write=True)
+        except NotThePrimary:
+            return 0, None
+        return replicas or 0, node
+
+    def _publish(self, channel: str) -> Any:
+        """What :meth:`_pipeline` takes for a script, publishing an empty
+        message on ``channel`` instead."""
         raise NotImplementedError
 
     async def move(self) -> None:
@@ -363,7 +376,7 @@ class PrimaryGuard(Guard):
     async def _pipeline(
         self, script: Any, keys: Sequence[str], args: Sequence[Any], *, write: bool
     ) -> tuple[Any, int | None, tuple[str, int]]:
-        from coredis.exceptions import ReadOnlyError, UnblockedError
+        from coredis.exceptions import ReadOnlyError, ResponseError, UnblockedError
 
         try:
             # Shielded: coredis 6.9 loses a pool slot for a pipeline or a
@@ -380,29 +393,19 @@ class PrimaryGuard(Guard):
                     replicas_request = pipe.wait(1, REPLICA_WAIT_MS) if write else None
                 reply = await reply_request
                 replicas = None if replicas_request is None else await replicas_request
-        except (ReadOnlyError, UnblockedError):
+        except (ReadOnlyError, UnblockedError, ResponseError) as exc:
             # READONLY: the node written to is a replica now; UNBLOCKED: the
-            # WAIT was cut short as it became one. The write is retried on
-            # the primary the Sentinels name (scripts skip what landed).
+            # WAIT was cut short as it became one; or WAIT was refused there
+            # after a script that wrote nothing. Retried on the primary the
+            # Sentinels name (scripts skip what landed).
+            if not isinstance(exc, (ReadOnlyError, UnblockedError)) and not is_a_replica_now(exc):
+                raise
             self.drop_connections()
-            raise
+            raise not_the_primary(connection.location, self._service) from exc
         return reply, replicas, (connection.location.host, connection.location.port)
 
-    async def _barrier(self, channel: str) -> tuple[int, tuple[str, int] | None]:
-        from coredis.exceptions import ResponseError
-
-        try:
-            with anyio.CancelScope(shield=True):  # as in _pipeline
-                async with self._client.pipeline(transaction=False) as pipe:
-                    connection = pipe._connection = await self._pool.get_connection()
-                    pipe.publish(channel, "")
-                    replicas_request = pipe.wait(1, REPLICA_WAIT_MS)
-                replicas: int = await replicas_request
-        except ResponseError as exc:
-            if not is_a_replica_now(exc):
-                raise
-            return 0, None
-        return replicas, (connection.location.host, connection.location.port)
+    def _publish(self, channel: str) -> Any:
+        return lambda keys, args, client: client.publish(channel, "")
 
     async def move(self) -> None:
         self.drop_connections()
