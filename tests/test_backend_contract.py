@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import cast
 
 import anyio
 import pytest
@@ -18,11 +20,11 @@ from replayhub import (
     State,
 )
 from replayhub._events import Cursor, DataKind, StoredEvent
-from replayhub.backends import Backend, Renewal
+from replayhub.backends import Backend, ReadsEvents, Renewal, read_events
 
 from .backends import BackendServers
 from .conftest import HubFactory
-from .helpers import collect
+from .helpers import FaultyBackend, collect
 
 SESSION = "contract"
 
@@ -73,6 +75,63 @@ async def test_batches_read_back_exactly_at_every_cursor_and_limit(backend: Back
                 delivered = event.to_event(generation)
                 assert delivered.id == f"{generation}-{event.seq}"
                 assert delivered.event == event.event
+
+
+async def test_a_page_read_as_events_is_the_page_as_a_reader_receives_it(
+    backend: Backend,
+) -> None:
+    """``read_events`` (what a reader of a finished session reads through)
+    returns exactly what ``read`` does, built as a reader receives it, at
+    every cursor and limit, and decodes JSON afresh for each read."""
+    assert hasattr(backend, "read_events")  # both built-in kinds read pages this way
+    reader = cast(ReadsEvents, backend)
+    first = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    await backend.append(SESSION, first.generation, stored(1, MIXED[:2]), metadata=None)
+    await backend.finish(
+        SESSION, first.generation, state=State.DONE, error=None, error_type=None, retention=60
+    )
+    record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    generation = record.generation
+    sent = stored(1, MIXED[:4]) + stored(5, MIXED[4:5]) + stored(6, MIXED[5:])
+    for batch in (sent[:4], sent[4:5], sent[5:]):
+        await backend.append(SESSION, generation, batch, metadata=None)
+    cursors = [None, Cursor(first.generation, 2), Cursor(generation + 1, 1)]
+    cursors += [Cursor(generation, after) for after in range(len(sent) + 1)]
+    for after in cursors:
+        for limit in (1, 2, 5, 100):
+            stored_page = await backend.read(SESSION, after=after, limit=limit)
+            built_page = await reader.read_events(SESSION, after=after, limit=limit)
+            assert stored_page is not None
+            assert built_page is not None
+            assert replace(built_page[0], lease_remaining=None) == replace(
+                stored_page[0], lease_remaining=None
+            )
+            expected = [event.to_event(generation) for event in stored_page[1]]
+            assert built_page[1] == expected, (after, limit)
+    _, events = await reader.read_events(SESSION, after=None, limit=100) or (None, [])
+    _, again = await reader.read_events(SESSION, after=None, limit=100) or (None, [])
+    assert events[3].data == {"a": [1, "ü"]}
+    assert events[3].data is not again[3].data  # no reader shares a mutable value
+    assert await reader.read_events("absent", after=None, limit=1) is None
+    with pytest.raises(ValueError, match="at least 1"):
+        await reader.read_events(SESSION, after=None, limit=0)
+
+
+async def test_a_backend_without_page_reads_is_read_through_read(backend: Backend) -> None:
+    """The core's fallback for a backend that has only ``read``."""
+    record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+    await backend.append(SESSION, record.generation, stored(1, MIXED), metadata=None)
+    only_read = FaultyBackend(backend)
+    assert not hasattr(only_read, "read_events")
+    for after in (None, Cursor(record.generation, 3)):
+        built = await read_events(only_read, SESSION, after=after, limit=4)
+        direct = await cast(ReadsEvents, backend).read_events(SESSION, after=after, limit=4)
+        assert built is not None
+        assert direct is not None
+        assert built[1] == direct[1]
+        assert built[0].last_seq == direct[0].last_seq == len(MIXED)
+    assert only_read.reads == 2
+    assert await read_events(only_read, "absent", after=None, limit=1) is None
 
 
 async def test_a_retried_batch_is_stored_once_and_a_bad_one_changes_nothing(

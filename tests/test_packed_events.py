@@ -83,3 +83,51 @@ def test_a_batch_that_does_not_follow_is_refused() -> None:
     with pytest.raises(ValueError, match="event 9 does not follow event 7"):
         packed.extend(events(9, 1))
     assert packed.unpack(0, 10) == events(5, 3)
+
+
+def valid_events(first: int, count: int) -> list[StoredEvent]:
+    """As :func:`events`, with JSON payloads that decode."""
+    kinds = list(DataKind)
+    payloads: dict[DataKind, str | bytes] = {
+        DataKind.TEXT: "p",
+        DataKind.BYTES: b"\xff",
+        DataKind.JSON: '{"k":[1]}',
+    }
+    return [
+        StoredEvent(seq, f"e{seq % 3}", kinds[seq % 3], payloads[kinds[seq % 3]])
+        for seq in range(first, first + count)
+    ]
+
+
+@given(
+    first=st.integers(min_value=1, max_value=10**12),
+    count=st.integers(min_value=0, max_value=12),
+    start=st.integers(min_value=0, max_value=14),
+    length=st.integers(min_value=0, max_value=14),
+    generation=st.integers(min_value=1, max_value=10**6),
+)
+def test_kept_events_build_into_what_each_event_makes(
+    first: int, count: int, start: int, length: int, generation: int
+) -> None:
+    """Built a page at a time, each event is what it makes on its own: the
+    events one reader receives (JSON decoded for it alone), and the stored
+    events with the Event their readers share (none for JSON)."""
+    kept = valid_events(first, count)
+    packed = PackedEvents.of_columns(
+        first,
+        [event.event for event in kept],
+        [event.kind for event in kept],
+        [event.payload for event in kept],
+    )
+    wanted = kept[start : start + length]
+    built = packed.events(generation, start, start + length)
+    assert built == [event.to_event(generation) for event in wanted]
+    again = packed.events(generation, start, start + length)
+    for one, other in zip(built, again, strict=True):
+        if isinstance(one.data, dict):  # decoded afresh: no two reads share it
+            assert one.data is not other.data
+    shared = packed.unpack(start, start + length, share=generation)
+    assert shared == wanted
+    for stored in shared:
+        expected = None if stored.kind is DataKind.JSON else stored.to_event(generation)
+        assert stored.shared == expected

@@ -27,7 +27,7 @@ from replayhub.backends import AppendRequest
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
 from replayhub.backends.redis._keys import (
-    decode_entries,
+    decode_columns,
     decode_notification,
     encode_batch,
     session_keys,
@@ -294,9 +294,10 @@ def batches_of_runs(draw: st.DrawFn) -> list[StoredEvent]:
 def test_stored_entries_decode_to_the_events_after_the_cursor_up_to_the_limit(
     batches: list[list[StoredEvent]], skip: int, limit: int | None
 ) -> None:
-    """A page read hands decode_entries whole entries (write batches, each
+    """A page read hands decode_columns whole entries (write batches, each
     of runs of one kind and name): it returns exactly the events after the
-    cursor, at most ``limit``, each with the Event readers share."""
+    cursor, at most ``limit``, unpacked each with the Event readers share,
+    or built as one reader receives them."""
     entries, events, seq = [], [], 0
     for batch in batches:  # renumbered to follow each other, as in a log
         batch = [StoredEvent(seq + i + 1, e.event, e.kind, e.payload) for i, e in enumerate(batch)]
@@ -304,11 +305,36 @@ def test_stored_entries_decode_to_the_events_after_the_cursor_up_to_the_limit(
         entries.append((b"9-%d" % seq, [b"b", encode_batch(batch)]))
         events += batch
     after_seq = min(skip, seq)
-    decoded = decode_entries(entries, after_seq=after_seq, limit=limit)
+    packed = decode_columns(entries, after_seq=after_seq, limit=limit)
     wanted = events[after_seq:] if limit is None else events[after_seq : after_seq + limit]
+    decoded = packed.unpack(0, len(packed), share=9)
     assert decoded == wanted
     for stored in decoded:
         assert stored.shared == shared_event(9, stored)
+    assert packed.events(9, 0, len(packed)) == [stored.to_event(9) for stored in wanted]
+
+
+def test_a_log_with_events_missing_between_entries_is_not_decoded() -> None:
+    """Read as columns, the events are numbered from the first: an entry
+    that does not follow the one before would renumber the rest, so it is
+    refused, never handed out as other events."""
+
+    def entry(first: int, count: int) -> tuple[bytes, list[bytes]]:
+        batch = [StoredEvent(first + i, "m", DataKind.TEXT, f"e{first + i}") for i in range(count)]
+        return b"3-%d" % (first + count - 1), [b"b", encode_batch(batch)]
+
+    whole = decode_columns([entry(1, 2), entry(3, 1), entry(4, 3)], after_seq=1, limit=None)
+    assert [event.data for event in whole.events(3, 0, len(whole))] == [
+        f"e{seq}" for seq in range(2, 7)
+    ]
+    with pytest.raises(EventsLostError, match="events 3-4 are missing"):
+        decode_columns([entry(1, 2), entry(5, 2)], after_seq=0, limit=None)
+    with pytest.raises(EventsLostError, match="repeats events 2-2"):
+        decode_columns([entry(1, 2), entry(2, 2)], after_seq=0, limit=None)
+    # Before the cursor, an entry is skipped on its id, unread.
+    skipped = decode_columns([(b"3-2", [b"b", b"not a batch"]), entry(3, 1)], after_seq=2, limit=5)
+    assert skipped.first_seq == 3
+    assert len(skipped) == 1
 
 
 @given(stored_batches(), st.integers(min_value=1, max_value=10**6))

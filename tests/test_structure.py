@@ -17,6 +17,7 @@ import pytest
 
 import replayhub
 from replayhub import Event
+from replayhub._events import build_events
 
 PACKAGE_DIR = Path(replayhub.__file__).parent
 #: What a backend may use of the core: the errors, the event types and
@@ -135,3 +136,16 @@ def test_event_init_sets_every_field() -> None:
     assert {name: getattr(event, name) for name in names} == values
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.id = "changed"  # type: ignore[misc]
+
+
+def test_built_events_equal_the_constructed_ones() -> None:
+    # replayhub._events.build_events sets each field across a page of new
+    # instances: a field it does not set would be missing from every event
+    # of a replay.
+    names = [field.name for field in dataclasses.fields(Event)]
+    assert names == ["id", "event", "data"], "build_events must set every field"
+    built = build_events(["1-1", "1-2"], ["message", "tool"], ["text", {"k": 1}])
+    assert built == [Event("1-1", "message", "text"), Event("1-2", "tool", {"k": 1})]
+    assert all(type(event) is Event for event in built)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        built[0].id = "changed"  # type: ignore[misc]

@@ -18,7 +18,7 @@ from ._errors import (
 from ._events import Cursor, DataKind, Event, Outcome, State, StoredEvent, format_event_id
 from ._feed import PAGE_SIZE, BehindWindow, SessionFeed
 from ._wakeup import Wakeup, wakeup_factory
-from .backends import SessionRecord
+from .backends import SessionRecord, read_events
 from .backends._retry import Backoff
 
 if TYPE_CHECKING:
@@ -82,7 +82,12 @@ class Subscription:
         self._delivered_seq = 0  # last seq handed to the caller: the resume point
         self._fetched_seq = 0  # last seq in the buffer
         self._join_until = 0  # events up to this seq are joined (batch replay)
-        self._buffer: deque[StoredEvent] = deque()
+        # The events fetched and not yet delivered, as the caller receives
+        # them: seqs _delivered_seq + 1 to _fetched_seq.
+        self._buffer: deque[Event] = deque()
+        # While joining (batch replay): for each buffered event up to
+        # _join_until, from the first, whether it is text (joinable).
+        self._joinable: deque[bool] = deque()
         self._feed: SessionFeed | None = None  # none for a finished session
         # Level with the feed, which fills the buffer (SessionFeed.attach).
         self._following = False
@@ -145,10 +150,18 @@ class Subscription:
 
     async def _open(self) -> None:
         self._runtime.require_open()
-        result = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
-        if result is None:
+        stored: tuple[SessionRecord, list[StoredEvent]] | None = None
+        built: tuple[SessionRecord, list[Event]] | None = None
+        if self._batch_replay:  # joining needs each event's kind
+            stored = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
+        else:
+            built = await read_events(
+                self._backend, self._session_id, after=self._after, limit=PAGE_SIZE
+            )
+        found = stored or built
+        if found is None:
             raise SessionNotFoundError(f"no session {self._session_id!r}")
-        record, events = result
+        record = found[0]
         after = self._after
         if after is not None and (
             after.generation > record.generation
@@ -162,7 +175,11 @@ class Subscription:
         if after is not None and after.generation == record.generation:
             self._delivered_seq = self._fetched_seq = after.seq
         self._join_until = record.last_seq if self._batch_replay else 0
-        self._accept(record, events)
+        if stored is not None:
+            self._accept_stored(*stored)
+        else:
+            assert built is not None
+            self._accept(*built)
         if not record.state.terminal:
             # A live session is followed through the hub's feed. Its watch
             # opens after this read, and the feed reads the head after
@@ -180,16 +197,14 @@ class Subscription:
         while not buffer and self._following:  # the feed fills it, or lets go
             assert self._wakeup is not None
             await self._wakeup.wait()
-        if not buffer or buffer[0].seq <= self._join_until or not self._inside:
+        if not buffer or self._delivered_seq < self._join_until or not self._inside:
             await self._wait_for_events()
-            if buffer[0].seq <= self._join_until:
+            if self._delivered_seq < self._join_until:
                 return await self._next_replayed()
         # Handed over as fetched; nothing awaits between taking it and moving
         # the cursor, so a cancelled __anext__ never loses or repeats one.
-        stored = buffer.popleft()
-        self._delivered_seq = stored.seq
-        shared = stored.shared  # built once for every reader (all but JSON)
-        return shared if shared is not None else stored.to_event(self._generation)
+        self._delivered_seq += 1
+        return buffer.popleft()
 
     async def _wait_for_events(self) -> None:
         """Take events from the feed, or storage, until the buffer holds one.
@@ -219,7 +234,7 @@ class Subscription:
                 continue
             if result is None:
                 await changed.wait()
-            elif not self._accept(*result):
+            elif not self._accept_stored(*result):
                 # Level with storage, live: from here the feed hands this
                 # reader each batch (checked again once it lets go).
                 if self._wakeup is None:
@@ -230,12 +245,10 @@ class Subscription:
     # -- what the feed calls while this subscription follows it (_feed.Follower) --
 
     def pushed(self, events: list[StoredEvent]) -> bool:
-        buffer = self._buffer
-        if len(buffer) + len(events) > PAGE_SIZE:  # not reading: it reads on itself, later
+        if len(self._buffer) + len(events) > PAGE_SIZE:  # not reading: it reads on itself, later
             self._following = False
             return False
-        buffer.extend(events)
-        self._fetched_seq = events[-1].seq
+        self._buffer_stored(events)
         assert self._wakeup is not None
         self._wakeup.wake()
         return True
@@ -278,34 +291,32 @@ class Subscription:
     def _take_buffered(self) -> list[Event]:
         """Every buffered event that needs no joining, delivered now."""
         buffer = self._buffer
-        if not buffer or buffer[0].seq <= self._join_until:
+        if not buffer or self._delivered_seq < self._join_until:
             return []
-        # Events the backend built once for all readers, taken in C; the few
-        # it could not share (JSON, decoded per reader) are built here.
-        taken: list[Event | None] = list(map(_shared_event, buffer))
-        if not all(taken):  # (not `None in`: that would call Event.__eq__ per event)
-            generation = self._generation
-            taken = [stored.to_event(generation) for stored in buffer]
-        self._delivered_seq = buffer[-1].seq
+        taken = list(buffer)
+        self._delivered_seq = self._fetched_seq
         buffer.clear()
-        return cast(list[Event], taken)
+        return taken
 
     async def _next_replayed(self) -> Event:
         """Join a run of text events of one name into one event with the last id."""
         first = self._buffer[0]
-        if first.kind is not DataKind.TEXT:
+        if not self._joinable[0]:
             return self._deliver(1)
         count = 1
         while True:
-            for stored in itertools.islice(self._buffer, count, None):
-                if (
-                    stored.seq > self._join_until
-                    or stored.kind is not DataKind.TEXT
-                    or stored.event != first.event
-                ):
+            # Flags cover the buffered events up to _join_until: past them, the run ends.
+            for joinable, event in itertools.islice(
+                zip(self._joinable, self._buffer, strict=False), count, None
+            ):
+                if not joinable or event.event != first.event:
                     return self._deliver(count)
                 count += 1
-            if self._fetched_seq >= self._join_until or not await self._fetch_stored():
+            if (
+                count < len(self._buffer)
+                or self._fetched_seq >= self._join_until
+                or not await self._fetch_stored()
+            ):
                 return self._deliver(count)
 
     def _deliver(self, count: int) -> Event:
@@ -315,11 +326,13 @@ class Subscription:
         cancelled ``__anext__`` never loses or repeats an event.
         """
         taken = [self._buffer.popleft() for _ in range(count)]
-        self._delivered_seq = taken[-1].seq
+        for _ in range(min(count, len(self._joinable))):
+            self._joinable.popleft()
+        self._delivered_seq += count
         if count == 1:
-            return taken[0].to_event(self._generation)
-        text = "".join(str(stored.payload) for stored in taken)
-        return Event(format_event_id(self._generation, taken[-1].seq), taken[0].event, text)
+            return taken[0]
+        text = "".join(cast(list[str], [event.data for event in taken]))
+        return Event(format_event_id(self._generation, self._delivered_seq), taken[0].event, text)
 
     async def _fetch_stored(self) -> bool:
         """The next page of what was stored when the subscription began (to
@@ -331,7 +344,7 @@ class Subscription:
         except BehindWindow:
             result = None
         if result is not None and result[1]:
-            return self._accept(*result)
+            return self._accept_stored(*result)
         return await self._read_storage()
 
     async def _read_storage(self) -> bool:
@@ -344,13 +357,7 @@ class Subscription:
         backoff, give_up = Backoff(), None
         while True:
             try:
-                if self._feed is None:
-                    result = await self._backend.read(
-                        self._session_id, after=after, limit=PAGE_SIZE
-                    )
-                else:  # shared with the session's other readers at this cursor
-                    result = await self._feed.read_storage(after)
-                break
+                return await self._read_page(after)
             except BackendUnavailableError:
                 if give_up is None:
                     give_up = anyio.current_time() + self._lease_ttl
@@ -358,13 +365,48 @@ class Subscription:
                 if anyio.current_time() + delay > give_up:
                     raise
                 await anyio.sleep(delay)
-        if result is None:
+
+    async def _read_page(self, after: Cursor) -> bool:
+        if self._feed is not None:  # shared with the session's other readers at this cursor
+            stored = await self._feed.read_storage(after)
+        elif self._batch_replay:  # joining needs each event's kind
+            stored = await self._backend.read(self._session_id, after=after, limit=PAGE_SIZE)
+        else:  # for this reader alone: built as it receives them, and no more
+            built = await read_events(self._backend, self._session_id, after=after, limit=PAGE_SIZE)
+            if built is not None:
+                return self._accept(*built)
+            stored = None
+        if stored is None:
             raise SessionNotFoundError(
                 f"session {self._session_id!r} was removed or expired while being read"
             )
-        return self._accept(*result)
+        return self._accept_stored(*stored)
 
-    def _accept(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
+    def _accept_stored(self, record: SessionRecord, events: list[StoredEvent]) -> bool:
+        """:meth:`_accept` for a page of stored events."""
+        if events and record.generation == self._generation:
+            self._buffer_stored(events)
+            return self._fetched(record)
+        return self._accept(record, [])
+
+    def _buffer_stored(self, events: list[StoredEvent]) -> None:
+        """Buffer ``events``, which follow those fetched, as the caller receives them."""
+        # Events the backend built once for all readers, taken in C; the few
+        # it could not share (JSON, decoded per reader) are built here.
+        taken: list[Event | None] = list(map(_shared_event, events))
+        if not all(taken):  # (not `None in`: that would call Event.__eq__ per event)
+            generation = self._generation
+            taken = [stored.to_event(generation) for stored in events]
+        joining = self._join_until - events[0].seq + 1
+        if joining > 0:
+            self._joinable.extend(stored.kind is DataKind.TEXT for stored in events[:joining])
+        self._buffer.extend(cast(list[Event], taken))
+        self._fetched_seq = events[-1].seq
+
+    def _accept(self, record: SessionRecord, events: list[Event]) -> bool:
+        """Take in a read's ``record`` and page (the events that follow those
+        fetched, as the caller receives them); ``True`` if it brought events
+        or the outcome."""
         if record.generation != self._generation:
             outcome = outcome_of(record, self._generation)
             if outcome is None:
@@ -385,14 +427,19 @@ class Subscription:
             return True
         if events:
             self._buffer.extend(events)
-            self._fetched_seq = events[-1].seq
-            if record.state.terminal and self._fetched_seq >= record.last_seq:
-                self._ending = outcome_of(record, self._generation)
-            return True
+            self._fetched_seq += len(events)
+            return self._fetched(record)
         if record.state.terminal and self._fetched_seq >= record.last_seq:
             self._outcome = outcome_of(record, self._generation)
             return True
         return False
+
+    def _fetched(self, record: SessionRecord) -> bool:
+        """Events up to ``record``'s were fetched: if they end its generation,
+        the outcome is known once they are delivered, with no read to learn it."""
+        if record.state.terminal and self._fetched_seq >= record.last_seq:
+            self._ending = outcome_of(record, self._generation)
+        return True
 
 
 class EventBatches:

@@ -10,6 +10,7 @@ from ._protocol import Backend as Backend
 from ._protocol import BatchAppender as BatchAppender
 from ._protocol import BatchRenewer as BatchRenewer
 from ._protocol import CallsOnChange as CallsOnChange
+from ._protocol import ReadsEvents as ReadsEvents
 from ._protocol import ReleasesClaims as ReleasesClaims
 from ._protocol import Renewal as Renewal
 from ._protocol import SessionRecord as SessionRecord
@@ -17,6 +18,7 @@ from ._protocol import StoresAtOnce as StoresAtOnce
 from ._protocol import Watch as Watch
 from ._protocol import WatchesAppends as WatchesAppends
 from ._protocol import append_each as append_each
+from ._protocol import read_events as read_events
 from ._watch import AppendListener as AppendListener
 from .memory import MemoryBackend as MemoryBackend
 
@@ -27,11 +29,13 @@ __all__ = [
     "BatchAppender",
     "BatchRenewer",
     "MemoryBackend",
+    "ReadsEvents",
     "ReleasesClaims",
     "SessionRecord",
     "Watch",
     "append_each",
     "backend_from_url",
+    "read_events",
 ]
 
 

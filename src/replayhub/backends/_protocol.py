@@ -32,6 +32,11 @@ of the previous generation, and a cancel flag. Its duties:
 * **Atomic snapshots.** ``read`` returns a record and events that belong
   together (``head`` the record alone): if the record is terminal, the
   events up to ``record.last_seq`` are all the generation will ever have.
+* **Pages for one reader (optional).** A backend with ``read_events``
+  (:class:`ReadsEvents`) reads a page straight into the
+  :class:`~replayhub.Event` objects one reader receives; the core reads a
+  finished session's log that way (:func:`read_events` falls back on
+  ``read``).
 * **Wake-ups.** Watches are signalled after every change they cover. A
   signal may be spurious or coalesced, never lost while the watch is open.
 * **Stored batches handed over (optional).** A backend with
@@ -50,13 +55,22 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Protocol, Self
+from typing import Protocol, Self, cast
 
 import anyio
 
 from .._error_types import ErrorType
 from .._errors import EventsLostError
-from .._events import Cursor, Metadata, Outcome, SessionInfo, State, StoredEvent, utc_datetime
+from .._events import (
+    Cursor,
+    Event,
+    Metadata,
+    Outcome,
+    SessionInfo,
+    State,
+    StoredEvent,
+    utc_datetime,
+)
 from ._watch import AppendListener
 
 
@@ -198,6 +212,20 @@ class CallsOnChange(Protocol):
     ) -> AbstractAsyncContextManager[Watch]:
         """:meth:`Backend.watch_claim`, with ``on_change()`` called for each
         wake-up, as :meth:`call_on_change`."""
+        ...
+
+
+class ReadsEvents(Protocol):
+    """A backend that reads a page as the events one reader receives."""
+
+    async def read_events(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[Event]] | None:
+        """:meth:`Backend.read`, with the page as the :class:`~replayhub.Event`
+        objects one reader receives, in order: JSON decoded for that reader
+        alone, and no :class:`StoredEvent` built on the way (a late replay
+        is mostly building objects: one per event, not two). The events are
+        consecutive, from the one ``read`` would return first."""
         ...
 
 
@@ -349,6 +377,23 @@ async def append_each(backend: Backend, appends: Sequence[AppendRequest]) -> lis
         for index, request in enumerate(appends):
             task_group.start_soon(store, index, request)
     return results
+
+
+async def read_events(
+    backend: Backend, session_id: str, *, after: Cursor | None, limit: int
+) -> tuple[SessionRecord, list[Event]] | None:
+    """:meth:`ReadsEvents.read_events`, through ``read`` for a backend without it."""
+    reads_events = getattr(backend, "read_events", None)
+    if reads_events is not None:
+        return cast(
+            "tuple[SessionRecord, list[Event]] | None",
+            await reads_events(session_id, after=after, limit=limit),
+        )
+    found = await backend.read(session_id, after=after, limit=limit)
+    if found is None:
+        return None
+    record, events = found
+    return record, [stored.to_event(record.generation) for stored in events]
 
 
 def check_batch_follows(events: Sequence[StoredEvent], *, stored: int) -> None:

@@ -22,6 +22,7 @@ from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import (
     Cursor,
+    Event,
     Metadata,
     Outcome,
     PackedEvents,
@@ -248,6 +249,25 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        page = await self._read_page(session_id, after=after, limit=limit)
+        if page is None:
+            return None
+        record, events, start = page
+        return record, events.unpack(start, start + limit)
+
+    async def read_events(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[Event]] | None:
+        page = await self._read_page(session_id, after=after, limit=limit)
+        if page is None:
+            return None
+        record, events, start = page
+        return record, events.events(record.generation, start, start + limit)
+
+    async def _read_page(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, PackedEvents, int] | None:
+        """The record, the log and the index in it of the first event to read."""
         check_read_limit(limit)
         await checkpoint()
         self._require_open()
@@ -260,7 +280,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             start = after.seq
         elif after is not None and after.generation > session.generation:
             start = len(session.events)
-        return session.record(session_id, now), session.events.unpack(start, start + limit)
+        return session.record(session_id, now), session.events, start
 
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int

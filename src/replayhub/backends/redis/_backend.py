@@ -37,7 +37,7 @@ from ..._errors import (
     SessionBusyError,
     unwrap_single_exception,
 )
-from ..._events import Cursor, Metadata, Outcome, State, StoredEvent
+from ..._events import Cursor, Event, Metadata, Outcome, PackedEvents, State, StoredEvent
 from .._clock import running_trio
 from .._protocol import (
     AppendRequest,
@@ -51,7 +51,7 @@ from .._protocol import (
 from .._watch import AppendListener
 from ._connect import RedisTarget, Topology, parse_url
 from ._driver import DriverFactory, DriverName, RedisDriver
-from ._keys import SessionKeys, decode_entries, encode_batch, session_keys
+from ._keys import SessionKeys, decode_columns, encode_batch, session_keys
 from ._notifier import Notifier
 
 __all__ = ["RedisBackend"]
@@ -440,21 +440,39 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
     async def read(
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, list[StoredEvent]] | None:
+        page = await self._read_page(session_id, after=after, limit=limit)
+        if page is None:
+            return None
+        record, events = page
+        return record, events.unpack(0, len(events), share=record.generation)
+
+    async def read_events(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, list[Event]] | None:
+        page = await self._read_page(session_id, after=after, limit=limit)
+        if page is None:
+            return None
+        record, events = page
+        return record, events.events(record.generation, 0, len(events))
+
+    async def _read_page(
+        self, session_id: str, *, after: Cursor | None, limit: int
+    ) -> tuple[SessionRecord, PackedEvents] | None:
         check_read_limit(limit)
         found = await self._read(session_id, after=after, limit=limit)
         if found is None:
             return None
         record, entries = found
         after_seq = after.seq if after is not None and after.generation == record.generation else 0
-        events = decode_entries(entries, after_seq=after_seq, limit=limit)
+        events = decode_columns(entries, after_seq=after_seq, limit=limit)
         if (
             after_seq < record.last_seq
             and (after is None or after.generation <= record.generation)
-            and (not events or events[0].seq != after_seq + 1)
+            and (not events or events.first_seq != after_seq + 1)
         ):
             # The log lost its head (evicted, then recreated by a write that
             # got in before the check in _read existed, or by another client).
-            first = events[0].seq if events else record.last_seq + 1
+            first = events.first_seq if events else record.last_seq + 1
             raise EventsLostError(
                 f"session {session_id!r}: events {after_seq + 1}-{first - 1} are missing "
                 "from its stored log"

@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from ..._events import KINDS_BY_NUMBER, DataKind, Event, StoredEvent
+from ..._errors import EventsLostError
+from ..._events import KINDS_BY_NUMBER, DataKind, Event, PackedEvents, StoredEvent
 
 
 def _escape(session_id: str) -> str:
@@ -116,52 +117,60 @@ def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:
     entry_id, space, value = message.partition(b" ")
     if not space:
         return None
-    generation = int(entry_id.partition(b"-")[0])
-    return generation, decode_entries([(entry_id, [b"b", value])], after_seq=0, limit=None)
+    generation_text, _, last_text = entry_id.decode().partition("-")
+    split = value.index(b"\n")
+    header = value[:split]
+    runs = _parsed_header(header) if len(header) <= _CACHED_HEADER else json.loads(header)
+    if len(runs) == 1 and len(runs[0][3]) == 1:
+        # One event (a token at chat rates, per session per write): its id
+        # is the entry's, and no columns are worth making for it.
+        kind_number, name, size, _ = runs[0]
+        kind = KINDS_BY_NUMBER[kind_number]
+        chunk = value[split + 1 : split + 1 + size]
+        payload: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
+        shared = None if kind is DataKind.JSON else Event(entry_id.decode(), name, payload)
+        return int(generation_text), [StoredEvent(int(last_text), name, kind, payload, shared)]
+    generation = int(generation_text)
+    packed = decode_columns([(entry_id, [b"b", value])], after_seq=0, limit=None)
+    return generation, packed.unpack(0, len(packed), share=generation)
 
 
-def decode_entries(
+def decode_columns(
     entries: list[tuple[bytes, list[bytes]]], *, after_seq: int, limit: int | None
-) -> list[StoredEvent]:
-    """The events of raw ``XRANGE`` entries that follow ``after_seq``, at
-    most ``limit`` (``None``: all of them).
+) -> PackedEvents:
+    """The events of raw ``XRANGE`` entries (of one generation) that follow
+    ``after_seq``, at most ``limit`` (``None``: all of them), in columns:
+    what a page read becomes, built into objects only as a reader needs
+    them (:meth:`PackedEvents.events`, :meth:`PackedEvents.unpack`).
 
-    Each event carries its :class:`~replayhub.Event`, built here once for
-    every subscription of this process that delivers it.
+    The loop over a run's events is most of a late replay's decoding: it
+    skips the run's events before the cursor and past the limit by slicing,
+    tests the run's kind once, and keeps only each payload; an entry wholly
+    before the cursor is skipped on its id, unparsed.
 
-    An entry of one event (a token written as it came: most entries of a
-    chat reply, and every notification of one) is its own short way: the
-    entry id is the event id. For the rest, the loop over a run's events is
-    most of a late replay's time: it skips
-    the run's events before the cursor and past the limit by slicing, tests
-    the run's kind once, and formats each id from the entry's prefix (a
-    call and an enum look-up per event took decoding from 964 to 1,131 ns
-    per event; a test per event of cursor, kind and limit about 8% more).
+    :raises ~replayhub.EventsLostError: if an entry does not follow the one
+        before it (events missing from the middle of the log).
     """
-    events: list[StoredEvent] = []
-    append = events.append
+    names: list[str] = []
+    kinds: list[DataKind] = []
+    payloads: list[str | bytes] = []
+    keep = payloads.append
+    first_seq = next_seq = after_seq + 1  # of the first event taken; of the next
     for entry_id, fields in entries:
-        entry_text = entry_id.decode()
-        generation_text, _, last_text = entry_text.partition("-")
+        last = int(entry_id.partition(b"-")[2])
+        if last <= after_seq:
+            continue
         value = fields[1]
         split = value.index(b"\n")
         header = value[:split]
         runs = _parsed_header(header) if len(header) <= _CACHED_HEADER else json.loads(header)
-        if len(runs) == 1 and len(runs[0][3]) == 1:  # one event: its id is the entry's
-            seq = int(last_text)
-            if seq <= after_seq:
-                continue
-            kind_number, name, size, _ = runs[0]
-            kind = KINDS_BY_NUMBER[kind_number]
-            chunk = value[split + 1 : split + 1 + size]
-            payload: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
-            shared = None if kind is DataKind.JSON else Event(entry_text, name, payload)
-            append(StoredEvent(seq, name, kind, payload, shared))
-            if len(events) == limit:
-                return events
-            continue
-        id_prefix = f"{generation_text}-"  # each event's id: half the time of formatting both
-        seq = int(last_text) - sum(len(run[3]) for run in runs)  # before the first
+        seq = last - sum(len(run[3]) for run in runs)  # before the entry's first event
+        if payloads and seq + 1 != next_seq:
+            raise EventsLostError(
+                f"events {next_seq}-{seq} are missing from the stored log"
+                if seq >= next_seq
+                else f"the stored log repeats events {seq + 1}-{next_seq - 1}"
+            )
         position = split + 1
         for kind_number, name, size, lengths in runs:
             chunk = value[position : position + size]
@@ -170,25 +179,29 @@ def decode_entries(
             if skip >= len(lengths):
                 seq += len(lengths)
                 continue
+            if not payloads:
+                first_seq = next_seq = seq + skip + 1
             kind = KINDS_BY_NUMBER[kind_number]  # not DataKind(...): an enum call
             data: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
-            wanted = lengths[skip:] if limit is None else lengths[skip : skip + limit - len(events)]
-            start = sum(lengths[:skip])
-            seq += skip
-            if kind is DataKind.JSON:  # decoded per reader: no shared Event
-                for length in wanted:
-                    seq += 1
-                    end = start + length
-                    append(StoredEvent(seq, name, kind, data[start:end]))
-                    start = end
+            if len(lengths) == 1:  # a token written as it came: most entries of a reply
+                keep(data)
+                taken = 1
             else:
+                wanted = (
+                    lengths[skip:]
+                    if limit is None
+                    else lengths[skip : skip + limit - len(payloads)]
+                )
+                start = sum(lengths[:skip])
                 for length in wanted:
-                    seq += 1
                     end = start + length
-                    payload = data[start:end]
-                    shared = Event(f"{id_prefix}{seq}", name, payload)  # format_event_id
-                    append(StoredEvent(seq, name, kind, payload, shared))
+                    keep(data[start:end])
                     start = end
-            if len(events) == limit:  # (else the whole run was taken)
-                return events
-    return events
+                taken = len(wanted)
+            names.extend(itertools.repeat(name, taken))
+            kinds.extend(itertools.repeat(kind, taken))
+            seq += len(lengths)
+            next_seq += taken
+            if len(payloads) == limit:
+                return PackedEvents.of_columns(first_seq, names, kinds, payloads)
+    return PackedEvents.of_columns(first_seq, names, kinds, payloads)
