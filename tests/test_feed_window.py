@@ -49,7 +49,7 @@ def window_feed() -> SessionFeed:
 
 
 class _Follower:
-    def pushed(self, events: list[StoredEvent]) -> bool:
+    def pushed(self, events: list[StoredEvent], shared: list[Event] | None) -> bool:
         return True
 
     def released(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import operator
 from collections import deque
 from typing import TYPE_CHECKING, cast
 
@@ -16,16 +15,13 @@ from ._errors import (
     SessionNotFoundError,
 )
 from ._events import Cursor, DataKind, Event, Outcome, State, StoredEvent, format_event_id
-from ._feed import PAGE_SIZE, BehindWindow, SessionFeed
+from ._feed import PAGE_SIZE, BehindWindow, SessionFeed, shared_event
 from ._wakeup import Wakeup, wakeup_factory
 from .backends import SessionRecord, read_events
 from .backends._retry import Backoff
 
 if TYPE_CHECKING:
     from ._runtime import HubRuntime
-
-_shared_event = operator.attrgetter("shared")
-
 
 def outcome_of(record: SessionRecord, generation: int) -> Outcome | None:
     """How ``generation`` of ``record``'s session ended, if the record knows."""
@@ -244,11 +240,16 @@ class Subscription:
 
     # -- what the feed calls while this subscription follows it (_feed.Follower) --
 
-    def pushed(self, events: list[StoredEvent]) -> bool:
-        if len(self._buffer) + len(events) > PAGE_SIZE:  # not reading: it reads on itself, later
+    def pushed(self, events: list[StoredEvent], shared: list[Event] | None) -> bool:
+        buffer = self._buffer
+        if len(buffer) + len(events) > PAGE_SIZE:  # not reading: it reads on itself, later
             self._following = False
             return False
-        self._buffer_stored(events)
+        if shared is not None and events[0].seq > self._join_until:
+            buffer.extend(shared)
+            self._fetched_seq = events[-1].seq
+        else:
+            self._buffer_stored(events)
         assert self._wakeup is not None
         self._wakeup.wake()
         return True
@@ -393,7 +394,7 @@ class Subscription:
         """Buffer ``events``, which follow those fetched, as the caller receives them."""
         # Events the backend built once for all readers, taken in C; the few
         # it could not share (JSON, decoded per reader) are built here.
-        taken: list[Event | None] = list(map(_shared_event, events))
+        taken: list[Event | None] = list(map(shared_event, events))
         if not all(taken):  # (not `None in`: that would call Event.__eq__ per event)
             generation = self._generation
             taken = [stored.to_event(generation) for stored in events]
