@@ -23,6 +23,7 @@ from .backends._retry import Backoff
 if TYPE_CHECKING:
     from ._runtime import HubRuntime
 
+
 def outcome_of(record: SessionRecord, generation: int) -> Outcome | None:
     """How ``generation`` of ``record``'s session ended, if the record knows."""
     if generation == record.generation:

@@ -22,7 +22,6 @@ from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import (
     Cursor,
-    Event,
     Metadata,
     Outcome,
     PackedEvents,
@@ -30,6 +29,7 @@ from .._events import (
     StoredEvent,
 )
 from ._clock import loop_clock
+from ._pages import ReadsPages
 from ._protocol import (
     AppendRequest,
     Renewal,
@@ -88,7 +88,7 @@ class _Session:
         self.updated_at = time.time()
 
 
-class MemoryBackend(anyio.AsyncContextManagerMixin):
+class MemoryBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     """Sessions held in this process; shared by every hub given this instance.
 
     :param sweep_interval: how often expired sessions are dropped and expired
@@ -246,28 +246,9 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
         session = self._current(session_id, now)
         return None if session is None else session.record(session_id, now)
 
-    async def read(
-        self, session_id: str, *, after: Cursor | None, limit: int
-    ) -> tuple[SessionRecord, list[StoredEvent]] | None:
-        page = await self._read_page(session_id, after=after, limit=limit)
-        if page is None:
-            return None
-        record, events, start = page
-        return record, events.unpack(start, start + limit)
-
-    async def read_events(
-        self, session_id: str, *, after: Cursor | None, limit: int
-    ) -> tuple[SessionRecord, list[Event]] | None:
-        page = await self._read_page(session_id, after=after, limit=limit)
-        if page is None:
-            return None
-        record, events, start = page
-        return record, events.events(record.generation, start, start + limit)
-
     async def _read_page(
         self, session_id: str, *, after: Cursor | None, limit: int
-    ) -> tuple[SessionRecord, PackedEvents, int] | None:
-        """The record, the log and the index in it of the first event to read."""
+    ) -> tuple[SessionRecord, PackedEvents, int, int] | None:
         check_read_limit(limit)
         await checkpoint()
         self._require_open()
@@ -280,7 +261,7 @@ class MemoryBackend(anyio.AsyncContextManagerMixin):
             start = after.seq
         elif after is not None and after.generation > session.generation:
             start = len(session.events)
-        return session.record(session_id, now), session.events, start
+        return session.record(session_id, now), session.events, start, start + limit
 
     async def list_sessions(
         self, *, state: State | None, limit: int, offset: int

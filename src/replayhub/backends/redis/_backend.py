@@ -37,8 +37,9 @@ from ..._errors import (
     SessionBusyError,
     unwrap_single_exception,
 )
-from ..._events import Cursor, Event, Metadata, Outcome, PackedEvents, State, StoredEvent
+from ..._events import Cursor, Metadata, Outcome, PackedEvents, State, StoredEvent
 from .._clock import running_trio
+from .._pages import ReadsPages
 from .._protocol import (
     AppendRequest,
     Renewal,
@@ -95,7 +96,7 @@ def _ms(seconds: float) -> int:
     return max(0, round(seconds * 1000))
 
 
-class RedisBackend(anyio.AsyncContextManagerMixin):
+class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     """Sessions in Redis, shared by every process that uses the same server
     and namespace.
 
@@ -437,27 +438,9 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
         found = await self._read(session_id, after=None, limit=0)
         return None if found is None else found[0]
 
-    async def read(
-        self, session_id: str, *, after: Cursor | None, limit: int
-    ) -> tuple[SessionRecord, list[StoredEvent]] | None:
-        page = await self._read_page(session_id, after=after, limit=limit)
-        if page is None:
-            return None
-        record, events = page
-        return record, events.unpack(0, len(events), share=record.generation)
-
-    async def read_events(
-        self, session_id: str, *, after: Cursor | None, limit: int
-    ) -> tuple[SessionRecord, list[Event]] | None:
-        page = await self._read_page(session_id, after=after, limit=limit)
-        if page is None:
-            return None
-        record, events = page
-        return record, events.events(record.generation, 0, len(events))
-
     async def _read_page(
         self, session_id: str, *, after: Cursor | None, limit: int
-    ) -> tuple[SessionRecord, PackedEvents] | None:
+    ) -> tuple[SessionRecord, PackedEvents, int, int] | None:
         check_read_limit(limit)
         found = await self._read(session_id, after=after, limit=limit)
         if found is None:
@@ -477,7 +460,7 @@ class RedisBackend(anyio.AsyncContextManagerMixin):
                 f"session {session_id!r}: events {after_seq + 1}-{first - 1} are missing "
                 "from its stored log"
             )
-        return record, events
+        return record, events, 0, len(events)
 
     async def _read(
         self, session_id: str, *, after: Cursor | None, limit: int
