@@ -40,8 +40,16 @@ from .backends._retry import Backoff
 
 logger = logging.getLogger(__name__)
 
-#: A StoredEvent's Event shared by all its readers (None for JSON), taken in C.
-shared_event = operator.attrgetter("shared")
+_shared_event = operator.attrgetter("shared")
+
+
+def shared_events(events: list[StoredEvent]) -> list[Event] | None:
+    """The Events every reader of ``events`` shares, taken in C; ``None``
+    if one has none (JSON, decoded per reader)."""
+    shared: list[Event | None] = list(map(_shared_event, events))
+    # (not `None in`: that would call Event.__eq__ per event)
+    return cast(list[Event], shared) if all(shared) else None
+
 
 #: Events the feed keeps (up to twice as many between trims): a reader up to
 #: this far behind the head still shares the window instead of reading storage.
@@ -301,10 +309,10 @@ class SessionFeed:
             return cast(list[StoredEvent], built)
         assert self._record is not None
         generation = self._record.generation
-        fresh = self._events.unpack(start, end)
+        fresh = self._events.unpack(start, end, share=generation)
         for index, stored in enumerate(built):
             if stored is None:
-                stored = built[index] = self._built[start + index] = fresh[index].share(generation)
+                stored = built[index] = self._built[start + index] = fresh[index]
                 self._shared[start + index] = stored.shared
         return cast(list[StoredEvent], built)
 
@@ -494,9 +502,7 @@ class SessionFeed:
             # Each follower buffers the Events it hands out: listed here
             # once for all of them (listed per follower, 100 followers of a
             # fast stream delivered about 4% less than they now do).
-            shared: list[Event] | None = list(map(shared_event, events))
-            if not all(cast(list[Event | None], shared)):  # (not `None in`: Event.__eq__)
-                shared = None
+            shared = shared_events(events)
             declined: list[Follower] | None = None
             for follower in followers:
                 if not follower.pushed(events, shared):

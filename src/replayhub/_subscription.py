@@ -15,7 +15,7 @@ from ._errors import (
     SessionNotFoundError,
 )
 from ._events import Cursor, DataKind, Event, Outcome, State, StoredEvent, format_event_id
-from ._feed import PAGE_SIZE, BehindWindow, SessionFeed, shared_event
+from ._feed import PAGE_SIZE, BehindWindow, SessionFeed, shared_events
 from ._wakeup import Wakeup, wakeup_factory
 from .backends import SessionRecord, read_events
 from .backends._retry import Backoff
@@ -147,18 +147,31 @@ class Subscription:
 
     async def _open(self) -> None:
         self._runtime.require_open()
-        stored: tuple[SessionRecord, list[StoredEvent]] | None = None
-        built: tuple[SessionRecord, list[Event]] | None = None
         if self._batch_replay:  # joining needs each event's kind
             stored = await self._backend.read(self._session_id, after=self._after, limit=PAGE_SIZE)
+            if stored is None:
+                raise SessionNotFoundError(f"no session {self._session_id!r}")
+            record = self._start(stored[0])
+            self._accept_stored(*stored)
         else:
             built = await read_events(
                 self._backend, self._session_id, after=self._after, limit=PAGE_SIZE
             )
-        found = stored or built
-        if found is None:
-            raise SessionNotFoundError(f"no session {self._session_id!r}")
-        record = found[0]
+            if built is None:
+                raise SessionNotFoundError(f"no session {self._session_id!r}")
+            record = self._start(built[0])
+            self._accept(*built)
+        if not record.state.terminal:
+            # A live session is followed through the hub's feed. Its watch
+            # opens after this read, and the feed reads the head after
+            # that: what was stored in between is read from storage
+            # (behind the feed's window), what comes later reaches the
+            # feed. A finished session's log is final (reads are atomic
+            # snapshots): it is read from storage, with no watch at all.
+            self._feed = await self._runtime.feeds.join(self._session_id)
+
+    def _start(self, record: SessionRecord) -> SessionRecord:
+        """Check the cursor against the first read's ``record``, and start at it."""
         after = self._after
         if after is not None and (
             after.generation > record.generation
@@ -172,19 +185,7 @@ class Subscription:
         if after is not None and after.generation == record.generation:
             self._delivered_seq = self._fetched_seq = after.seq
         self._join_until = record.last_seq if self._batch_replay else 0
-        if stored is not None:
-            self._accept_stored(*stored)
-        else:
-            assert built is not None
-            self._accept(*built)
-        if not record.state.terminal:
-            # A live session is followed through the hub's feed. Its watch
-            # opens after this read, and the feed reads the head after
-            # that: what was stored in between is read from storage
-            # (behind the feed's window), what comes later reaches the
-            # feed. A finished session's log is final (reads are atomic
-            # snapshots): it is read from storage, with no watch at all.
-            self._feed = await self._runtime.feeds.join(self._session_id)
+        return record
 
     def __aiter__(self) -> Subscription:
         return self
@@ -393,16 +394,16 @@ class Subscription:
 
     def _buffer_stored(self, events: list[StoredEvent]) -> None:
         """Buffer ``events``, which follow those fetched, as the caller receives them."""
-        # Events the backend built once for all readers, taken in C; the few
-        # it could not share (JSON, decoded per reader) are built here.
-        taken: list[Event | None] = list(map(shared_event, events))
-        if not all(taken):  # (not `None in`: that would call Event.__eq__ per event)
+        # Events the backend built once for all readers; the few it could
+        # not share (JSON, decoded per reader) are built here.
+        taken = shared_events(events)
+        if taken is None:
             generation = self._generation
             taken = [stored.to_event(generation) for stored in events]
         joining = self._join_until - events[0].seq + 1
         if joining > 0:
             self._joinable.extend(stored.kind is DataKind.TEXT for stored in events[:joining])
-        self._buffer.extend(cast(list[Event], taken))
+        self._buffer.extend(taken)
         self._fetched_seq = events[-1].seq
 
     def _accept(self, record: SessionRecord, events: list[Event]) -> bool:
