@@ -55,6 +55,19 @@ def free_slots(hub: Hub) -> int:
 
 
 @pytest.mark.usefixtures("redis_driver")
+async def test_a_hub_opens_its_command_connection_before_its_first_request(
+    fresh_redis: RedisServer,
+) -> None:
+    """A fresh process's first request does not wait for a connection: the
+    hub opens it while it starts (its Pub/Sub client takes the connection
+    the start-up check opened), and no more than the request would have."""
+    async with Hub.from_url(fresh_redis.url) as hub:
+        assert client_count(fresh_redis) == 2  # Pub/Sub, and one for commands
+        assert await hub.info("nothing") is None
+        assert client_count(fresh_redis) == 2
+
+
+@pytest.mark.usefixtures("redis_driver")
 async def test_a_thousand_subscriptions_share_a_few_connections(
     fresh_redis: RedisServer, redis_driver: str
 ) -> None:
