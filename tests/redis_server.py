@@ -129,6 +129,14 @@ class RedisServer:
             [cli, "-p", str(self.port), *args], check=True, capture_output=True, timeout=10
         ).stdout
 
+    def script_calls(self) -> int:
+        """``EVALSHA`` calls the server has run (refused ones too)."""
+        stats = self.command("INFO", "commandstats").decode()
+        line = next(
+            (line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")), ""
+        )
+        return int(line.split("calls=")[1].split(",")[0]) if line else 0
+
     def replication_offset(self) -> int:
         """``master_repl_offset`` on a primary, ``slave_repl_offset`` on a replica."""
         info = self.command("info", "replication").decode()

@@ -19,7 +19,7 @@ from replayhub import (
     SessionNotFoundError,
     State,
 )
-from replayhub._events import Cursor, DataKind, StoredEvent
+from replayhub._events import Cursor, DataKind, Event, StoredEvent
 from replayhub.backends import Backend, ReadsEvents, Renewal, read_events
 
 from .backends import BackendServers
@@ -115,6 +115,39 @@ async def test_a_page_read_as_events_is_the_page_as_a_reader_receives_it(
     assert await reader.read_events("absent", after=None, limit=1) is None
     with pytest.raises(ValueError, match="at least 1"):
         await reader.read_events(SESSION, after=None, limit=0)
+
+
+async def test_a_finished_session_reads_back_exactly_page_after_page(backend: Backend) -> None:
+    """A reader of a finished session reads it a page at a time, each page
+    from the last one's end (on Redis, every page after the first without
+    the read script): the same record every time, every event once."""
+    record = await backend.claim(SESSION, metadata={"k": 1}, lease_ttl=30, retention=60)
+    generation = record.generation
+    sent = stored(1, MIXED) + stored(10, MIXED[:1]) + stored(11, MIXED * 2)
+    for batch in (sent[:9], sent[9:10], sent[10:]):
+        await backend.append(SESSION, generation, batch, metadata=None)
+    await backend.finish(
+        SESSION, generation, state=State.FAILED, error="boom", error_type=None, retention=60
+    )
+    reader = cast(ReadsEvents, backend)
+    expected = [event.to_event(generation) for event in sent]
+    for limit in (1, 2, 4, 9, 10, 11, 100):
+        got: list[Event] = []
+        after = None
+        while len(got) < len(sent):
+            found = await reader.read_events(SESSION, after=after, limit=limit)
+            assert found is not None
+            page_record, events = found
+            assert page_record.state is State.FAILED
+            assert (page_record.generation, page_record.last_seq) == (generation, len(sent))
+            assert (page_record.error, page_record.metadata) == ("boom", {"k": 1})
+            assert events, (limit, len(got))
+            got += events
+            after = Cursor(generation, len(got))
+        assert got == expected, limit
+        found = await reader.read_events(SESSION, after=after, limit=limit)
+        assert found is not None
+        assert found[1] == []
 
 
 async def test_a_backend_without_page_reads_is_read_through_read(backend: Backend) -> None:

@@ -58,13 +58,6 @@ def hub_on(cluster: RedisClusterNodes, namespace: str) -> Hub:
     return Hub.from_url(cluster.url, namespace=namespace, lease_ttl=8.0, retention=60.0)
 
 
-def evalsha_calls(node: RedisServer) -> int:
-    for line in node.command("info", "commandstats").decode().splitlines():
-        if line.startswith("cmdstat_evalsha:"):
-            return int(line.split("calls=")[1].split(",")[0])
-    return 0
-
-
 # coredis keeps a timed-out connection, so the copy it sent first still runs
 # when the pause ends; redis-py closes it, and the server drops the copy
 # unrun: only coredis makes a duplicate run to prove this with.
@@ -83,7 +76,7 @@ async def test_an_append_retried_by_the_cluster_client_is_stored_once(
         record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
         first = [StoredEvent(1, "", DataKind.TEXT, "e1")]
         await backend.append(SESSION, record.generation, first, metadata=None)
-        calls_before = evalsha_calls(node)
+        calls_before = node.script_calls()
         node.command("client", "pause", "1000", "write")
         with anyio.fail_after(10):
             while True:
@@ -92,7 +85,7 @@ async def test_an_append_retried_by_the_cluster_client_is_stored_once(
                     break
                 except BackendUnavailableError:
                     continue
-        runs = evalsha_calls(node) - calls_before
+        runs = node.script_calls() - calls_before
         result = await backend.read(SESSION, after=None, limit=100)
     assert runs >= 2, "the pause did not make the client retry"
     assert result is not None

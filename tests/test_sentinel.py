@@ -20,12 +20,14 @@ import redis.asyncio.sentinel
 from coredis.connection import TCPLocation
 
 from replayhub import BackendUnavailableError, Hub, ReplayHubError, State, StorageRefusedError
+from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._redispy import SentinelGuard
 from replayhub.backends.redis._sentinel import Standing, standing
 
 from .helpers import collect, texts
 from .redis_server import RedisServer, SentinelSet
 from .streaming import Stream, stream_with_subscribers
+from .test_redis_pages import read_page_after_page
 
 #: Each test runs on each Redis driver (redis-py on asyncio only).
 pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("redis_driver")]
@@ -366,6 +368,18 @@ async def test_a_hub_on_an_apps_sentinel_made_client_leaves_it_open(
         # The app's client still works after the hub closed.
         with anyio.fail_after(5):
             assert await client.ping() in (True, b"PONG")
+
+
+async def test_a_finished_session_is_read_a_page_at_a_time_through_sentinel(
+    sentinels: SentinelSet, redis_driver: str
+) -> None:
+    """On the client the Sentinels lead the hub to, and on an app's."""
+    async with RedisBackend(sentinels.url, namespace="pages") as backend:
+        await read_page_after_page(backend, sentinels.primary)
+    async with AsyncExitStack() as stack:
+        client = await apps_sentinel_client(stack, sentinels, redis_driver)
+        async with RedisBackend.from_client(client, namespace="app-pages") as backend:
+            await read_page_after_page(backend, sentinels.primary)
 
 
 async def open_a_connection_to(client: Any, driver: str, node: RedisServer) -> None:

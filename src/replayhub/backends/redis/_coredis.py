@@ -89,7 +89,15 @@ from coredis.pool._sentinel import SentinelConnectionPool
 from coredis.retry import CompositeRetryPolicy, ConstantRetryPolicy
 
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
-from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
+from ._driver import (
+    TRANSIENT_REPLIES,
+    DriverName,
+    LogEntry,
+    LogRange,
+    Verdict,
+    entry_of,
+    translate_errors,
+)
 from ._sentinel import PrimaryGuard, ReplyCheck
 
 logger = logging.getLogger(__name__)
@@ -373,6 +381,24 @@ class CoredisDriver:
                 self._scripts[name], keys, args, write=name in self._writes, confirm_if=confirm_if
             )
         return await self._scripts[name](keys=keys, args=args)
+
+    async def read_log(
+        self, session_key: str, log_key: str, ranges: Sequence[LogRange]
+    ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
+        # Shielded: coredis 6.9 loses a pool slot for a pipeline cancelled
+        # mid-flight (see _sentinel's guard). Bounded by the reply timeout.
+        with anyio.CancelScope(shield=True):
+            async with self._client.pipeline(transaction=False) as pipe:
+                fields_request = pipe.hgetall(session_key)
+                range_requests = [
+                    pipe.xrange(log_key, start, end, count) for start, end, count in ranges
+                ]
+            fields: dict[bytes, bytes] = dict(await fields_request)
+            pages = [
+                [entry_of(entry.identifier, entry.field_values) for entry in await request]
+                for request in range_requests
+            ]
+        return fields, pages
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
         members: list[bytes] = await self._client.zrange(key, start, stop, rev=True)

@@ -49,6 +49,20 @@ class DriverName(enum.Enum):
     REDIS_PY = "redis-py"
 
 
+LogRange = tuple[str, str, int | None]
+"""An ``XRANGE``: the first and last entry ids, and at most how many entries
+(``None``: no ``COUNT``)."""
+
+LogEntry = tuple[bytes, list[bytes]]
+"""A log entry as ``XRANGE`` replies: its id, and its fields and values in turn."""
+
+
+def entry_of(identifier: bytes, field_values: Mapping[bytes, bytes]) -> LogEntry:
+    """A log entry from a client library's parse of one (its id, and its
+    fields and values as a mapping)."""
+    return identifier, [item for pair in field_values.items() for item in pair]
+
+
 class PubSubMessage(Protocol):
     def __getitem__(self, key: str) -> Any: ...
 
@@ -77,6 +91,16 @@ class RedisDriver(Protocol):
         otherwise :class:`~replayhub.BackendUnavailableError` is raised,
         the client having moved if that node is not the primary
         (``_sentinel``)."""
+        ...
+
+    async def read_log(
+        self, session_key: str, log_key: str, ranges: Sequence[LogRange]
+    ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
+        """``HGETALL session_key``, then ``XRANGE log_key start end [COUNT
+        count]`` for each range: one round trip to the node that holds both
+        keys, but not one snapshot (each command sees the keys as they are
+        when it runs; the caller checks what it gets). The hash, and each
+        range's entries as the scripts return them."""
         ...
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:

@@ -23,6 +23,7 @@ from contextlib import (
     ExitStack,
     asynccontextmanager,
     contextmanager,
+    nullcontext,
 )
 from typing import Any, NoReturn
 
@@ -47,7 +48,15 @@ from redis.exceptions import (
 
 from ..._errors import InvalidInputError
 from ._connect import MAX_CONNECTIONS, RedisTarget, Topology
-from ._driver import TRANSIENT_REPLIES, DriverName, Verdict, translate_errors
+from ._driver import (
+    TRANSIENT_REPLIES,
+    DriverName,
+    LogEntry,
+    LogRange,
+    Verdict,
+    entry_of,
+    translate_errors,
+)
 from ._sentinel import (
     REPLICA_WAIT_MS,
     SWITCH_MASTER,
@@ -83,6 +92,10 @@ class RedisPyDriver:
     async def ping(self) -> None:
         await self._client.ping()
 
+    def _at_most_allowed(self) -> AbstractAsyncContextManager[object]:
+        """Waits for a turn where commands at once are limited (a cluster)."""
+        return self._commands if self._commands is not None else nullcontext()
+
     async def run_script(
         self,
         name: str,
@@ -97,10 +110,18 @@ class RedisPyDriver:
             return await self._primary.run(
                 script, keys, args, write=name in self._writes, confirm_if=confirm_if
             )
-        if self._commands is not None:
-            async with self._commands:
-                return await script(keys=keys, args=args)
-        return await script(keys=keys, args=args)
+        async with self._at_most_allowed():
+            return await script(keys=keys, args=args)
+
+    async def read_log(
+        self, session_key: str, log_key: str, ranges: Sequence[LogRange]
+    ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
+        async with self._at_most_allowed(), self._client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(session_key)
+            for start, end, count in ranges:
+                pipe.xrange(log_key, start, end, count)
+            fields, *pages = await pipe.execute()
+        return fields, [[entry_of(*entry) for entry in page] for page in pages]
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
         # ZRANGE ... REV, which the documented ACL line allows (redis-py's

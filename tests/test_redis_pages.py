@@ -1,0 +1,223 @@
+"""Pages of a finished session after the first: read without the read script
+(``RedisBackend._read_finished_page``), yet exactly what the script reads,
+whatever changes between two pages."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import anyio
+import pytest
+
+from replayhub import State
+from replayhub._events import Cursor, DataKind, StoredEvent
+from replayhub.backends.redis import RedisBackend
+from replayhub.backends.redis._keys import session_keys
+
+from .redis_server import RedisServer
+
+pytestmark = pytest.mark.usefixtures("redis_driver")
+
+NAMESPACE = "pages"
+SESSION = "s"
+#: Ten write batches of 100 events: log entries <generation>-100 ... -1000.
+BATCHES, BATCH = 10, 100
+
+
+async def finished_session(backend: RedisBackend) -> int:
+    """A session of ``BATCHES`` stored batches, finished; its generation."""
+    record = await backend.claim(SESSION, metadata={"m": 1}, lease_ttl=30, retention=60)
+    for first in range(1, BATCHES * BATCH, BATCH):
+        batch = [
+            StoredEvent(seq, "message", DataKind.TEXT, f"e{seq}")
+            for seq in range(first, first + BATCH)
+        ]
+        await backend.append(SESSION, record.generation, batch, metadata=None)
+    await backend.finish(
+        SESSION, record.generation, state=State.DONE, error=None, error_type=None, retention=60
+    )
+    return record.generation
+
+
+async def page(backend: RedisBackend, after: Cursor | None, limit: int) -> Any:
+    """What a page read gives, comparably: ``None``, the error's class, or
+    the record (its lease left out: a clock reading) and the events."""
+    try:
+        found = await backend.read_events(SESSION, after=after, limit=limit)
+    except Exception as exc:
+        return type(exc)
+    if found is None:
+        return None
+    record, events = found
+    return replace(record, lease_remaining=None), events
+
+
+async def read_page_after_page(backend: RedisBackend, server: RedisServer) -> None:
+    """Writes a finished session through ``backend`` (on ``server``), then
+    reads it back a page at a time: every event once, and one read script
+    for all the pages, the first one's."""
+    generation = await finished_session(backend)
+    await backend.head("absent")  # the read script loaded (its first call is refused)
+    calls = server.script_calls()
+    texts: list[Any] = []
+    after = None
+    while len(texts) < BATCHES * BATCH:
+        found = await backend.read_events(SESSION, after=after, limit=230)
+        assert found is not None
+        record, events = found
+        assert record.state is State.DONE
+        assert record.metadata == {"m": 1}
+        texts += [event.data for event in events]
+        after = Cursor(generation, len(texts))
+    assert texts == [f"e{seq}" for seq in range(1, BATCHES * BATCH + 1)]
+    # Five pages (230 events each, the last 80), one read script: the first.
+    assert server.script_calls() - calls == 1
+
+
+async def test_later_pages_of_a_finished_session_skip_the_read_script(
+    fresh_redis: RedisServer,
+) -> None:
+    async with RedisBackend(fresh_redis.url, namespace=NAMESPACE) as backend:
+        await read_page_after_page(backend, fresh_redis)
+
+
+def claim_again(server: RedisServer, backend: RedisBackend) -> Any:
+    async def change() -> None:
+        await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+
+    return change
+
+
+def claim_again_and_write(server: RedisServer, backend: RedisBackend) -> Any:
+    async def change() -> None:
+        record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
+        batch = [StoredEvent(seq, "message", DataKind.TEXT, f"n{seq}") for seq in range(1, 601)]
+        await backend.append(SESSION, record.generation, batch, metadata=None)
+        await backend.finish(
+            SESSION, record.generation, state=State.DONE, error=None, error_type=None, retention=60
+        )
+
+    return change
+
+
+def remove(server: RedisServer, backend: RedisBackend) -> Any:
+    async def change() -> None:
+        await backend.remove(SESSION)
+
+    return change
+
+
+def delete_entries(*ends: int, log_too: bool = False) -> Any:
+    """Entries of the log deleted behind the backend's back (as eviction or
+    another client would), or the whole log."""
+
+    def make(server: RedisServer, backend: RedisBackend) -> Any:
+        async def change() -> None:
+            record = await backend.head(SESSION)
+            assert record is not None
+            log = session_keys(NAMESPACE, SESSION).log
+            if log_too:
+                server.command("DEL", log)
+            for end in ends:
+                server.command("XDEL", log, f"{record.generation}-{end}")
+
+        return change
+
+    return make
+
+
+def change_hash(*command: str) -> Any:
+    """The session's hash changed behind the backend's back, its log kept
+    (keys expire one at a time; another client)."""
+
+    def make(server: RedisServer, backend: RedisBackend) -> Any:
+        async def change() -> None:
+            record = await backend.head(SESSION)
+            assert record is not None
+            values = [str(record.generation + 1) if part == "{next}" else part for part in command]
+            server.command(values[0], session_keys(NAMESPACE, SESSION).session, *values[1:])
+
+        return change
+
+    return make
+
+
+def expire(server: RedisServer, backend: RedisBackend) -> Any:
+    async def change() -> None:
+        keys = session_keys(NAMESPACE, SESSION)
+        server.command("PEXPIRE", keys.session, "1")
+        server.command("PEXPIRE", keys.log, "1")
+        await anyio.sleep(0.05)
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "make_change",
+    [
+        claim_again,
+        claim_again_and_write,
+        remove,
+        delete_entries(log_too=True),
+        delete_entries(300),  # the first entry of the next page
+        delete_entries(500),  # the entry that holds the next page's last event
+        delete_entries(1000),  # the log's last entry
+        change_hash("DEL"),
+        change_hash("HSET", "g", "{next}"),
+        expire,
+    ],
+    ids=[
+        "claimed-again",
+        "claimed-again-and-written",
+        "removed",
+        "log-lost",
+        "page-head-lost",
+        "page-tail-lost",
+        "log-tail-lost",
+        "hash-lost",
+        "hash-of-another-generation",
+        "expired",
+    ],
+)
+async def test_a_session_changed_between_pages_reads_as_one_atomic_read_would(
+    fresh_redis: RedisServer, make_change: Any
+) -> None:
+    """The reader read a page of a finished session; then the session
+    changes; its next page is what a reader that never read it (read
+    script, one snapshot) gets at the same cursor."""
+    async with (
+        RedisBackend(fresh_redis.url, namespace=NAMESPACE) as reader,
+        RedisBackend(fresh_redis.url, namespace=NAMESPACE) as other,
+    ):
+        generation = await finished_session(other)
+        first = await reader.read_events(SESSION, after=None, limit=230)
+        assert first is not None
+        assert len(first[1]) == 230
+        await make_change(fresh_redis, other)()
+        for after in (230, 460, 920):
+            cursor = Cursor(generation, after)
+            again = await page(reader, cursor, 230)
+            # A backend of its own each time: none has read the session before.
+            async with RedisBackend(fresh_redis.url, namespace=NAMESPACE) as fresh:
+                assert again == await page(fresh, cursor, 230), after
+
+
+async def test_a_reader_that_saw_its_session_finished_still_reads_it_whole_later(
+    fresh_redis: RedisServer,
+) -> None:
+    """A session read finished, then claimed again and finished anew: a
+    page read with a cursor of the new generation is of the new one."""
+    async with RedisBackend(fresh_redis.url, namespace=NAMESPACE) as backend:
+        old = await finished_session(backend)
+        assert await backend.read_events(SESSION, after=Cursor(old, 0), limit=230) is not None
+        await claim_again_and_write(fresh_redis, backend)()
+        record = await backend.head(SESSION)
+        assert record is not None
+        assert record.generation > old
+        found = await backend.read_events(SESSION, after=Cursor(record.generation, 10), limit=5)
+        assert found is not None
+        assert [event.data for event in found[1]] == [f"n{seq}" for seq in range(11, 16)]
+        found = await backend.read_events(SESSION, after=Cursor(old, 230), limit=5)
+        assert found is not None  # an old generation's cursor reads the new one from its start
+        assert [event.data for event in found[1]] == [f"n{seq}" for seq in range(1, 6)]
