@@ -55,23 +55,25 @@ async def page(backend: RedisBackend, after: Cursor | None, limit: int) -> Any:
 
 async def read_page_after_page(backend: RedisBackend, server: RedisServer) -> None:
     """Writes a finished session through ``backend`` (on ``server``), then
-    reads it back a page at a time: every event once, and one read script
-    for all the pages, the first one's."""
+    reads it back a page at a time, twice: every event once each time, and
+    one read script in all, for the first page (after it the backend knows
+    the session finished)."""
     generation = await finished_session(backend)
     await backend.head("absent")  # the read script loaded (its first call is refused)
     calls = server.script_calls()
-    texts: list[Any] = []
-    after = None
-    while len(texts) < BATCHES * BATCH:
-        found = await backend.read_events(SESSION, after=after, limit=230)
-        assert found is not None
-        record, events = found
-        assert record.state is State.DONE
-        assert record.metadata == {"m": 1}
-        texts += [event.data for event in events]
-        after = Cursor(generation, len(texts))
-    assert texts == [f"e{seq}" for seq in range(1, BATCHES * BATCH + 1)]
-    # Five pages (230 events each, the last 80), one read script: the first.
+    for _ in range(2):
+        texts: list[Any] = []
+        after = None
+        while len(texts) < BATCHES * BATCH:
+            found = await backend.read_events(SESSION, after=after, limit=230)
+            assert found is not None
+            record, events = found
+            assert record.state is State.DONE
+            assert record.metadata == {"m": 1}
+            texts += [event.data for event in events]
+            after = Cursor(generation, len(texts))
+        assert texts == [f"e{seq}" for seq in range(1, BATCHES * BATCH + 1)]
+    # Ten pages (230 events each, every fifth 80), one read script.
     assert server.script_calls() - calls == 1
 
 
@@ -195,12 +197,14 @@ async def test_a_session_changed_between_pages_reads_as_one_atomic_read_would(
         assert first is not None
         assert len(first[1]) == 230
         await make_change(fresh_redis, other)()
-        for after in (230, 460, 920):
-            cursor = Cursor(generation, after)
+        cursors: list[Cursor | None] = [Cursor(generation, after) for after in (230, 460, 920)]
+        # None and an earlier generation's cursor: from the start.
+        cursors += [None, Cursor(generation - 1, 5)]
+        for cursor in cursors:
             again = await page(reader, cursor, 230)
             # A backend of its own each time: none has read the session before.
             async with RedisBackend(fresh_redis.url, namespace=NAMESPACE) as fresh:
-                assert again == await page(fresh, cursor, 230), after
+                assert again == await page(fresh, cursor, 230), cursor
 
 
 async def test_a_reader_that_saw_its_session_finished_still_reads_it_whole_later(

@@ -457,8 +457,9 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         self, session_id: str, *, after: Cursor | None, limit: int
     ) -> tuple[SessionRecord, PackedEvents, int, int] | None:
         check_read_limit(limit)
-        if after is not None and limit > 0 and self._remembers_finished(session_id, after):
-            page = await self._read_finished_page(session_id, after, limit)
+        start = self._finished_start(session_id, after)
+        if start is not None and limit > 0:
+            page = await self._read_finished_page(session_id, start, limit)
             if page is not None:
                 return page
         found = await self._read(session_id, after=after, limit=limit)
@@ -484,7 +485,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     async def _read_finished_page(
         self, session_id: str, after: Cursor, limit: int
     ) -> tuple[SessionRecord, PackedEvents, int, int] | None:
-        """The page after ``after`` of a generation last read finished,
+        """The page after ``after``, in a generation last read finished,
         read without the read script, or ``None`` where only the script can
         answer (the session changed since, or its log lacks the page).
 
@@ -525,11 +526,18 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             return None
         return record, events, 0, len(events)
 
-    def _remembers_finished(self, session_id: str, after: Cursor) -> bool:
-        """Whether the session was last read finished in the cursor's
-        generation, with events after it."""
+    def _finished_start(self, session_id: str, after: Cursor | None) -> Cursor | None:
+        """Where a read after ``after`` starts in the generation the session
+        was last read finished in, if it has events from there (a cursor of
+        an earlier generation, or none, reads it from its start, as the read
+        script would); else ``None``."""
         finished = self._finished.get(session_id)
-        return finished is not None and finished[0] == after.generation and after.seq < finished[1]
+        if finished is None:
+            return None
+        generation, last_seq = finished
+        if after is None or after.generation < generation:
+            after = Cursor(generation, 0)
+        return after if after.generation == generation and after.seq < last_seq else None
 
     def _note_finished(self, record: SessionRecord) -> None:
         """Remember whether ``record``'s generation is finished, so later
