@@ -17,6 +17,7 @@ from replayhub.backends.redis._redispy import RedisPyDriver
 
 from .helpers import collect, texts
 from .redis_server import RedisClusterNodes, RedisServer
+from .test_redis_pages import read_page_after_page
 
 
 def driver_of(hub: Hub) -> str:
@@ -88,6 +89,9 @@ async def test_a_hub_on_an_apps_redis_py_client_leaves_it_open(
         async with Hub.from_client(client, namespace=f"app-{decode_responses}") as hub:
             assert driver_of(hub) == "redis-py"
             await round_trip(hub, "s")
+            backend = hub._backend
+            assert isinstance(backend, RedisBackend)
+            await read_page_after_page(backend, None)  # pages read without the script too
         # The app's client still works after the hub closed.
         await client.set("still-open", "yes")
         assert await client.get("still-open") == ("yes" if decode_responses else b"yes")
@@ -166,6 +170,9 @@ async def test_a_hub_on_an_apps_redis_py_cluster_client_leaves_it_open(
         async with Hub.from_client(client, namespace="app-cluster") as hub:
             assert driver_of(hub) == "redis-py"
             await round_trip(hub, "s")
+            backend = hub._backend
+            assert isinstance(backend, RedisBackend)
+            await read_page_after_page(backend, None)  # pages read without the script too
         await client.set("still-open", "yes")
         assert await client.get("still-open") == b"yes"
     finally:
