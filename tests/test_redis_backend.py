@@ -310,8 +310,15 @@ def batches_of_runs(draw: st.DrawFn) -> list[StoredEvent]:
     return events
 
 
+@st.composite
+def one_event_batches(draw: st.DrawFn) -> list[StoredEvent]:
+    """A batch of one event, as a chat-rate producer writes each token."""
+    kind = draw(st.sampled_from(list(DataKind)))
+    return [StoredEvent(1, draw(st.sampled_from(["message", "é名"])), kind, draw(_PAYLOADS[kind]))]
+
+
 @given(
-    st.lists(batches_of_runs(), min_size=1, max_size=4),
+    st.lists(batches_of_runs() | one_event_batches(), min_size=1, max_size=8),
     st.integers(min_value=0, max_value=60),
     st.none() | st.integers(min_value=1, max_value=30),
 )
@@ -355,6 +362,16 @@ def test_a_log_with_events_missing_between_entries_is_not_decoded() -> None:
         decode_columns([entry(1, 2), entry(5, 2)], after_seq=0, limit=None)
     with pytest.raises(EventsLostError, match="repeats events 2-2"):
         decode_columns([entry(1, 2), entry(2, 2)], after_seq=0, limit=None)
+    # One-event entries (a chat-rate log) take their own way: checked alike.
+    with pytest.raises(EventsLostError, match="events 3-3 are missing"):
+        decode_columns([entry(1, 1), entry(2, 1), entry(4, 1)], after_seq=0, limit=None)
+    with pytest.raises(EventsLostError, match="repeats events 2-2"):
+        decode_columns([entry(1, 1), entry(2, 1), entry(2, 1)], after_seq=0, limit=None)
+    with pytest.raises(EventsLostError, match="events 3-4 are missing"):
+        decode_columns([entry(1, 2), entry(5, 1)], after_seq=1, limit=None)
+    tokens = decode_columns([entry(seq, 1) for seq in range(1, 9)], after_seq=3, limit=4)
+    assert (tokens.first_seq, len(tokens)) == (4, 4)
+    assert [event.id for event in tokens.events(3, 0, 4)] == [f"3-{seq}" for seq in range(4, 8)]
     # Before the cursor, an entry is skipped on its id, unread.
     skipped = decode_columns([(b"3-2", [b"b", b"not a batch"]), entry(3, 1)], after_seq=2, limit=5)
     assert skipped.first_seq == 3
