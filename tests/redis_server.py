@@ -129,12 +129,12 @@ class RedisServer:
             [cli, "-p", str(self.port), *args], check=True, capture_output=True, timeout=10
         ).stdout
 
-    def script_calls(self) -> int:
-        """``EVALSHA`` calls the server has run (refused ones too)."""
+    def calls(self, command: str) -> int:
+        """Calls of ``command`` (lower case) the server has run, refused ones
+        and those from inside scripts too."""
         stats = self.command("INFO", "commandstats").decode()
-        line = next(
-            (line for line in stats.splitlines() if line.startswith("cmdstat_evalsha:")), ""
-        )
+        prefix = f"cmdstat_{command}:"
+        line = next((line for line in stats.splitlines() if line.startswith(prefix)), "")
         return int(line.split("calls=")[1].split(",")[0]) if line else 0
 
     def replication_offset(self) -> int:

@@ -76,7 +76,7 @@ async def test_an_append_retried_by_the_cluster_client_is_stored_once(
         record = await backend.claim(SESSION, metadata={}, lease_ttl=30, retention=60)
         first = [StoredEvent(1, "", DataKind.TEXT, "e1")]
         await backend.append(SESSION, record.generation, first, metadata=None)
-        calls_before = node.script_calls()
+        calls_before = node.calls("evalsha")
         node.command("client", "pause", "1000", "write")
         with anyio.fail_after(10):
             while True:
@@ -85,7 +85,7 @@ async def test_an_append_retried_by_the_cluster_client_is_stored_once(
                     break
                 except BackendUnavailableError:
                     continue
-        runs = node.script_calls() - calls_before
+        runs = node.calls("evalsha") - calls_before
         result = await backend.read(SESSION, after=None, limit=100)
     assert runs >= 2, "the pause did not make the client retry"
     assert result is not None

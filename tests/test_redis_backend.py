@@ -408,9 +408,9 @@ async def test_appends_of_many_sessions_share_script_calls(fresh_redis: RedisSer
         async with anyio.create_task_group() as tg:
             for index in range(producers):
                 await tg.start(produce, f"s{index}")
-            calls_before = fresh_redis.script_calls()
+            calls_before = fresh_redis.calls("evalsha")
             started.set()
-        calls = fresh_redis.script_calls() - calls_before
+        calls = fresh_redis.calls("evalsha") - calls_before
         for index in range(producers):
             events, outcome = await collect(hub, f"s{index}")
             assert outcome.state is State.DONE
