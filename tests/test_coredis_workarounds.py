@@ -20,11 +20,17 @@ from typing import Any
 import anyio
 import coredis
 import pytest
+from coredis.patterns.pipeline import ClusterPipeline, Pipeline
 from coredis.patterns.pubsub import BasePubSub, PubSub, ShardedPubSub
 from coredis.pool import ClusterConnectionPool, ConnectionPool
 from coredis.retry import ExponentialBackoffRetryPolicy
 
-from replayhub.backends.redis._coredis import FastPubSub, SlotReturningPool, receive_messages
+from replayhub.backends.redis._coredis import (
+    FastPubSub,
+    SlotReturningPool,
+    raw_xrange,
+    receive_messages,
+)
 
 from .redis_server import RedisServer
 
@@ -41,6 +47,8 @@ FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
     "ShardedPubSub.run": (ShardedPubSub.run, "73487f796148127f"),
     "BasePubSub.get_message": (BasePubSub.get_message, "a82070af9b9f518f"),
     "BasePubSub._handle_message": (BasePubSub._handle_message, "8a7401a604842131"),
+    "Pipeline.create_request": (Pipeline.create_request, "582edbab73b3fb32"),
+    "ClusterPipeline.create_request": (ClusterPipeline.create_request, "a52e5951d55ab962"),
 }
 
 
@@ -114,6 +122,24 @@ async def test_the_pubsub_stream_read_directly_still_carries_its_messages(
         ("message", b"1"),
         ("message", b"2"),
     ]
+
+
+async def test_coredis_still_parses_stream_entries_and_raw_xrange_reads_them_as_sent(
+    fresh_redis: RedisServer,
+) -> None:
+    # What raw_xrange skips: a named tuple and an ordered dict per entry. A
+    # coredis that hands entries over as sent fails the first assertion
+    # (raw_xrange can go); one that changes create_request fails the rest.
+    async with coredis.Redis.from_url(fresh_redis.plain_url) as client:
+        for seq in (1, 2, 3):
+            await client.xadd("log", {"b": f"v{seq}"}, identifier=f"7-{seq}")
+        parsed = await client.xrange("log")
+        assert [type(entry).__name__ for entry in parsed] == ["StreamEntry"] * 3
+        async with client.pipeline(transaction=False) as pipe:
+            whole = raw_xrange(pipe, "log", "7-2", "7-3", None)
+            counted = raw_xrange(pipe, "log", "7-1", "+", 1)
+        assert list(await whole) == [[b"7-2", [b"b", b"v2"]], [b"7-3", [b"b", b"v3"]]]
+        assert list(await counted) == [[b"7-1", [b"b", b"v1"]]]
 
 
 @pytest.mark.parametrize(

@@ -30,10 +30,12 @@ from typing import Any, NoReturn
 import anyio
 import redis.asyncio
 from anyio.abc import TaskGroup
+from redis.asyncio.client import Pipeline
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import ConstantBackoff
+from redis.client import CaseInsensitiveDict
 from redis.exceptions import (
     AskError,
     ClusterDownError,
@@ -88,6 +90,14 @@ class RedisPyDriver:
         # rather than waiting; at most this many run at once, leaving each
         # node a connection for Pub/Sub.
         self._commands = anyio.CapacityLimiter(MAX_CONNECTIONS - 1) if self._cluster else None
+        # The client's reply parsers but XRANGE's, for read_log's pipelines
+        # (not on a cluster, whose pipelines parse as its nodes do).
+        self._raw_stream_replies: CaseInsensitiveDict | None = None
+        if not self._cluster:
+            parsers = client.response_callbacks.items()
+            self._raw_stream_replies = CaseInsensitiveDict(
+                {name: parse for name, parse in parsers if name.upper() != "XRANGE"}
+            )
 
     async def ping(self) -> None:
         await self._client.ping()
@@ -116,11 +126,22 @@ class RedisPyDriver:
     async def read_log(
         self, session_key: str, log_key: str, ranges: Sequence[LogRange]
     ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
-        async with self._at_most_allowed(), self._client.pipeline(transaction=False) as pipe:
+        # XRANGE's replies as Redis sent them where the pipeline can be made
+        # so: redis-py's parse makes a dict per entry (a chat-rate reply's log
+        # is an entry per token), which the backend would take apart again.
+        raw = self._raw_stream_replies is not None
+        pipe = (
+            Pipeline(self._client.connection_pool, self._raw_stream_replies, False, None)
+            if self._raw_stream_replies is not None
+            else self._client.pipeline(transaction=False)
+        )
+        async with self._at_most_allowed(), pipe:
             pipe.hgetall(session_key)
             for start, end, count in ranges:
                 pipe.xrange(log_key, start, end, count)
             fields, *pages = await pipe.execute()
+        if raw:
+            return fields, pages
         return fields, [[entry_of(*entry) for entry in page] for page in pages]
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
