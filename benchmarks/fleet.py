@@ -334,19 +334,27 @@ def open_hub(kind: str, url: str | None, namespace: str) -> Hub:
 
 
 async def late_replay(
-    url: str, events: int = 10_000, repeat: int = 7
+    url: str, chat_rate: bool, events: int = 10_000, repeat: int = 7
 ) -> tuple[list[float], list[float]]:
     """Seconds from subscribing to the last of ``events`` stored events of a
     finished session, the first read of that session in the process: each on
     a fresh hub (its first command connection made during the read), then
     each on one hub that has already served other reads, as a web process
-    has (its command connection open)."""
+    has (its command connection open).
+
+    Written by a fast producer (write batches of hundreds of events), or,
+    with ``chat_rate``, one event per write, as a model's tokens are
+    stored as they come: a log of ``events`` entries, each decoded on its own.
+    """
     names = [f"replay{index}" for index in range(2 * repeat)]
     async with Hub.from_url(url, namespace="late") as hub:
-        for name in names:
-            async with hub.produce(name) as stream:
-                for index in range(events):
-                    await send_fast(stream, f"{index:020d}")
+        if chat_rate:
+            await write_one_by_one(hub, names, events)
+        else:
+            for name in names:
+                async with hub.produce(name) as stream:
+                    for index in range(events):
+                        await send_fast(stream, f"{index:020d}")
 
     async def timed(hub: Hub, name: str) -> float:
         started = time.perf_counter()
@@ -365,6 +373,21 @@ async def late_replay(
         for name in names[repeat:]:
             serving.append(await timed(hub, name))
     return fresh, serving
+
+
+async def write_one_by_one(hub: Hub, names: list[str], events: int) -> None:
+    """Sessions ``names`` of ``events`` each, every event its own write (and
+    log entry); the sessions at once, so their writes share round trips."""
+
+    async def produce(name: str) -> None:
+        async with hub.produce(name) as stream:
+            for index in range(events):
+                await stream.send(f" token{index % 1000}")
+                await stream.flush()
+
+    async with anyio.create_task_group() as task_group:
+        for name in names:
+            task_group.start_soon(produce, name)
 
 
 # -- the split run: producers here, readers in another process -------------------------------
@@ -445,11 +468,13 @@ def child(args: argparse.Namespace) -> None:
         anyio.run(split_producers, args.url, tally, backend=args.loop)
     elif args.kind == "split-readers":
         anyio.run(split_readers, args.url, tally, args.readers, backend=args.loop)
-    elif args.kind == "late-replay":
-        fresh, serving = anyio.run(late_replay, args.url, backend=args.loop)
+    elif args.kind in ("late-replay", "late-replay-chat"):
+        chat_rate = args.kind == "late-replay-chat"
+        fresh, serving = anyio.run(late_replay, args.url, chat_rate, backend=args.loop)
         emit(
             figure="late_replay_cold",
             loop=args.loop,
+            written="one event per write" if chat_rate else "in batches",
             events=10_000,
             median_ms=round(1000 * statistics.median(fresh), 2),
             runs_ms=[round(1000 * value, 1) for value in fresh],
@@ -605,7 +630,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             build = f" ({row['build']})" if row.get("build") else ""
             driver = " (redis-py)" if "redis-py" in row["kind"] else ""
             lines.append(
-                f"- late replay of 10,000 events, cold, Redis{driver}{build}, {row['loop']}: "
+                f"- late replay of 10,000 events written {row['written']}, cold, "
+                f"Redis{driver}{build}, {row['loop']}: "
                 f"median {row['median_ms']} ms on a fresh hub, "
                 f"{row['serving_median_ms']} ms on a hub already serving"
             )
@@ -672,12 +698,13 @@ def parent(args: argparse.Namespace) -> None:
                         record(median_run(tries[label]), label)
         for kind in (kind for kind in kinds if kind in ("redis", "redis-py")):
             for loop in loops_of(kind, args):
-                for label, src in builds:
-                    command = child_command("late-replay", loop, 0, args, urls[kind])
-                    row = run_child(command, src)
-                    row["kind"] = "late-replay" if kind == "redis" else f"late-replay ({kind})"
-                    record(row, label)
-                    flush_redis(server_url)
+                for replay in ("late-replay", "late-replay-chat"):
+                    for label, src in builds:
+                        command = child_command(replay, loop, 0, args, urls[kind])
+                        row = run_child(command, src)
+                        row["kind"] = "late-replay" if kind == "redis" else f"late-replay ({kind})"
+                        record(row, label)
+                        flush_redis(server_url)
         if "split" in kinds:
             for sessions in (int(value) for value in args.split_sessions.split(",")):
                 for label, src in builds:
