@@ -57,12 +57,6 @@ LogEntry = tuple[bytes, list[bytes]]
 """A log entry as ``XRANGE`` replies: its id, and its fields and values in turn."""
 
 
-def entry_of(identifier: bytes, field_values: Mapping[bytes, bytes]) -> LogEntry:
-    """A log entry from a client library's parse of one (its id, and its
-    fields and values as a mapping)."""
-    return identifier, [item for pair in field_values.items() for item in pair]
-
-
 class PubSubMessage(Protocol):
     def __getitem__(self, key: str) -> Any: ...
 

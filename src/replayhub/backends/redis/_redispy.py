@@ -25,6 +25,7 @@ from contextlib import (
     contextmanager,
     nullcontext,
 )
+from itertools import chain
 from typing import Any, NoReturn
 
 import anyio
@@ -56,7 +57,6 @@ from ._driver import (
     LogEntry,
     LogRange,
     Verdict,
-    entry_of,
     translate_errors,
 )
 from ._sentinel import (
@@ -129,20 +129,22 @@ class RedisPyDriver:
         # XRANGE's replies as Redis sent them where the pipeline can be made
         # so: redis-py's parse makes a dict per entry (a chat-rate reply's log
         # is an entry per token), which the backend would take apart again.
-        raw = self._raw_stream_replies is not None
-        pipe = (
-            Pipeline(self._client.connection_pool, self._raw_stream_replies, False, None)
-            if self._raw_stream_replies is not None
-            else self._client.pipeline(transaction=False)
-        )
+        raw = self._raw_stream_replies
+        if raw is None:  # a cluster: parsed as its nodes parse
+            pipe = self._client.pipeline(transaction=False)
+        else:
+            pipe = Pipeline(self._client.connection_pool, raw, False, None)
         async with self._at_most_allowed(), pipe:
             pipe.hgetall(session_key)
             for start, end, count in ranges:
                 pipe.xrange(log_key, start, end, count)
             fields, *pages = await pipe.execute()
-        if raw:
-            return fields, pages
-        return fields, [[entry_of(*entry) for entry in page] for page in pages]
+        if raw is None:
+            pages = [
+                [(entry_id, [*chain(*values.items())]) for entry_id, values in page]
+                for page in pages
+            ]
+        return fields, pages
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:
         # ZRANGE ... REV, which the documented ACL line allows (redis-py's
