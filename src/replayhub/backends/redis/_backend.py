@@ -1,6 +1,6 @@
 """The Redis backend: fenced Lua scripts for writes, one atomic script per
-read (but a finished session's pages: plain reads, checked), Pub/Sub for
-wake-ups, key expiry for retention.
+read (but a long page: the record by script, the events by plain reads,
+checked), Pub/Sub for wake-ups, key expiry for retention.
 
 Only non-blocking commands are used (``EVALSHA`` on the client's shared,
 multiplexed connections) plus one Pub/Sub connection, so a hub holds two
@@ -80,10 +80,10 @@ MAX_PER_CALL = 128
 _LIST_CHUNK = 100
 #: Finished sessions whose generation a backend remembers between pages.
 _FINISHED_REMEMBERED = 1024
-#: Pages of a finished session of this many events or more are read by the
-#: client, not the read script: the script's Lua took in every entry, ~3.6 us
-#: each (a 3,072-event page of one-event entries cost Redis ~11 ms), where the
-#: client's own read costs a round trip more (~0.2 ms here).
+#: Pages of this many events or more are read by the client, not the read
+#: script: the script's Lua took in every entry, ~3.6 us each (a 3,072-event
+#: page of one-event entries cost Redis ~11 ms), where the client's own read
+#: costs a round trip more (~0.2 ms here). Fewer: a live reader's catch-up.
 _HAND_OFF_AT = 64
 #: The largest sequence part of a stream entry id.
 _LAST_ENTRY_SEQ = 2**64 - 1
@@ -169,7 +169,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         self._notifier: Notifier | None = None
         self._claimed_here: set[tuple[str, int]] = set()  # claimed, not yet released
         # Session id -> generation and event count, of sessions last read
-        # finished (oldest first), for _read_finished_page.
+        # finished (oldest first), for _read_log_page.
         self._finished: dict[str, tuple[int, int]] = {}
 
     @classmethod
@@ -464,7 +464,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         check_read_limit(limit)
         start = self._finished_start(session_id, after)
         if start is not None and limit > 0:
-            page = await self._read_finished_page(session_id, start, limit)
+            page = await self._read_log_page(session_id, start, limit)
             if page is not None:
                 return page
         found = await self._read(session_id, after=after, limit=limit, hand_off=True)
@@ -472,12 +472,11 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             return None
         record, entries, handed_off = found
         if handed_off:
-            # Finished, with events after the cursor: read by the client
-            # (noted finished by _read, so start is known).
-            start = self._finished_start(session_id, after)
-            page = (
-                None if start is None else await self._read_finished_page(session_id, start, limit)
-            )
+            # The script read the record alone: the backend reads the page.
+            start = Cursor(record.generation, 0)
+            if after is not None and after.generation == record.generation:
+                start = after
+            page = await self._read_log_page(session_id, start, limit, record)
             if page is not None:
                 return page
             found = await self._read(session_id, after=after, limit=limit)  # changed since
@@ -500,30 +499,33 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             )
         return record, events, 0, len(events)
 
-    async def _read_finished_page(
-        self, session_id: str, after: Cursor, limit: int
+    async def _read_log_page(
+        self, session_id: str, after: Cursor, limit: int, record: SessionRecord | None = None
     ) -> tuple[SessionRecord, PackedEvents, int, int] | None:
-        """The page after ``after``, in a generation last read finished,
-        read without the read script, or ``None`` where only the script can
-        answer (the session changed since, or its log lacks the page).
+        """The page after ``after`` read without the read script: as of
+        ``record`` (what the script just read, in the cursor's generation),
+        or, with none, of a generation last read finished (its hash read
+        along); ``None`` where only the script can answer (the session
+        changed since, or its log lacks the page).
 
         Lua takes in every entry a script reads: for a page of 3,072 events
         in four entries that cost Redis ~250 microseconds against 10-40 for
         the ``XRANGE`` alone, on one test machine; in 3,072 entries of one
-        event each (a chat-rate log), ~11 against ~2 ms. The three commands
-        here are not one snapshot, yet what they return is one: a finished
-        generation's log never changes (no append passes the fence), only
-        goes as a whole (claimed again, removed, expired, evicted), and a
-        later generation's entries lie outside its id range. So entries that
-        hold exactly the page, next to a hash that still names this
-        generation finished, are what an atomic read would have returned;
+        event each (a chat-rate log), ~11 against ~2 ms. These commands are
+        not one snapshot with the record, yet what they return is one: a
+        generation's stored events never change (a batch is appended whole
+        and never rewritten), its log only goes as a whole (claimed again,
+        removed, expired, evicted), and a later generation's entries lie
+        outside its id range. So entries that hold exactly the record's
+        events of the page (of a live session, more may have been stored
+        since: not taken) are what an atomic read would have returned;
         anything less goes to the script."""
         generation, first, last = after.generation, after.seq + 1, after.seq + limit
         keys = self._keys(session_id)
         driver = self._require_driver()
         with driver.errors(f"reading session {session_id!r} failed"):
             fields, (entries, straddling) = await driver.read_log(
-                keys.session,
+                keys.session if record is None else None,
                 keys.log,
                 # The page's entries (an id is <generation>-<the seq of its
                 # last event>), and the next, which holds the page's last
@@ -533,14 +535,16 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                     (f"{generation}-{last + 1}", f"{generation}-{_LAST_ENTRY_SEQ}", 1),
                 ],
             )
-        if not fields or fields[b"st"] == b"live" or int(fields[b"g"]) != generation:
-            self._finished.pop(session_id, None)
-            return None
-        record = _record_of(session_id, 0, {name.decode(): value for name, value in fields.items()})
-        events = decode_columns(entries + straddling, after_seq=after.seq, limit=limit)
-        if not events or events.first_seq != first:
-            return None
-        if events.first_seq + len(events) - 1 != min(last, record.last_seq):
+        if record is None:
+            if not fields or fields[b"st"] == b"live" or int(fields[b"g"]) != generation:
+                self._finished.pop(session_id, None)
+                return None
+            record = _record_of(
+                session_id, 0, {name.decode(): value for name, value in fields.items()}
+            )
+        wanted = min(limit, record.last_seq - after.seq)
+        events = decode_columns(entries + straddling, after_seq=after.seq, limit=wanted)
+        if len(events) != wanted or not events or events.first_seq != first:
             return None
         return record, events, 0, len(events)
 
@@ -559,7 +563,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
 
     def _note_finished(self, record: SessionRecord) -> None:
         """Remember whether ``record``'s generation is finished, so later
-        pages of it skip the read script (:meth:`_read_finished_page`)."""
+        pages of it skip the read script (:meth:`_read_log_page`)."""
         finished = self._finished
         if record.state is State.LIVE:
             finished.pop(record.session_id, None)
@@ -573,10 +577,9 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     ) -> tuple[SessionRecord, list[tuple[bytes, list[bytes]]], bool] | None:
         """The record and the raw log entries read.lua returns (none for
         ``limit=0``), and whether it handed them off instead: with
-        ``hand_off``, a page of :data:`_HAND_OFF_AT` events or more of a
-        finished session is left to :meth:`_read_finished_page` (Lua would
-        take in each of its entries; a chat-rate reply's log is an entry per
-        token)."""
+        ``hand_off``, a page of :data:`_HAND_OFF_AT` events or more is left
+        to :meth:`_read_log_page` (Lua would take in each of its entries; a
+        chat-rate reply's log is an entry per token)."""
         reply = await self._run(
             "read",
             self._keys(session_id),
@@ -584,7 +587,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             "" if after is None else after.generation,
             0 if after is None else after.seq,
             limit,
-            "1" if hand_off and limit >= _HAND_OFF_AT else "0",
+            _HAND_OFF_AT if hand_off else 0,
             confirm_if=_stored_an_abandonment,
         )
         if reply[0] == b"none":

@@ -403,15 +403,15 @@ class CoredisDriver:
         return await self._scripts[name](keys=keys, args=args)
 
     async def read_log(
-        self, session_key: str, log_key: str, ranges: Sequence[LogRange]
-    ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
+        self, session_key: str | None, log_key: str, ranges: Sequence[LogRange]
+    ) -> tuple[dict[bytes, bytes] | None, list[list[LogEntry]]]:
         # Shielded: coredis 6.9 loses a pool slot for a pipeline cancelled
         # mid-flight (see _sentinel's guard). Bounded by the reply timeout.
         with anyio.CancelScope(shield=True):
             async with self._client.pipeline(transaction=False) as pipe:
-                fields_request = pipe.hgetall(session_key)
+                fields_request = None if session_key is None else pipe.hgetall(session_key)
                 range_requests = [raw_xrange(pipe, log_key, *bounds) for bounds in ranges]
-            fields: dict[bytes, bytes] = dict(await fields_request)
+            fields = None if fields_request is None else dict(await fields_request)
             pages = [list(await request) for request in range_requests]
         return fields, pages
 

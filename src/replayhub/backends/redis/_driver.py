@@ -88,13 +88,14 @@ class RedisDriver(Protocol):
         ...
 
     async def read_log(
-        self, session_key: str, log_key: str, ranges: Sequence[LogRange]
-    ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
-        """``HGETALL session_key``, then ``XRANGE log_key start end [COUNT
-        count]`` for each range: one round trip to the node that holds both
-        keys, but not one snapshot (each command sees the keys as they are
-        when it runs; the caller checks what it gets). The hash, and each
-        range's entries as the scripts return them."""
+        self, session_key: str | None, log_key: str, ranges: Sequence[LogRange]
+    ) -> tuple[dict[bytes, bytes] | None, list[list[LogEntry]]]:
+        """``HGETALL session_key`` (unless ``None``), then ``XRANGE log_key
+        start end [COUNT count]`` for each range: one round trip to the node
+        that holds both keys, but not one snapshot (each command sees the
+        keys as they are when it runs; the caller checks what it gets). The
+        hash (``None`` if not read), and each range's entries as the scripts
+        return them."""
         ...
 
     async def newest_members(self, key: str, start: int, stop: int) -> list[bytes]:

@@ -124,8 +124,8 @@ class RedisPyDriver:
             return await script(keys=keys, args=args)
 
     async def read_log(
-        self, session_key: str, log_key: str, ranges: Sequence[LogRange]
-    ) -> tuple[dict[bytes, bytes], list[list[LogEntry]]]:
+        self, session_key: str | None, log_key: str, ranges: Sequence[LogRange]
+    ) -> tuple[dict[bytes, bytes] | None, list[list[LogEntry]]]:
         # XRANGE's replies as Redis sent them where the pipeline can be made
         # so: redis-py's parse makes a dict per entry (a chat-rate reply's log
         # is an entry per token), which the backend would take apart again.
@@ -135,10 +135,13 @@ class RedisPyDriver:
         else:
             pipe = Pipeline(self._client.connection_pool, raw, False, None)
         async with self._at_most_allowed(), pipe:
-            pipe.hgetall(session_key)
+            if session_key is not None:
+                pipe.hgetall(session_key)
             for start, end, count in ranges:
                 pipe.xrange(log_key, start, end, count)
-            fields, *pages = await pipe.execute()
+            replies = await pipe.execute()
+        fields = None if session_key is None else replies.pop(0)
+        pages = replies
         if raw is None:
             pages = [
                 [(entry_id, [*chain(*values.items())]) for entry_id, values in page]

@@ -1,12 +1,11 @@
 -- ARGV: session id, cursor generation or '', cursor seq, most events to
--- return, and '1' to hand a finished session's entries off to the client.
+-- return, and from how many events on a page is handed off (0: never).
 -- Returns the session, the log entries (one packed write batch each) that
 -- hold the events after the cursor, 1 if the log is gone, 1 if this read
 -- found the lease expired and stored the abandonment, in one atomic
--- snapshot, and 1 if the entries were handed off instead: the session is
--- finished and has events after the cursor, which the client reads itself
--- with XRANGE (a finished generation's log no longer changes), since Lua
--- takes in every entry a script reads (about 3.6 us an entry).
+-- snapshot, and 1 if the entries were handed off instead: the client reads
+-- a page that long itself, with XRANGE (stored events never change), since
+-- Lua takes in every entry a script reads (about 3.6 us an entry).
 local now = now_ms()
 local s, flat = load(now)
 if s == nil then
@@ -22,8 +21,9 @@ local entries = {}
 -- Whether the log still exists where the session says it holds events: a
 -- log evicted under maxmemory-policy allkeys-* must not read as empty.
 local log_lost = tonumber(s.n) > 0 and redis.call('EXISTS', log_key) == 0
-if from ~= nil and limit > 0 and from <= tonumber(s.n) and ARGV[5] == '1'
-    and s.st ~= 'live' and not log_lost then
+local hand_off_at = tonumber(ARGV[5])
+if from ~= nil and hand_off_at > 0 and not log_lost
+    and math.min(limit, tonumber(s.n) - from + 1) >= hand_off_at then
   return {'ok', now, flat, entries, 0, abandoned_now and 1 or 0, 1}
 end
 if from ~= nil and limit > 0 and from <= tonumber(s.n) then
