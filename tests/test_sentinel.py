@@ -40,10 +40,10 @@ def sentinels(tmp_path: Path) -> Iterator[SentinelSet]:
     servers.stop()
 
 
-def hub_on(servers: SentinelSet) -> Hub:
+def hub_on(servers: SentinelSet, *, lease_ttl: float = 5.0) -> Hub:
     # A lease a failover fits in (Sentinel notices a dead primary after its
     # down-after-milliseconds, 1 s here, then elects and promotes).
-    return Hub.from_url(servers.url, namespace="s", lease_ttl=5.0, retention=60.0)
+    return Hub.from_url(servers.url, namespace="s", lease_ttl=lease_ttl, retention=60.0)
 
 
 async def test_ordered_failover_mid_stream_leaves_subscribers_complete(
@@ -93,7 +93,10 @@ async def test_killed_primary_mid_stream_fails_over_to_the_replica(
                 sentinels.wait, lambda: sentinels.primary_port() == sentinels.replica.port
             )
 
-    async with hub_on(sentinels) as hub, hub_on(sentinels) as reader:
+    # The default lease: a killed primary's failover (down-after, then an
+    # election) once outlasted a 5 s lease's last renewal on a loaded
+    # machine (one CI run in many; the library is not what is slow there).
+    async with hub_on(sentinels, lease_ttl=10.0) as hub, hub_on(sentinels) as reader:
         result = await stream_with_subscribers(hub, reader, "chat", count=1500, during=kill_primary)
     result.assert_complete(State.DONE)
 
