@@ -118,6 +118,11 @@ def _cached_shape(header: bytes) -> tuple[Runs, int, tuple[DataKind, str] | None
     return _shape(_parsed_header(header))
 
 
+def _header_shape(header: bytes) -> tuple[Runs, int, tuple[DataKind, str] | None]:
+    """A batch header's :func:`_shape`, cached for the short ones."""
+    return _cached_shape(header) if len(header) <= _CACHED_HEADER else _shape(json.loads(header))
+
+
 def _shape(runs: Runs) -> tuple[Runs, int, tuple[DataKind, str] | None]:
     """The runs, how many events they hold, and the kind and name of the
     one event when there is just one."""
@@ -138,13 +143,12 @@ def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:
     generation_text, _, last_text = entry_id.decode().partition("-")
     split = value.index(b"\n")
     header = value[:split]
-    runs = _parsed_header(header) if len(header) <= _CACHED_HEADER else json.loads(header)
-    if len(runs) == 1 and len(runs[0][3]) == 1:
+    _, _, single = _header_shape(header)
+    if single is not None:
         # One event (a token at chat rates, per session per write): its id
         # is the entry's, and no columns are worth making for it.
-        kind_number, name, size, _ = runs[0]
-        kind = KINDS_BY_NUMBER[kind_number]
-        chunk = value[split + 1 : split + 1 + size]
+        kind, name = single
+        chunk = value[split + 1 :]
         payload: str | bytes = chunk if kind is DataKind.BYTES else chunk.decode()
         shared = None if kind is DataKind.JSON else Event(entry_id.decode(), name, payload)
         return int(generation_text), [StoredEvent(int(last_text), name, kind, payload, shared)]
@@ -182,9 +186,7 @@ def decode_columns(
         value = fields[1]
         split = value.index(b"\n")
         header = value[:split]
-        runs, count, single = (
-            _cached_shape(header) if len(header) <= _CACHED_HEADER else _shape(json.loads(header))
-        )
+        runs, count, single = _header_shape(header)
         seq = last - count  # before the entry's first event
         if payloads and seq + 1 != next_seq:
             raise EventsLostError(
