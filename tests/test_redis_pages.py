@@ -159,33 +159,24 @@ def expire(server: RedisServer, backend: RedisBackend) -> Any:
     return change
 
 
+#: Each way a session can change between two reads, named.
 CHANGES = [
-    claim_again,
-    claim_again_and_write,
-    remove,
-    delete_entries(log_too=True),
-    delete_entries(300),  # the first entry of the next page
-    delete_entries(500),  # the entry that holds the next page's last event
-    delete_entries(1000),  # the log's last entry
-    change_hash("DEL"),
-    change_hash("HSET", "g", "{next}"),
-    expire,
-]
-CHANGE_IDS = [
-    "claimed-again",
-    "claimed-again-and-written",
-    "removed",
-    "log-lost",
-    "page-head-lost",
-    "page-tail-lost",
-    "log-tail-lost",
-    "hash-lost",
-    "hash-of-another-generation",
-    "expired",
+    pytest.param(claim_again, id="claimed-again"),
+    pytest.param(claim_again_and_write, id="claimed-again-and-written"),
+    pytest.param(remove, id="removed"),
+    pytest.param(delete_entries(log_too=True), id="log-lost"),
+    # the first entry of the next page; the entry holding its last event;
+    # the log's last entry
+    pytest.param(delete_entries(300), id="page-head-lost"),
+    pytest.param(delete_entries(500), id="page-tail-lost"),
+    pytest.param(delete_entries(1000), id="log-tail-lost"),
+    pytest.param(change_hash("DEL"), id="hash-lost"),
+    pytest.param(change_hash("HSET", "g", "{next}"), id="hash-of-another-generation"),
+    pytest.param(expire, id="expired"),
 ]
 
 
-@pytest.mark.parametrize("make_change", CHANGES, ids=CHANGE_IDS)
+@pytest.mark.parametrize("make_change", CHANGES)
 async def test_a_session_changed_between_pages_reads_as_one_atomic_read_would(
     fresh_redis: RedisServer, make_change: Any
 ) -> None:
@@ -211,7 +202,7 @@ async def test_a_session_changed_between_pages_reads_as_one_atomic_read_would(
                 assert again == await page(fresh, cursor, 230), cursor
 
 
-@pytest.mark.parametrize("make_change", CHANGES, ids=CHANGE_IDS)
+@pytest.mark.parametrize("make_change", CHANGES)
 async def test_a_session_changed_right_after_the_read_script_handed_off_reads_as_one_snapshot(
     fresh_redis: RedisServer, make_change: Any
 ) -> None:
