@@ -473,9 +473,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         record, entries, handed_off = found
         if handed_off:
             # The script read the record alone: the backend reads the page.
-            start = Cursor(record.generation, 0)
-            if after is not None and after.generation == record.generation:
-                start = after
+            start = _start_in(record.generation, after)
             page = await self._read_log_page(session_id, start, limit, record)
             if page is not None:
                 return page
@@ -557,9 +555,8 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         if finished is None:
             return None
         generation, last_seq = finished
-        if after is None or after.generation < generation:
-            after = Cursor(generation, 0)
-        return after if after.generation == generation and after.seq < last_seq else None
+        start = _start_in(generation, after)
+        return start if start.generation == generation and start.seq < last_seq else None
 
     def _note_finished(self, record: SessionRecord) -> None:
         """Remember whether ``record``'s generation is finished, so later
@@ -793,6 +790,16 @@ def _stored_an_abandonment(reply: list[Any]) -> bool:
     primary (a hub still on a demoted one would read a lease its producer no
     longer renews there)."""
     return reply[0] != b"none" and bool(reply[5])
+
+
+def _start_in(generation: int, after: Cursor | None) -> Cursor:
+    """Where a read after ``after`` starts when the session is in
+    ``generation``: no cursor, or one of an earlier generation, reads it from
+    its start (as read.lua does); a later generation's cursor is returned as
+    it is (nothing of ``generation`` follows it)."""
+    if after is None or after.generation < generation:
+        return Cursor(generation, 0)
+    return after
 
 
 def _record(session_id: str, now_ms: int, flat: list[bytes]) -> SessionRecord:
