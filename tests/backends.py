@@ -35,14 +35,14 @@ class BackendServers:
     the test session, started on first use. ``url_of`` gives a kind's URL."""
 
     def __init__(self, url_of: Callable[[str], str]) -> None:
-        self._url_of = url_of
+        self.url_of = url_of
 
     def backend(self, kind: str, *, namespace: str) -> Backend:
         if kind == "memory":
             return backend_from_url("memory://", namespace=namespace)
         if kind == "redis-py-client":
-            return ClientOfTheTest.on(self._url_of(kind), namespace=namespace)
-        return backend_from_url(self._url_of(kind), namespace=namespace)
+            return ClientOfTheTest.on(self.url_of(kind), namespace=namespace)
+        return backend_from_url(self.url_of(kind), namespace=namespace)
 
 
 class ClientOfTheTest(RedisBackend):

@@ -176,16 +176,22 @@ class RedisServer:
         self.process = None
 
 
-def acl_server(directory: Path, *, pattern: str = "app:*") -> RedisServer:
-    # The least a replayhub user needs: its scripts, Pub/Sub and the index
-    # listing, on its own keys and channels (documented in docs/redis.md).
-    acl = (
-        f"user app on >app-secret ~{pattern} &{pattern} "
-        "+evalsha +eval +script|load +ping +hello +client|setname "
-        "+subscribe +unsubscribe +zrange +zrem "
-        # what the scripts call
-        "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +xrevrange +exists +publish"
-    )
+#: The least a replayhub user needs: its scripts, Pub/Sub and the index
+#: listing, then what the scripts call, on its own keys and channels
+#: (``{pattern}``); docs/redis.md shows it for namespace ``app``.
+ACL_USER = (
+    "user app on >app-secret ~{pattern} &{pattern} "
+    "+evalsha +eval +script|load +ping +hello +client|setname "
+    "+subscribe +unsubscribe +zrange +zrem "
+    "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +xrevrange +xlen +exists +publish"
+)
+
+
+def acl_server(
+    directory: Path, *, pattern: str = "app:*", omit: tuple[str, ...] = ()
+) -> RedisServer:
+    """A server whose one user is :data:`ACL_USER` (less ``omit``)."""
+    acl = " ".join(part for part in ACL_USER.format(pattern=pattern).split() if part not in omit)
     (directory).mkdir(parents=True, exist_ok=True)
     (directory / "users.acl").write_text(acl + "\nuser default off\n")
     return RedisServer(directory, extra=("--aclfile", str(directory / "users.acl")))

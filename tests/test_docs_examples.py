@@ -19,7 +19,7 @@ import pytest
 
 from replayhub import Hub, State
 
-from .redis_server import RedisServer, free_port
+from .redis_server import ACL_USER, RedisServer, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "docs" / "examples"
@@ -58,6 +58,11 @@ def test_every_code_sample_in_the_docs_is_an_included_file() -> None:
                 if section:
                     assert f"--8<-- [start:{section}]" in text, f"{path} has no {section}"
                     assert f"--8<-- [end:{section}]" in text, f"{path} has no {section} end"
+
+
+def test_the_documented_acl_user_is_the_one_the_suite_runs_as() -> None:
+    documented = (ROOT / "docs" / "redis.md").read_text()
+    assert ACL_USER.format(pattern="app:*") in documented
 
 
 def readme_samples() -> list[str]:

@@ -35,6 +35,7 @@ from ..._errors import (
     HubClosedError,
     InvalidInputError,
     LeaseLostError,
+    ReplayHubError,
     SessionBusyError,
     unwrap_single_exception,
 )
@@ -55,17 +56,20 @@ from ._connect import RedisTarget, Topology, parse_url
 from ._driver import DriverFactory, DriverName, RedisDriver
 from ._keys import SessionKeys, decode_columns, encode_batch, session_keys
 from ._notifier import Notifier
+from ._packing import LogCopy, Packer, PackJob
 
 __all__ = ["RedisBackend"]
 
 logger = logging.getLogger(__name__)
 
 _SCRIPTS = (
-    "claim", "append", "append_many", "renew", "renew_many", "finish", "read", "cancel", "remove"
+    "claim", "append", "append_many", "renew", "renew_many", "finish", "read", "cancel", "remove",
+    "pack",
 )  # fmt: skip
 #: Scripts whose success reaches a caller: behind Sentinel, they wait for a
-#: replica (``_sentinel``).
-_WRITES = frozenset(_SCRIPTS) - {"read"}
+#: replica (``_sentinel``). A rewrite (pack) reaches none: a failover that
+#: loses it leaves the log as written, which reads the same.
+_WRITES = frozenset(_SCRIPTS) - {"read", "pack"}
 #: Fragments a script needs besides _common.lua.
 _FRAGMENTS = {
     "append": ("_append",),
@@ -85,6 +89,8 @@ _FINISHED_REMEMBERED = 1024
 #: page of one-event entries cost Redis ~11 ms), where the client's own read
 #: costs a round trip more (~0.2 ms here). Fewer: a live reader's catch-up.
 _HAND_OFF_AT = 64
+#: How long a closing backend waits for the log rewrites still queued.
+_PACKS_AT_CLOSE = 1.0
 #: The largest sequence part of a stream entry id.
 _LAST_ENTRY_SEQ = 2**64 - 1
 
@@ -168,6 +174,10 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         self._driver: RedisDriver | None = None
         self._notifier: Notifier | None = None
         self._claimed_here: set[tuple[str, int]] = set()  # claimed, not yet released
+        # What each producer of this backend stored, to rewrite its log from
+        # once it has ended (_packing).
+        self._copies: dict[tuple[str, int], LogCopy] = {}
+        self._packer: Packer | None = None
         # Session id -> generation and event count, of sessions last read
         # finished (oldest first), for _read_log_page.
         self._finished: dict[str, tuple[int, int]] = {}
@@ -255,12 +265,17 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                     # Behind Sentinel: a new primary's announcement moves the
                     # client and the Pub/Sub client to it (_sentinel).
                     task_group.start_soon(driver.watch_failovers, notifier.reopen)
-                    self._notifier = notifier
+                    packer = Packer(self._pack)
+                    task_group.start_soon(packer.run)
+                    self._notifier, self._packer = notifier, packer
                     try:
                         yield self
                     finally:
+                        self._packer = None
+                        await packer.close(wait=_PACKS_AT_CLOSE)
                         self._notifier = None
                         self._claimed_here.clear()
+                        self._copies.clear()
                         notifier.notify_all()  # readers still waiting see the hub is gone
                         task_group.cancel_scope.cancel()
             finally:
@@ -290,6 +305,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             # each one back from Redis (a fifth of a busy hub's CPU).
             self._notifier.quiet(keys.changes)
             self._claimed_here.add((session_id, record.generation))
+        self._copies[session_id, record.generation] = LogCopy()
         await self._index(session_id, lease_ttl + retention)
         return record
 
@@ -352,6 +368,9 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                 "(evicted by Redis? replayhub needs maxmemory-policy noeviction); "
                 "nothing more is written to it"
             )
+        copy = self._copies.get((session_id, generation))
+        if copy is not None:
+            copy.add(events)
         if self._notifier is not None:
             if events and request.metadata is None:
                 self._notifier.push_local(keys.changes, generation, events)
@@ -419,9 +438,35 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         )
         self._check_fenced(session_id, generation, reply)
         self._notify_local(keys)
+        copy = self._copies.pop((session_id, generation), None)
+        if copy is not None and copy.worth_packing() and self._packer is not None:
+            self._packer.submit(PackJob(session_id, generation, copy))
         await self._index(session_id, retention)
 
+    async def _pack(self, job: PackJob) -> None:
+        """Rewrite an ended session's log in large entries from its
+        producer's copy (``_packing``). A failure leaves the log as written,
+        which reads the same: logged, not raised."""
+        session_id, generation, copy = job.session_id, job.generation, job.copy
+        args: list[str | bytes | int] = [
+            session_id,
+            generation,
+            copy.next_seq - 1,
+            copy.entries,
+            f"{generation}-{copy.first_entry}",
+        ]
+        for last_seq, value in copy.packed_entries():
+            args += (f"{generation}-{last_seq}", value)
+        try:
+            reply = await self._run("pack", self._keys(session_id), *args)
+        except ReplayHubError as exc:
+            logger.warning("could not rewrite the log of session %r: %s", session_id, exc)
+            return
+        if reply[0] != b"ok":
+            logger.debug("left the log of session %r as written: %s", session_id, reply[1].decode())
+
     def release(self, session_id: str, generation: int) -> None:
+        self._copies.pop((session_id, generation), None)
         if (session_id, generation) in self._claimed_here:
             self._claimed_here.discard((session_id, generation))
             if self._notifier is not None:
@@ -511,13 +556,14 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         the ``XRANGE`` alone, on one test machine; in 3,072 entries of one
         event each (a chat-rate log), ~11 against ~2 ms. These commands are
         not one snapshot with the record, yet what they return is one: a
-        generation's stored events never change (a batch is appended whole
-        and never rewritten), its log only goes as a whole (claimed again,
-        removed, expired, evicted), and a later generation's entries lie
-        outside its id range. So entries that hold exactly the record's
-        events of the page (of a live session, more may have been stored
-        since: not taken) are what an atomic read would have returned;
-        anything less goes to the script."""
+        generation's stored events never change (a batch is appended whole;
+        an ended generation's log may be rewritten in larger entries, of the
+        same events, by one script: ``_packing``), its log only goes as a
+        whole (claimed again, removed, expired, evicted), and a later
+        generation's entries lie outside its id range. So entries that hold
+        exactly the record's events of the page (of a live session, more may
+        have been stored since: not taken) are what an atomic read would
+        have returned; anything less goes to the script."""
         generation, first, last = after.generation, after.seq + 1, after.seq + limit
         keys = self._keys(session_id)
         driver = self._require_driver()
@@ -541,7 +587,13 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                 session_id, 0, {name.decode(): value for name, value in fields.items()}
             )
         wanted = min(limit, record.last_seq - after.seq)
-        events = decode_columns(entries + straddling, after_seq=after.seq, limit=wanted)
+        try:
+            events = decode_columns(entries + straddling, after_seq=after.seq, limit=wanted)
+        except EventsLostError:
+            # The page's entries and the next are two commands: a log
+            # rewritten in between (_packing) can answer them from its two
+            # forms. The script reads them at once.
+            return None
         if len(events) != wanted or not events or events.first_seq != first:
             return None
         return record, events, 0, len(events)

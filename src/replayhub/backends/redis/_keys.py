@@ -28,7 +28,9 @@ class SessionKeys:
     """The hash: state, generation, metadata, lease, cancel flag."""
     log: str
     """The stream: one entry per write batch, id ``<generation>-<last seq>``,
-    one field ``b`` holding the batch (:func:`encode_batch`)."""
+    one field ``b`` holding the batch (:func:`encode_batch`); once the
+    session has ended, possibly rewritten in larger entries of the same
+    form and the same events (``_packing``)."""
     index: str
     """The namespace's sorted set of session ids by last activity."""
 
@@ -70,7 +72,7 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
         event = events[0]
         payload, kind = event.payload, event.kind
         chunk = cast(bytes, payload) if kind is DataKind.BYTES else cast(str, payload).encode()
-        name = _json_name(event.event).encode()
+        name = json_name(event.event).encode()
         return b"[[%d,%b,%d,[%d]]]\n%b" % (kind, name, len(chunk), len(payload), chunk)
     header: list[str] = []
     chunks: list[bytes] = []
@@ -83,13 +85,13 @@ def encode_batch(events: Sequence[StoredEvent]) -> bytes:
         # The header by hand: json.dumps of these small lists was 2.5 us of
         # a 3 us encode (a batch per token at chat rates). Same JSON.
         lengths = ",".join([str(len(payload)) for payload in payloads])
-        header.append(f"[{int(kind)},{_json_name(name)},{len(chunk)},[{lengths}]]")
+        header.append(f"[{int(kind)},{json_name(name)},{len(chunk)},[{lengths}]]")
         chunks.append(chunk)
     return b"%b\n%b" % (f"[{','.join(header)}]".encode(), b"".join(chunks))
 
 
 @functools.lru_cache(maxsize=1024)
-def _json_name(name: str) -> str:
+def json_name(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
