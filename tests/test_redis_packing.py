@@ -19,7 +19,7 @@ from replayhub import Hub, State
 from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends.redis import RedisBackend, _packing
 from replayhub.backends.redis._keys import decode_columns, encode_batch, session_keys
-from replayhub.backends.redis._packing import LogCopy, Packer, PackJob
+from replayhub.backends.redis._packing import CopyBudget, LogCopy, Packer, PackJob
 
 from .redis_server import RedisServer, acl_server
 from .test_redis_pages import CHANGES, NAMESPACE, SESSION, page
@@ -129,7 +129,7 @@ def test_a_copy_packs_the_events_it_was_given_in_order(
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_packing, "PACKED_EVENTS", most_events)
         patch.setattr(_packing, "PACKED_BYTES", most_bytes)
-        copy = LogCopy()
+        copy = LogCopy(CopyBudget())
         for batch in batches:
             copy.add(batch)
         entries = copy.packed_entries()
@@ -160,14 +160,14 @@ def test_a_copy_packs_the_events_it_was_given_in_order(
 
 def test_a_batch_packs_as_encode_batch_writes_it() -> None:
     events = reply_events(600)
-    copy = LogCopy()
+    copy = LogCopy(CopyBudget())
     copy.add(events)
     assert copy.packed_entries() == [(600, encode_batch(events))]
 
 
 def test_a_copy_ignores_a_batch_sent_again_and_drops_on_anything_unexpected() -> None:
     events = reply_events(100)
-    copy = LogCopy()
+    copy = LogCopy(CopyBudget())
     for event in events[:50]:
         copy.add([event])
     copy.add([events[49]])  # a retried write the log already held: not stored again
@@ -182,16 +182,40 @@ def test_a_copy_ignores_a_batch_sent_again_and_drops_on_anything_unexpected() ->
 
 def test_a_copy_past_its_size_is_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_packing, "COPY_AT_MOST", 10_000)
-    copy = LogCopy()
+    copy = LogCopy(CopyBudget())
     for event in reply_events(2000):
         copy.add([event])
     assert copy.dropped
     assert copy.packed_entries() == []
 
 
+def test_copies_past_their_shared_budget_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A backend's copies share one budget: the copy whose entry would go
+    past it is dropped, the others kept; bytes given back are free again."""
+    monkeypatch.setattr(_packing, "COPIES_AT_MOST", 30_000)
+    budget = CopyBudget()
+    first, second = LogCopy(budget), LogCopy(budget)
+    events = reply_events(2048)
+    for event in events:  # two entries of 1,024 events: ~21 KB
+        first.add([event])
+    first.packed_entries()
+    assert not first.dropped
+    for event in events:
+        second.add([event])
+    assert second.dropped  # its first entry (~10 KB) went past 30,000
+    assert budget.used == sum(len(value) for _, value in first.sealed)
+    first.release()
+    assert budget.used == 0
+    third = LogCopy(budget)
+    for event in events:
+        third.add([event])
+    assert third.packed_entries()
+    assert not third.dropped
+
+
 def test_short_or_already_batched_logs_are_not_worth_rewriting() -> None:
     events = reply_events(5000)
-    short, batched, chatty = LogCopy(), LogCopy(), LogCopy()
+    short, batched, chatty = LogCopy(CopyBudget()), LogCopy(CopyBudget()), LogCopy(CopyBudget())
     for event in events[:63]:
         short.add([event])
     for start in range(0, 5000, 100):

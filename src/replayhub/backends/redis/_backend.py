@@ -56,7 +56,7 @@ from ._connect import RedisTarget, Topology, parse_url
 from ._driver import DriverFactory, DriverName, RedisDriver
 from ._keys import SessionKeys, decode_columns, encode_batch, session_keys
 from ._notifier import Notifier
-from ._packing import LogCopy, Packer, PackJob
+from ._packing import CopyBudget, LogCopy, Packer, PackJob
 
 __all__ = ["RedisBackend"]
 
@@ -177,6 +177,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         # What each producer of this backend stored, to rewrite its log from
         # once it has ended (_packing).
         self._copies: dict[tuple[str, int], LogCopy] = {}
+        self._copies_budget = CopyBudget()
         self._packer: Packer | None = None
         # Session id -> generation and event count, of sessions last read
         # finished (oldest first), for _read_log_page.
@@ -275,6 +276,8 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                         await packer.close(wait=_PACKS_AT_CLOSE)
                         self._notifier = None
                         self._claimed_here.clear()
+                        for copy in self._copies.values():
+                            copy.release()
                         self._copies.clear()
                         notifier.notify_all()  # readers still waiting see the hub is gone
                         task_group.cancel_scope.cancel()
@@ -305,7 +308,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             # each one back from Redis (a fifth of a busy hub's CPU).
             self._notifier.quiet(keys.changes)
             self._claimed_here.add((session_id, record.generation))
-        self._copies[session_id, record.generation] = LogCopy()
+        self._copies[session_id, record.generation] = LogCopy(self._copies_budget)
         await self._index(session_id, lease_ttl + retention)
         return record
 
@@ -439,8 +442,11 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         self._check_fenced(session_id, generation, reply)
         self._notify_local(keys)
         copy = self._copies.pop((session_id, generation), None)
-        if copy is not None and copy.worth_packing() and self._packer is not None:
-            self._packer.submit(PackJob(session_id, generation, copy))
+        if copy is not None:
+            if copy.worth_packing() and self._packer is not None:
+                self._packer.submit(PackJob(session_id, generation, copy))
+            else:
+                copy.release()
         await self._index(session_id, retention)
 
     async def _pack(self, job: PackJob) -> None:
@@ -448,25 +454,32 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         producer's copy (``_packing``). A failure leaves the log as written,
         which reads the same: logged, not raised."""
         session_id, generation, copy = job.session_id, job.generation, job.copy
-        args: list[str | bytes | int] = [
-            session_id,
-            generation,
-            copy.next_seq - 1,
-            copy.entries,
-            f"{generation}-{copy.first_entry}",
-        ]
-        for last_seq, value in copy.packed_entries():
-            args += (f"{generation}-{last_seq}", value)
         try:
+            entries = copy.packed_entries()
+            if copy.dropped:  # its last entry went past the copies' budget
+                return
+            args: list[str | bytes | int] = [
+                session_id,
+                generation,
+                copy.next_seq - 1,
+                copy.entries,
+                f"{generation}-{copy.first_entry}",
+            ]
+            for last_seq, value in entries:
+                args += (f"{generation}-{last_seq}", value)
             reply = await self._run("pack", self._keys(session_id), *args)
         except ReplayHubError as exc:
             logger.warning("could not rewrite the log of session %r: %s", session_id, exc)
             return
+        finally:
+            copy.release()
         if reply[0] != b"ok":
             logger.debug("left the log of session %r as written: %s", session_id, reply[1].decode())
 
     def release(self, session_id: str, generation: int) -> None:
-        self._copies.pop((session_id, generation), None)
+        copy = self._copies.pop((session_id, generation), None)
+        if copy is not None:
+            copy.release()
         if (session_id, generation) in self._claimed_here:
             self._claimed_here.discard((session_id, generation))
             if self._notifier is not None:

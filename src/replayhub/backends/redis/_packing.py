@@ -30,7 +30,7 @@ import anyio
 from ..._events import DataKind, StoredEvent
 from ._keys import json_name
 
-__all__ = ["LogCopy", "Packer", "PackJob"]
+__all__ = ["CopyBudget", "LogCopy", "PackJob", "Packer"]
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +40,9 @@ PACKED_EVENTS = 1024
 PACKED_BYTES = 32 * 1024
 #: A copy past this many bytes is dropped: that log is left as written.
 COPY_AT_MOST = 8 * 1024 * 1024
+#: The copies of one backend's producers hold at most this many bytes in
+#: all: a copy that would grow past it is dropped.
+COPIES_AT_MOST = 64 * 1024 * 1024
 #: Logs of fewer entries are left as written: a reader parses them in well
 #: under a millisecond, and the rewrite would cost a round trip.
 PACK_FROM_ENTRIES = 64
@@ -48,12 +51,29 @@ PACK_FROM_ENTRIES = 64
 QUEUED_AT_MOST = 256
 
 
+class CopyBudget:
+    """The bytes a backend's copies hold, within :data:`COPIES_AT_MOST`."""
+
+    __slots__ = ("used",)
+
+    def __init__(self) -> None:
+        self.used = 0
+
+    def take(self, size: int) -> bool:
+        if self.used + size > COPIES_AT_MOST:
+            return False
+        self.used += size
+        return True
+
+
 class LogCopy:
     """What one producer stored in its generation's log, in entries of up
-    to :data:`PACKED_EVENTS` events, in ``encode_batch``'s format."""
+    to :data:`PACKED_EVENTS` events, in ``encode_batch``'s format; the
+    sealed entries' bytes counted in ``budget`` until :meth:`release`."""
 
     __slots__ = (
         "_body",
+        "_budget",
         "_count",
         "_header",
         "_lengths",
@@ -66,7 +86,8 @@ class LogCopy:
         "sealed",
     )
 
-    def __init__(self) -> None:
+    def __init__(self, budget: CopyBudget) -> None:
+        self._budget = budget
         self.entries = 0
         """Entries the producer stored in the log (one per write batch)."""
         self.first_entry = 0
@@ -106,6 +127,8 @@ class LogCopy:
         for event in events:
             if self._count == PACKED_EVENTS or len(body) >= PACKED_BYTES:
                 self._seal(event.seq - 1)
+                if self.dropped:  # past the budget
+                    return
                 body, lengths = self._body, self._lengths
             kind, payload = event.kind, event.payload
             if self._run is None or self._run[0] is not kind or self._run[1] != event.event:
@@ -122,10 +145,16 @@ class LogCopy:
 
     def drop(self) -> None:
         """Give the copy up: the log stays as written."""
+        self.release()
         self.next_seq = 0
         self.sealed = []
         self._header, self._body, self._lengths = [], bytearray(), []
         self._run, self._count = None, 0
+
+    def release(self) -> None:
+        """Give the copy's bytes back to the budget (it is done with)."""
+        self._budget.used -= self._size
+        self._size = 0
 
     def worth_packing(self) -> bool:
         """Whether the log has many more entries than its packed form."""
@@ -153,9 +182,12 @@ class LogCopy:
         """Close the entry being packed, whose last event is ``last_seq``."""
         self._close_run()
         value = b"[%b]\n%b" % (",".join(self._header).encode(), bytes(self._body))
+        self._header, self._body, self._count = [], bytearray(), 0
+        if not self._budget.take(len(value)):
+            self.drop()
+            return
         self.sealed.append((last_seq, value))
         self._size += len(value)
-        self._header, self._body, self._count = [], bytearray(), 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,7 +209,8 @@ class Packer:
         try:
             self._send.send_nowait(job)
         except (anyio.WouldBlock, anyio.ClosedResourceError):
-            logger.debug("not packing session %r: too many waiting", job.session_id)
+            logger.debug("not rewriting the log of session %r: too many waiting", job.session_id)
+            job.copy.release()
 
     async def run(self) -> None:
         try:
