@@ -80,6 +80,10 @@ async def wait_for_entries(server: RedisServer, entries: int) -> None:
             await anyio.sleep(0.01)
 
 
+#: What the backend's packer does with a job, before a test holds them.
+SUBMIT = Packer.submit
+
+
 @pytest.fixture
 def held_jobs(monkeypatch: pytest.MonkeyPatch) -> list[PackJob]:
     """The rewrites backends ask for, held here instead of run, so the test
@@ -284,6 +288,25 @@ async def test_a_hub_closed_as_its_last_reply_ends_still_rewrites_it(
         hub.subscribe(SESSION) as events,
     ):
         assert [event.data async for event in events] == [f" t{index}" for index in range(300)]
+
+
+@pytest.mark.usefixtures("redis_driver")
+async def test_a_hub_whose_redis_died_closes_without_waiting_on_its_rewrites(
+    fresh_redis: RedisServer, held_jobs: list[PackJob]
+) -> None:
+    """Redis gone between a reply's end and its rewrite: closing the hub
+    gives the queued rewrite its second, then drops it (the log, wherever
+    it is, stays as written)."""
+    backend = RedisBackend(fresh_redis.url, namespace=NAMESPACE)
+    with anyio.fail_after(10):
+        async with backend:
+            await write_token_by_token(backend, reply_events(300))
+            (job,) = held_jobs
+            fresh_redis.kill()
+            assert backend._packer is not None
+            SUBMIT(backend._packer, job)
+            closing = anyio.current_time()
+        assert anyio.current_time() - closing < 5
 
 
 @pytest.mark.usefixtures("redis_driver")

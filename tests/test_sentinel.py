@@ -21,6 +21,7 @@ from coredis.connection import TCPLocation
 
 from replayhub import BackendUnavailableError, Hub, ReplayHubError, State, StorageRefusedError
 from replayhub.backends.redis import RedisBackend
+from replayhub.backends.redis._keys import session_keys
 from replayhub.backends.redis._redispy import SentinelGuard
 from replayhub.backends.redis._sentinel import Standing, standing
 
@@ -383,6 +384,25 @@ async def test_a_finished_session_is_read_a_page_at_a_time_through_sentinel(
         client = await apps_sentinel_client(stack, sentinels, redis_driver)
         async with RedisBackend.from_client(client, namespace="app-pages") as backend:
             await read_page_after_page(backend, sentinels.primary)
+
+
+async def test_an_ended_reply_is_rewritten_on_the_primary_and_replicated(
+    sentinels: SentinelSet,
+) -> None:
+    """The rewrite runs on the primary the Sentinels name; the replica gets
+    it too, and the reply reads back whole."""
+    async with Hub(RedisBackend(sentinels.url, namespace="packing")) as hub:
+        async with hub.produce("r") as stream:
+            for index in range(300):
+                await stream.send(f" t{index}")
+                await stream.flush()
+    log = session_keys("packing", "r").log
+    assert sentinels.primary.command("XLEN", log).strip() == b"1"
+    sentinels.primary.wait_replicated_by(sentinels.replica)
+    assert sentinels.replica.command("XLEN", log).strip() == b"1"
+    async with Hub(RedisBackend(sentinels.url, namespace="packing")) as hub:
+        received, _ = await collect(hub, "r")
+        assert texts(received) == [f" t{index}" for index in range(300)]
 
 
 async def open_a_connection_to(client: Any, driver: str, node: RedisServer) -> None:
