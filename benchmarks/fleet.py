@@ -1,7 +1,7 @@
 """The realistic load: many live chats in one process, each streaming ~50
 tokens/s to two readers, against the bare event loop doing the same pacing.
 
-    python benchmarks/fleet.py                      # the whole table, ~15 minutes
+    python benchmarks/fleet.py                      # the whole table, ~7 minutes
     python benchmarks/fleet.py --sessions 100,300 --kinds redis --loops asyncio
     python benchmarks/fleet.py --profile redis:asyncio:100   # cProfile of one run
 
@@ -734,7 +734,7 @@ def profile(args: argparse.Namespace) -> None:
 
 def cli() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sessions", default="100,200,400,1000")
+    parser.add_argument("--sessions", default="100,150,200,300,400,1000")
     parser.add_argument("--split-sessions", default="200")
     parser.add_argument("--kinds", default="floor,memory,redis,redis-py,split")
     parser.add_argument("--loops", default="asyncio,trio")
