@@ -454,7 +454,9 @@ def child(args: argparse.Namespace) -> None:
     fields: dict[str, Any] = {"kind": args.kind, "loop": args.loop}
     if args.gc_freeze:
         freeze_start_up_heap(args.kind, args.url)
-        fields["gc_freeze"] = True
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    fields.update(gc_tuning(args))
     if args.kind == "floor":
         (floor_asyncio if args.loop == "asyncio" else floor_trio)(tally, args.readers)
     elif args.kind in ("memory", "redis", "redis-py"):
@@ -499,6 +501,7 @@ def child_command(
         "--sessions", str(sessions), "--rate", str(args.rate), "--seconds", str(args.seconds),
         "--readers", str(args.readers), "--url", url,
         *(["--gc-freeze"] if args.gc_freeze else []),
+        *(["--gc-threshold", str(args.gc_threshold)] if args.gc_threshold else []),
     ]  # fmt: skip
 
 
@@ -569,17 +572,29 @@ def run_split(sessions: int, args: argparse.Namespace, url: str, src: str) -> di
         "delivered": read["delivered"],
         "expected": sessions * int(args.rate * args.seconds) * args.readers,
         "leases_lost": produced["leases_lost"],
-        **({"gc_freeze": True} if args.gc_freeze else {}),
+        **gc_tuning(args),
     }
 
 
 # -- the table ---------------------------------------------------------------------------------
 
 
+def gc_tuning(args: argparse.Namespace) -> dict[str, Any]:
+    """How a run's garbage collector was tuned, for its row."""
+    return {
+        **({"gc_freeze": True} if args.gc_freeze else {}),
+        **({"gc_threshold": args.gc_threshold} if args.gc_threshold else {}),
+    }
+
+
 def label(row: dict[str, Any]) -> str:
-    """The row's kind, with its build and whether its heap was frozen."""
+    """The row's kind, with its build and how its collector was tuned."""
     kind = f"{row['kind']} ({row['build']})" if row.get("build") else row["kind"]
-    return f"{kind}, gc.freeze()" if row.get("gc_freeze") else kind
+    if row.get("gc_freeze"):
+        kind += ", gc.freeze()"
+    if row.get("gc_threshold"):
+        kind += f", gc threshold {row['gc_threshold']}"
+    return kind
 
 
 def table(rows: list[dict[str, Any]]) -> str:
@@ -757,6 +772,14 @@ def cli() -> None:
         action="store_true",
         help="each run freezes its start-up heap, as a tuned application does "
         "(gc.freeze() once the modules it serves with are imported)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=0,
+        metavar="N",
+        help="each run sets the collector's first threshold to N (700 by default): "
+        "gc.set_threshold(N, ...), as a tuned application may",
     )
     parser.add_argument("--profile", help="kind:loop:sessions, one run under cProfile")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
