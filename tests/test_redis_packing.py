@@ -84,6 +84,11 @@ async def wait_for_entries(server: RedisServer, entries: int) -> None:
 SUBMIT = Packer.submit
 
 
+def add(copy: LogCopy, events: Sequence[StoredEvent]) -> None:
+    """Copy ``events`` as the backend does once they are stored."""
+    copy.add(events, encode_batch(events))
+
+
 @pytest.fixture
 def held_jobs(monkeypatch: pytest.MonkeyPatch) -> list[PackJob]:
     """The rewrites backends ask for, held here instead of run, so the test
@@ -104,7 +109,8 @@ def write_batches(draw: st.DrawFn) -> list[list[StoredEvent]]:
     few names and every kind, payloads empty to long, not all ASCII."""
     batches: list[list[StoredEvent]] = []
     seq = 1
-    for size in draw(st.lists(st.sampled_from([1, 1, 1, 2, 7, 40]), min_size=1, max_size=60)):
+    sizes = st.sampled_from([1, 1, 1, 2, 7, 40, _packing.KEPT_WHOLE, 100])
+    for size in draw(st.lists(sizes, min_size=1, max_size=60)):
         batch = []
         for _ in range(size):
             kind = draw(event_kinds)
@@ -128,15 +134,16 @@ def test_a_copy_packs_the_events_it_was_given_in_order(
 ) -> None:
     """The packed entries hold every event once, in order, each entry
     within its limits (a new one begins once an entry holds ``most_events``
-    events or ``most_bytes`` bytes of payloads), ids ending on each one's
-    last event, and read back as the batches themselves do."""
+    events or ``most_bytes`` bytes of payloads, batches of ``KEPT_WHOLE``
+    events or more stay as written), ids ending on each one's last event,
+    and read back as the batches themselves do."""
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_packing, "PACKED_EVENTS", most_events)
         patch.setattr(_packing, "PACKED_BYTES", most_bytes)
         copy = LogCopy(CopyBudget())
         for batch in batches:
-            copy.add(batch)
-        entries = copy.packed_entries()
+            add(copy, batch)
+        entries = anyio.run(copy.packed_entries)
     events = [event for batch in batches for event in batch]
     assert (copy.entries, copy.first_entry, copy.next_seq) == (
         len(batches),
@@ -152,35 +159,44 @@ def test_a_copy_packs_the_events_it_was_given_in_order(
     assert decode_columns(written, after_seq=0, limit=None).unpack(0, len(events), share=None) == (
         unpacked
     )
+    # A stored batch of KEPT_WHOLE events or more is an entry as written.
+    kept_whole = {
+        (batch[-1].seq, encode_batch(batch))
+        for batch in batches
+        if len(batch) >= _packing.KEPT_WHOLE
+    }
+    assert kept_whole <= set(entries)
     previous = 0
     for last, value in entries:
         count = last - previous
-        assert count <= most_events
-        body = value.partition(b"\n")[2]
-        # Over the byte limit only by the event that crossed it.
-        assert count == 1 or len(body) - 30 * 4 <= most_bytes
         previous = last
+        if (last, value) in kept_whole:
+            continue
+        # A stored value is merged whole: past a limit by less than one value.
+        assert count < most_events + 40
+        body = value.partition(b"\n")[2]
+        assert len(body) < most_bytes + 40 * 30 * 4
 
 
 def test_a_batch_packs_as_encode_batch_writes_it() -> None:
     events = reply_events(600)
     copy = LogCopy(CopyBudget())
-    copy.add(events)
-    assert copy.packed_entries() == [(600, encode_batch(events))]
+    add(copy, events)
+    assert anyio.run(copy.packed_entries) == [(600, encode_batch(events))]
 
 
 def test_a_copy_ignores_a_batch_sent_again_and_drops_on_anything_unexpected() -> None:
     events = reply_events(100)
     copy = LogCopy(CopyBudget())
     for event in events[:50]:
-        copy.add([event])
-    copy.add([events[49]])  # a retried write the log already held: not stored again
-    copy.add(events[10:20])
+        add(copy, [event])
+    add(copy, [events[49]])  # a retried write the log already held: not stored again
+    add(copy, events[10:20])
     assert (copy.entries, copy.next_seq) == (50, 51)
-    copy.add(events[51:52])  # event 51 never reported stored: the copy is unsure
+    add(copy, events[51:52])  # event 51 never reported stored: the copy is unsure
     assert copy.dropped
     assert not copy.worth_packing()
-    copy.add(events[50:51])
+    add(copy, events[50:51])
     assert copy.dropped
 
 
@@ -188,44 +204,43 @@ def test_a_copy_past_its_size_is_dropped(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(_packing, "COPY_AT_MOST", 10_000)
     copy = LogCopy(CopyBudget())
     for event in reply_events(2000):
-        copy.add([event])
+        add(copy, [event])
     assert copy.dropped
-    assert copy.packed_entries() == []
+    assert anyio.run(copy.packed_entries) == []
 
 
 def test_copies_past_their_shared_budget_are_dropped(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A backend's copies share one budget: the copy whose entry would go
-    past it is dropped, the others kept; bytes given back are free again."""
-    monkeypatch.setattr(_packing, "COPIES_AT_MOST", 30_000)
+    """A backend's copies share one budget: the copy whose next value would
+    go past it is dropped, the others kept; bytes given back are free again."""
+    events = reply_events(1000)
+    one_copy = sum(len(encode_batch([event])) for event in events)
+    monkeypatch.setattr(_packing, "COPIES_AT_MOST", one_copy + one_copy // 2)
     budget = CopyBudget()
     first, second = LogCopy(budget), LogCopy(budget)
-    events = reply_events(2048)
-    for event in events:  # two entries of 1,024 events: ~21 KB
-        first.add([event])
-    first.packed_entries()
-    assert not first.dropped
     for event in events:
-        second.add([event])
-    assert second.dropped  # its first entry (~10 KB) went past 30,000
-    assert budget.used == sum(len(value) for _, value in first.sealed)
+        add(first, [event])
+        add(second, [event])
+    assert not first.dropped
+    assert second.dropped  # its values went past the budget half-way
+    assert budget.used == one_copy
     first.release()
     assert budget.used == 0
     third = LogCopy(budget)
     for event in events:
-        third.add([event])
-    assert third.packed_entries()
+        add(third, [event])
     assert not third.dropped
+    assert budget.used == one_copy
 
 
 def test_short_or_already_batched_logs_are_not_worth_rewriting() -> None:
     events = reply_events(5000)
     short, batched, chatty = LogCopy(CopyBudget()), LogCopy(CopyBudget()), LogCopy(CopyBudget())
     for event in events[:63]:
-        short.add([event])
+        add(short, [event])
     for start in range(0, 5000, 100):
-        batched.add(events[start : start + 100])
+        add(batched, events[start : start + 100])
     for event in events[:64]:
-        chatty.add([event])
+        add(chatty, [event])
     assert not short.worth_packing()
     assert not batched.worth_packing()  # 50 entries of 100 events
     assert chatty.worth_packing()

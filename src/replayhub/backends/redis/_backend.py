@@ -322,8 +322,9 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     ) -> None:
         request = AppendRequest(session_id, generation, events, metadata)
         keys = self._keys(session_id)
-        reply = await self._run("append", keys, *_append_args(request))
-        error = self._append_result(request, keys, reply)
+        batch = _batch_of(request)
+        reply = await self._run("append", keys, *_append_args(request, batch))
+        error = self._append_result(request, keys, reply, batch)
         if error is not None:
             raise error
 
@@ -338,24 +339,26 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             chunk = appends[start : start + MAX_PER_CALL]
             all_keys = [self._keys(request.session_id) for request in chunk]
             keys = _keys_of_many(all_keys)
+            batches = list(map(_batch_of, chunk))
             try:
                 # A list, or one word when every append was stored.
                 replies: list[Any] | bytes = await self._call(
-                    "append_many", keys, [b"".join(map(_packed_append, chunk))]
+                    "append_many", keys, [b"".join(map(_packed_append, chunk, batches))]
                 )
             except BackendUnavailableError as exc:
                 results += [exc] * len(chunk)
                 continue
             if replies == b"ok":  # every one stored
                 replies = [_STORED] * len(chunk)
-            results += map(self._append_result, chunk, all_keys, replies)
+            results += map(self._append_result, chunk, all_keys, replies, batches)
         return results
 
     def _append_result(
-        self, request: AppendRequest, keys: SessionKeys, reply: list[Any]
+        self, request: AppendRequest, keys: SessionKeys, reply: list[Any], batch: bytes
     ) -> Exception | None:
-        """What ``append.lua`` said, as the error to raise (``None``: stored);
-        a stored batch goes to this hub's own readers at once (``_notifier``)."""
+        """What ``append.lua`` said of ``request`` (sent as ``batch``), as the
+        error to raise (``None``: stored); a stored batch goes to this hub's
+        own readers at once (``_notifier``), and into its producer's copy."""
         session_id, generation, events = request.session_id, request.generation, request.events
         lost = _fenced_out(session_id, generation, reply)
         if lost is not None:
@@ -373,7 +376,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             )
         copy = self._copies.get((session_id, generation))
         if copy is not None:
-            copy.add(events)
+            copy.add(events, batch)
         if self._notifier is not None:
             if events and request.metadata is None:
                 self._notifier.push_local(keys.changes, generation, events)
@@ -455,9 +458,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         which reads the same: logged, not raised."""
         session_id, generation, copy = job.session_id, job.generation, job.copy
         try:
-            entries = copy.packed_entries()
-            if copy.dropped:  # its last entry went past the copies' budget
-                return
+            entries = await copy.packed_entries()
             args: list[str | bytes | int] = [
                 session_id,
                 generation,
@@ -816,9 +817,14 @@ def _fenced_out(session_id: str, generation: int, reply: list[Any]) -> LeaseLost
     return LeaseLostError(f"session {session_id!r} generation {generation}: {reply[1].decode()}")
 
 
-def _append_args(request: AppendRequest) -> tuple[str, int, int, int, str, bytes]:
+def _batch_of(request: AppendRequest) -> bytes:
+    """The request's events as one stream value (``encode_batch``)."""
+    return encode_batch(request.events) if request.events else b""
+
+
+def _append_args(request: AppendRequest, batch: bytes) -> tuple[str, int, int, int, str, bytes]:
     """``append.lua``'s arguments after the session id's: session id,
-    generation, first seq, event count, metadata JSON or '', packed batch."""
+    generation, first seq, event count, metadata JSON or '', the batch."""
     events = request.events
     metadata = request.metadata
     return (
@@ -827,14 +833,14 @@ def _append_args(request: AppendRequest) -> tuple[str, int, int, int, str, bytes
         events[0].seq if events else 0,
         len(events),
         "" if metadata is None else json.dumps(metadata, separators=(",", ":"), ensure_ascii=False),
-        encode_batch(events) if events else b"",
+        batch,
     )
 
 
-def _packed_append(request: AppendRequest) -> bytes:
+def _packed_append(request: AppendRequest, batch: bytes) -> bytes:
     """The same arguments as one session's part of ``append_many.lua``'s
     single argument: a line of lengths and numbers, then the bytes."""
-    session_id, generation, first_seq, count, metadata, batch = _append_args(request)
+    session_id, generation, first_seq, count, metadata, batch = _append_args(request, batch)
     session_bytes, metadata_bytes = session_id.encode(), metadata.encode()
     return b"%d %d %d %d %d %d\n%b%b%b" % (
         len(session_bytes),

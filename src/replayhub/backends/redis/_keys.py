@@ -120,7 +120,7 @@ def _cached_shape(header: bytes) -> tuple[Runs, int, tuple[DataKind, str] | None
     return _shape(_parsed_header(header))
 
 
-def _header_shape(header: bytes) -> tuple[Runs, int, tuple[DataKind, str] | None]:
+def header_shape(header: bytes) -> tuple[Runs, int, tuple[DataKind, str] | None]:
     """A batch header's :func:`_shape`, cached for the short ones."""
     return _cached_shape(header) if len(header) <= _CACHED_HEADER else _shape(json.loads(header))
 
@@ -145,7 +145,7 @@ def decode_notification(message: bytes) -> tuple[int, list[StoredEvent]] | None:
     generation_text, _, last_text = entry_id.decode().partition("-")
     split = value.index(b"\n")
     header = value[:split]
-    _, _, single = _header_shape(header)
+    _, _, single = header_shape(header)
     if single is not None:
         # One event (a token at chat rates, per session per write): its id
         # is the entry's, and no columns are worth making for it.
@@ -188,7 +188,7 @@ def decode_columns(
         value = fields[1]
         split = value.index(b"\n")
         header = value[:split]
-        runs, count, single = _header_shape(header)
+        runs, count, single = header_shape(header)
         seq = last - count  # before the entry's first event
         if payloads and seq + 1 != next_seq:
             raise EventsLostError(
