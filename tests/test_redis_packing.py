@@ -325,6 +325,38 @@ async def test_a_hub_whose_redis_died_closes_without_waiting_on_its_rewrites(
 
 
 @pytest.mark.usefixtures("redis_driver")
+async def test_a_rewrite_that_breaks_is_logged_and_the_hub_keeps_serving(
+    fresh_redis: RedisServer, held_jobs: list[PackJob], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever goes wrong inside a rewrite (here a copy made unreadable
+    behind the backend's back) is logged; the log stays as written and the
+    backend, its packer included, goes on."""
+    caplog.set_level(logging.ERROR, logger="replayhub.backends.redis._packing")
+    events = reply_events(300)
+    async with RedisBackend(fresh_redis.url, namespace=NAMESPACE) as backend:
+        generation = await write_token_by_token(backend, events)
+        (job,) = held_jobs
+        job.copy._values[5] = b"not a stored value"
+        before = log_dump(fresh_redis)
+        assert backend._packer is not None
+        SUBMIT(backend._packer, job)
+        with anyio.fail_after(5):
+            while not caplog.records:  # noqa: ASYNC110 - the log is what tells
+                await anyio.sleep(0.01)
+        assert "rewriting the log of session 's' failed" in caplog.records[0].getMessage()
+        assert log_dump(fresh_redis) == before
+        found = await backend.read_events(SESSION, after=None, limit=3072)
+        assert found is not None
+        assert found[1] == [event.to_event(generation) for event in events]
+        # The packer still runs: the next ended reply is rewritten.
+        held_jobs.clear()
+        await write_token_by_token(backend, events)
+        (job,) = held_jobs
+        SUBMIT(backend._packer, job)
+        await wait_for_entries(fresh_redis, 1)
+
+
+@pytest.mark.usefixtures("redis_driver")
 @pytest.mark.parametrize("make_change", CHANGES)
 async def test_a_log_changed_before_its_rewrite_is_left_as_it_is(
     fresh_redis: RedisServer, make_change: Any, held_jobs: list[PackJob]

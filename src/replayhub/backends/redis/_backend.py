@@ -266,6 +266,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                     # Behind Sentinel: a new primary's announcement moves the
                     # client and the Pub/Sub client to it (_sentinel).
                     task_group.start_soon(driver.watch_failovers, notifier.reopen)
+                    self._copies_budget = CopyBudget()
                     packer = Packer(self._pack)
                     task_group.start_soon(packer.run)
                     self._notifier, self._packer = notifier, packer

@@ -230,7 +230,11 @@ class Packer:
         try:
             async with self._receive:
                 async for job in self._receive:
-                    await self._pack(job)
+                    try:
+                        await self._pack(job)
+                    except Exception:  # a bug here must not take the hub down
+                        logger.exception("rewriting the log of session %r failed", job.session_id)
+                        job.copy.release()
         finally:
             self._idle.set()
 
