@@ -696,21 +696,34 @@ def parent(args: argparse.Namespace) -> None:
     with redis_server() as server_url:
         # "redis" is the coredis driver, "redis-py" the other (asyncio only).
         urls = {kind: f"{server_url}?driver={DRIVERS.get(kind, 'coredis')}" for kind in kinds}
-        for kind in (kind for kind in kinds if kind != "split"):
+        fleet_kinds = [kind for kind in kinds if kind != "split"]
+        tries: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
+
+        def labelled(kind: str) -> list[tuple[str, str]]:
+            # The floors use no replayhub: once, whatever the builds.
+            return builds if kind != "floor" else [("", "")]
+
+        for loop in args.loops.split(","):
+            for sessions in counts:
+                # Every kind and build at one loop and session count in turn,
+                # the floor among them, `repeat` times over: this machine's
+                # speed drifts over minutes (the floor at 100 sessions cost
+                # 8.4 and 14.7 us an event in two runs 16 minutes apart), so
+                # each figure is run beside the floor it is divided by.
+                for _ in range(args.repeat):
+                    for kind in fleet_kinds:
+                        if loop not in loops_of(kind, args):
+                            continue
+                        command = child_command(kind, loop, sessions, args, urls[kind])
+                        for label, src in labelled(kind):
+                            key = (kind, loop, sessions, label)
+                            tries.setdefault(key, []).append(run_child(command, src))
+                            flush_redis(server_url)
+        for kind in fleet_kinds:
             for loop in loops_of(kind, args):
                 for sessions in counts:
-                    command = child_command(kind, loop, sessions, args, urls[kind])
-                    # The floors use no replayhub: once, whatever the builds.
-                    labelled = builds if kind != "floor" else [("", "")]
-                    tries: dict[str, list[dict[str, Any]]] = {label: [] for label, _ in labelled}
-                    # Builds take turns, so a machine that drifts (a shared
-                    # host's steal time) weighs on each alike.
-                    for _ in range(args.repeat):
-                        for label, src in labelled:
-                            tries[label].append(run_child(command, src))
-                            flush_redis(server_url)
-                    for label, _ in labelled:
-                        record(median_run(tries[label]), label)
+                    for label, _ in labelled(kind):
+                        record(median_run(tries[kind, loop, sessions, label]), label)
         for kind in (kind for kind in kinds if kind in ("redis", "redis-py")):
             for loop in loops_of(kind, args):
                 for replay in ("late-replay", "late-replay-chat"):
