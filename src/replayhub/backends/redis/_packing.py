@@ -78,23 +78,30 @@ class LogCopy:
     (``encode_batch``'s format), its bytes counted in ``budget`` until
     :meth:`release`."""
 
-    __slots__ = ("_budget", "_size", "_small", "_values", "entries", "first_entry", "next_seq")
+    __slots__ = ("_budget", "_size", "_small", "_values", "next_seq")
 
     def __init__(self, budget: CopyBudget) -> None:
         self._budget = budget
-        self.entries = 0
-        """Entries the producer stored in the log (one per write batch)."""
-        self.first_entry = 0
-        """The last seq of the log's first entry (its id's second part)."""
         self.next_seq = 1
         """The seq the next stored batch starts at; 0 once dropped."""
-        self._values: list[bytes] = []
+        self._values: list[bytes] = []  # one per entry the log holds, in order
         self._small = 0  # entries of fewer than KEPT_WHOLE events
         self._size = 0
 
     @property
     def dropped(self) -> bool:
         return self.next_seq == 0
+
+    @property
+    def entries(self) -> int:
+        """Entries the producer stored in the log (one per write batch)."""
+        return len(self._values)
+
+    @property
+    def first_entry(self) -> int:
+        """The last seq of the log's first entry (its id's second part)."""
+        first = self._values[0]
+        return header_shape(first[: first.index(b"\n")])[1]
 
     def add(self, events: Sequence[StoredEvent], batch: bytes) -> None:
         """Copy a batch ``append.lua`` answered stored (``batch``: the
@@ -115,9 +122,6 @@ class LogCopy:
             return
         self._size += size
         self._values.append(batch)
-        self.entries += 1
-        if self.entries == 1:
-            self.first_entry = events[-1].seq
         if len(events) < KEPT_WHOLE:
             self._small += 1
         self.next_seq = events[-1].seq + 1
@@ -212,7 +216,9 @@ class PackJob:
 
 
 class Packer:
-    """Runs rewrites one at a time, in the background."""
+    """Runs rewrites one at a time, in the background. ``pack`` gives each
+    job's copy back to its budget, whatever happens; a job never run (the
+    queue full) is given back here."""
 
     def __init__(self, pack: Callable[[PackJob], Awaitable[None]]) -> None:
         self._pack = pack
@@ -234,7 +240,6 @@ class Packer:
                         await self._pack(job)
                     except Exception:  # a bug here must not take the hub down
                         logger.exception("rewriting the log of session %r failed", job.session_id)
-                        job.copy.release()
         finally:
             self._idle.set()
 
