@@ -99,3 +99,48 @@ def test_takes_from_the_window_return_exactly_the_events_after_the_cursor(
     # Older than the window: not taken from it.
     if last > len(feed._events):
         assert feed.take_events(GENERATION, last - len(feed._events) - 1) == []
+
+
+class _Recorder:
+    """A follower that keeps what it is handed, and a watch that counts wake-ups."""
+
+    def __init__(self) -> None:
+        self.seqs: list[int] = []
+        self.notified = 0
+
+    def pushed(self, events: list[StoredEvent], shared: list[Event] | None) -> bool:
+        self.seqs += [event.seq for event in events]
+        return True
+
+    def released(self) -> None:
+        pass
+
+    def notify(self) -> None:
+        self.notified += 1
+
+
+def test_batches_handed_over_reach_followers_once_and_a_gap_means_a_read() -> None:
+    feed = window_feed()
+    recorder = _Recorder()
+    feed._watch = cast(Any, recorder)
+    feed.users = 1
+    feed.attach(recorder)
+
+    def hand_over(first: int, last: int) -> None:
+        feed._on_append(GENERATION, [stored(seq) for seq in range(first, last + 1)])
+
+    hand_over(1, 3)  # follows the window
+    hand_over(2, 3)  # read already: nothing
+    hand_over(3, 6)  # overlaps: only 4-6 are new
+    hand_over(7, 7)
+    assert recorder.seqs == [1, 2, 3, 4, 5, 6, 7]
+    assert feed._last_seq == 7
+    assert len(feed._events) == 7
+    assert recorder.notified == 0
+
+    hand_over(9, 10)  # event 8 was missed: the feed reads storage instead
+    assert recorder.seqs == [1, 2, 3, 4, 5, 6, 7]
+    assert recorder.notified == 1
+    feed._on_append(GENERATION + 1, [stored(1)])  # a generation not read yet
+    assert recorder.notified == 2
+    assert feed._last_seq == 7

@@ -263,10 +263,11 @@ class PackedEvents:
     def __len__(self) -> int:
         return len(self._payloads)
 
-    def extend(self, events: Sequence[StoredEvent]) -> None:
-        """Keep ``events``, which follow the last one kept (any, if none is)."""
+    def extend(self, events: Sequence[StoredEvent]) -> int:
+        """Keep ``events``, which follow the last one kept (any, if none is);
+        returns how many events are kept now."""
         if not events:
-            return
+            return len(self._payloads)
         if not self._payloads:
             self._first_seq = events[0].seq
         elif events[0].seq != self._first_seq + len(self._payloads):
@@ -283,6 +284,7 @@ class PackedEvents:
             self._names += [event.event for event in events]
             self._kinds += [event.kind for event in events]
             self._payloads += [event.payload for event in events]
+        return len(self._payloads)
 
     @classmethod
     def of_columns(

@@ -46,6 +46,9 @@ _shared_event = operator.attrgetter("shared")
 def shared_events(events: list[StoredEvent]) -> list[Event] | None:
     """The Events every reader of ``events`` shares, taken in C; ``None``
     if one has none (JSON, decoded per reader)."""
+    if len(events) == 1:  # a token per write: the common batch
+        only = events[0].shared
+        return None if only is None else [only]
     shared: list[Event | None] = list(map(_shared_event, events))
     # (not `None in`: that would call Event.__eq__ per event)
     return cast(list[Event], shared) if all(shared) else None
@@ -455,16 +458,23 @@ class SessionFeed:
     def _on_append(self, generation: int, events: list[StoredEvent]) -> None:
         """A batch just stored, handed over by the backend."""
         record = self._record
+        if record is None or record.generation != generation:
+            self._read_instead()  # a generation the feed has yet to read
+            return
         last_seq = self._last_seq
-        if record is not None and record.generation == generation:
+        first = events[0].seq
+        if first != last_seq + 1:  # (the next batch is the common case)
             if events[-1].seq <= last_seq:
                 return  # read already
-            if events[0].seq <= last_seq + 1:
-                self._extend(generation, events[last_seq + 1 - events[0].seq :])
-                self._moved(release=False)  # the followers have it
+            if first > last_seq + 1:
+                self._read_instead()  # one was missed
                 return
-        # It does not follow the window (one was missed, or a generation the
-        # feed has not read yet): read storage instead.
+            events = events[last_seq + 1 - first :]
+        self._extend(generation, events)
+        self._moved(release=False)  # the followers have it
+
+    def _read_instead(self) -> None:
+        """A batch that does not follow the window: read storage instead."""
         if self._watch is not None:
             self._watch.notify()
 
@@ -482,17 +492,17 @@ class SessionFeed:
             self._shared += [None] * missing
 
     def _extend(self, generation: int, events: list[StoredEvent]) -> None:
-        self._events.extend(events)
+        kept = self._events.extend(events)
         if self.users > len(self._followers):
             # Some reader takes events from the window: these objects will
             # be wanted, and they are built already.
-            self._pad_built(len(self._events) - len(events))
+            self._pad_built(kept - len(events))
             built = [event.share(generation) for event in events]
             self._built += built
             self._shared += [event.shared for event in built]
         # Else every reader is handed each batch: nothing kept as objects.
         self._last_seq = events[-1].seq
-        drop = len(self._events) - WINDOW
+        drop = kept - WINDOW
         if drop > WINDOW:  # trimmed now and then, not per batch
             self._events.keep_last(WINDOW)
             del self._built[:drop]

@@ -234,7 +234,10 @@ class Producer(anyio.AsyncContextManagerMixin):
         self._seq += 1
         seq = self._seq
         if at_once:
-            self._store_or_queue(StoredEvent(seq, event, kind, payload))
+            stored = StoredEvent(seq, event, kind, payload)
+            self._store_or_queue(stored)
+            if stored.shared is not None:  # the backend built its id already
+                return stored.shared.id
         else:
             self._pending.append(StoredEvent(seq, event, kind, payload))
             self._ask_writer()
@@ -523,13 +526,18 @@ class Producer(anyio.AsyncContextManagerMixin):
             self._pending.append(event)
             self._ask_writer()
             return
-        self._inflight = [event]
+        batch = [event]
         try:
-            append_now(AppendRequest(self._session_id, self._generation, self._inflight, None))
+            append_now(AppendRequest(self._session_id, self._generation, batch, None))
         except Exception as exc:
+            self._inflight = batch  # what write_done retries, or gives up on
             self.write_done(exc)
-        else:
-            self.write_done(None)
+            return
+        # What write_done(None) does after a write of one event with nothing
+        # queued behind it and no failure before it (the back-off is reset).
+        self._stored_seq = event.seq
+        if self._progress is not None:
+            self._signal_progress()
 
     @property
     def _unwritten(self) -> bool:

@@ -176,14 +176,26 @@ class MemoryBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     def append_now(self, request: AppendRequest) -> None:
         session_id, generation = request.session_id, request.generation
         events, metadata = request.events, request.metadata
-        session = self._owned(session_id, generation)
+        session = self._sessions.get(session_id)
+        if (
+            session is None
+            or session.generation != generation
+            or session.state is not State.LIVE
+            or session.lease_deadline <= self._now()
+            or not self._open
+        ):
+            # What _owned checks, in line: this runs for every event sent,
+            # and a live session within its lease is all _owned returns.
+            session = self._owned(session_id, generation)
         log = session.events
         stored: list[StoredEvent] = []
         if events:
-            check_batch_follows(events, stored=len(log))
-            if events[0].seq == len(log) + 1:  # else a retried batch, already stored
+            stored_count = len(log)
+            if events[0].seq == stored_count + 1:
                 stored = [event.share(generation) for event in events]
                 log.extend(stored)
+            else:  # raises, unless a retried batch already stored whole
+                check_batch_follows(events, stored=stored_count)
         if metadata is not None:
             session.metadata = metadata
         session.updated_at = time.time()
