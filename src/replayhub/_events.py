@@ -266,25 +266,24 @@ class PackedEvents:
     def extend(self, events: Sequence[StoredEvent]) -> int:
         """Keep ``events``, which follow the last one kept (any, if none is);
         returns how many events are kept now."""
+        kept = len(self._payloads)
         if not events:
-            return len(self._payloads)
-        if not self._payloads:
-            self._first_seq = events[0].seq
-        elif events[0].seq != self._first_seq + len(self._payloads):
-            raise ValueError(
-                f"event {events[0].seq} does not follow event "
-                f"{self._first_seq + len(self._payloads) - 1}"
-            )
+            return kept
+        first = events[0].seq
+        if not kept:
+            self._first_seq = first
+        elif first != self._first_seq + kept:
+            raise ValueError(f"event {first} does not follow event {self._first_seq + kept - 1}")
         if len(events) == 1:  # one token per write: the common batch
             event = events[0]
             self._names.append(event.event)
             self._kinds.append(event.kind)
             self._payloads.append(event.payload)
-        else:
-            self._names += [event.event for event in events]
-            self._kinds += [event.kind for event in events]
-            self._payloads += [event.payload for event in events]
-        return len(self._payloads)
+            return kept + 1
+        self._names += [event.event for event in events]
+        self._kinds += [event.kind for event in events]
+        self._payloads += [event.payload for event in events]
+        return kept + len(events)
 
     @classmethod
     def of_columns(
