@@ -183,7 +183,8 @@ ACL_USER = (
     "user app on >app-secret ~{pattern} &{pattern} "
     "+evalsha +eval +script|load +ping +hello +client|setname "
     "+subscribe +unsubscribe +zrange +zrem "
-    "+time +hgetall +hset +del +pexpire +pttl +zadd +xadd +xrange +xrevrange +xlen +exists +publish"
+    "+time +hgetall +hmget +hset +del +pexpire +pttl +zadd "
+    "+xadd +xrange +xrevrange +xlen +exists +publish"
 )
 
 

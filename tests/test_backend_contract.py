@@ -20,7 +20,7 @@ from replayhub import (
     State,
 )
 from replayhub._events import Cursor, DataKind, Event, StoredEvent
-from replayhub.backends import Backend, ReadsEvents, Renewal, read_events
+from replayhub.backends import AppendRequest, Backend, ReadsEvents, Renewal, read_events
 
 from .backends import BackendServers
 from .conftest import HubFactory
@@ -365,3 +365,27 @@ async def test_renew_many_renews_each_lease_and_answers_each_in_order(
     assert head is not None
     assert head.lease_remaining is not None
     assert head.lease_remaining <= 2
+
+
+async def test_a_write_after_the_lease_ran_out_is_refused_and_stores_the_abandonment(
+    backend: Backend,
+) -> None:
+    # Both ways a producer's writes arrive: alone, and gathered with others.
+    for name, gathered in (("alone", False), ("gathered", True)):
+        record = await backend.claim(name, metadata={"m": 1}, lease_ttl=0.2, retention=60)
+        await backend.append(name, record.generation, stored(1, MIXED[:2]), metadata=None)
+        await anyio.sleep(0.3)
+        late = stored(3, MIXED[2:3])
+        append_many = getattr(backend, "append_many", None)
+        if gathered and append_many is not None:
+            [error] = await append_many([AppendRequest(name, record.generation, late, None)])
+            assert isinstance(error, LeaseLostError)
+            assert "abandoned" in str(error)
+        else:
+            with pytest.raises(LeaseLostError, match="abandoned"):
+                await backend.append(name, record.generation, late, metadata=None)
+        head = await backend.head(name)
+        assert head is not None
+        assert head.state is State.ABANDONED
+        assert head.last_seq == 2
+        assert head.metadata == {"m": 1}

@@ -656,6 +656,29 @@ async def test_keys_expire_after_retention(fresh_redis: RedisServer) -> None:
     assert fresh_redis.command("DBSIZE").strip() == b"0"
 
 
+async def test_a_live_logs_expiry_is_set_by_its_first_write_and_kept_by_renewals(
+    fresh_redis: RedisServer,
+) -> None:
+    # Writes do not extend it (a call per token less for Redis): the lease's
+    # renewals extend the log with the session's hash, so neither outlives
+    # the other.
+    keys = session_keys("replayhub", "s")
+    async with Hub.from_url(fresh_redis.url, retention=5.0, lease_ttl=0.6) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send("first")
+            await stream.flush()
+            first = int(fresh_redis.command("PTTL", keys.log))
+            assert 5_000 < first <= 5_600  # lease + retention
+            for _ in range(8):  # 0.8 s of writes: at least two renewals
+                await anyio.sleep(0.1)
+                await stream.send("more")
+            await stream.flush()
+            log_ttl = int(fresh_redis.command("PTTL", keys.log))
+            session_ttl = int(fresh_redis.command("PTTL", keys.session))
+            assert log_ttl > first - 500  # extended since, by a renewal
+            assert abs(log_ttl - session_ttl) < 50  # by the same call
+
+
 @pytest.mark.usefixtures("redis_driver")
 async def test_crashed_producer_keys_expire_unread(fresh_redis: RedisServer) -> None:
     async with Hub.from_url(fresh_redis.url, retention=0.3, lease_ttl=0.2) as hub:

@@ -4,9 +4,11 @@
 -- part-way). Returns {'ok'}, {'lost', why}, {'refused', events stored} or
 -- {'gap', events stored} when the log no longer holds them.
 local INDEX_EVERY_MS = 1000
+-- What an append reads of the session hash (see load).
+local APPEND_FIELDS = {'g', 'st', 'n', 'l', 't', 'r', 'i'}
 
 local function append(generation, first_seq, count_text, metadata, batch)
-  local now, s, lost = owned(generation)
+  local now, s, lost = owned(generation, APPEND_FIELDS)
   if lost then
     return {'lost', lost}
   end
@@ -18,17 +20,21 @@ local function append(generation, first_seq, count_text, metadata, batch)
   local stored = count > 0 and first == last + 1
   -- The log must still end where the session says it does. A log key that
   -- was evicted (maxmemory-policy allkeys-*) would be recreated by this XADD,
-  -- holding a tail that reads as a whole log: refuse to write into it.
-  if stored and last > 0 then
-    local tail = redis.call('XREVRANGE', log_key, '+', '-', 'COUNT', 1)
-    if #tail == 0 or tail[1][1] ~= s.g .. '-' .. last then
-      return {'gap', last}
-    end
+  -- holding a tail that reads as a whole log: refuse to write into it. Its
+  -- being there is enough: only these scripts write it, in step with the
+  -- hash, and eviction takes whole keys.
+  if stored and last > 0 and redis.call('EXISTS', log_key) == 0 then
+    return {'gap', last}
   end
   if stored then
+    local new_log = last == 0
     last = first + count - 1
     redis.call('XADD', log_key, s.g .. '-' .. last, 'b', batch)
-    redis.call('PEXPIRE', log_key, tonumber(s.t) + tonumber(s.r))
+    -- A new log lives as long as its session's hash; from then on each
+    -- renewal extends both (expire_in), not each write.
+    if new_log then
+      redis.call('PEXPIRE', log_key, tonumber(s.t) + tonumber(s.r))
+    end
   end
   -- The index ranks sessions by their last change, so a session being
   -- written moves up; but at most once a second (field i): the index

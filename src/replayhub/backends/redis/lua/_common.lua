@@ -27,9 +27,16 @@ local function publish(channel, message)
   redis.call(CLUSTER and 'SPUBLISH' or 'PUBLISH', channel, message)
 end
 
+-- Read once per call: a script runs as one step, and append_many and
+-- renew_many would otherwise ask for it per session.
+local script_now
+
 local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  if script_now == nil then
+    local t = redis.call('TIME')
+    script_now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  end
+  return script_now
 end
 
 local function expire_in(ms)
@@ -49,18 +56,33 @@ local function touch_index(now, keep_ms)
   end
 end
 
--- The session as it stands at `now`, or nil. A live session whose lease has
--- expired is stored as abandoned here, so every reader sees the same state.
+-- The session as it stands at `now`, or nil: every field (and the hash as
+-- HGETALL gives it), or only `fields`, whose first must be 'g' (an append
+-- reads a few, per model token, and not the metadata, which may be large).
+-- A live session whose lease has expired is stored as abandoned here, so
+-- every reader sees the same state.
 local abandoned_now = false  -- whether load() just stored an abandonment
 
-local function load(now)
-  local flat = redis.call('HGETALL', session_key)
-  if #flat == 0 then
-    return nil, flat
-  end
-  local s = {}
-  for i = 1, #flat, 2 do
-    s[flat[i]] = flat[i + 1]
+local function load(now, fields)
+  local s, flat = {}, nil
+  if fields then
+    local values = redis.call('HMGET', session_key, unpack(fields))
+    if not values[1] then  -- every session has a generation
+      return nil, nil
+    end
+    for i = 1, #fields do
+      if values[i] then  -- (false for a field the hash lacks: left nil, as below)
+        s[fields[i]] = values[i]
+      end
+    end
+  else
+    flat = redis.call('HGETALL', session_key)
+    if #flat == 0 then
+      return nil, flat
+    end
+    for i = 1, #flat, 2 do
+      s[flat[i]] = flat[i + 1]
+    end
   end
   if s.st == 'live' and tonumber(s.l) <= now then
     s.st, s.u = 'abandoned', tostring(now)
@@ -70,7 +92,9 @@ local function load(now)
     redis.call('HSET', session_key, 'st', s.st, 'u', s.u)
     touch_index(now, tonumber(s.r))
     publish(change_channel, 'end')
-    flat = redis.call('HGETALL', session_key)
+    if flat then
+      flat = redis.call('HGETALL', session_key)
+    end
   end
   return s, flat
 end
@@ -89,10 +113,10 @@ local function fence(s, generation)
   return nil
 end
 
--- The current time, the session, and why the producer of `generation` may
--- not write to it (nil if it may).
-local function owned(generation)
+-- The current time, the session (every field, or `fields`: see load), and
+-- why the producer of `generation` may not write to it (nil if it may).
+local function owned(generation, fields)
   local now = now_ms()
-  local s = load(now)
+  local s = load(now, fields)
   return now, s, fence(s, generation)
 end
