@@ -13,6 +13,12 @@ the table at the end is what ``docs/performance.md`` quotes. Kinds:
     putting the event into one queue per reader (``asyncio.Queue``; Trio
     memory channels), one task per reader waiting on its queue. What the
     event loop itself costs for this load.
+``shape``
+    what this library's per-event work comes to with no layers between a
+    producer and its readers: an id and one ``Event`` per event, the
+    checkpoint ``send`` makes, one ``deque`` and the library's own wake-up
+    per reader, anyio task groups and a cancel scope per producer, and the
+    same conversions the library's runs make. Not run by default.
 ``memory``, ``redis``, ``redis-py``
     one hub in the process, ``hub.produce`` per session and two
     ``hub.subscribe`` per session (Redis: a redis-server of this script's
@@ -221,6 +227,65 @@ def floor_trio(tally: Tally, readers: int) -> None:
         end()
 
     trio.run(main)
+
+
+def shape(tally: Tally, readers: int, loop: str) -> None:
+    """The ``shape`` kind (the module's docstring says what it holds)."""
+    from collections import deque
+
+    from replayhub._events import Event
+    from replayhub._wakeup import Wakeup, wakeup_factory
+    from replayhub.backends._clock import loop_checkpoint
+
+    class Reader:
+        __slots__ = ("buffer", "wakeup")
+
+        def __init__(self, wakeup: Wakeup) -> None:
+            self.buffer: deque[Event | None] = deque()
+            self.wakeup = wakeup
+
+    async def produce(mine: list[Reader], start: float) -> None:
+        checkpoint = loop_checkpoint()
+        sleep_until = native_sleep_until()
+        with anyio.CancelScope():
+            for index in range(tally.per_session):
+                await sleep_until(start + index / tally.rate)
+                data = repr(time.monotonic())
+                await checkpoint()
+                event = Event(f"1-{index + 1}", "message", data)
+                tally.sent += 1
+                for reader in mine:
+                    reader.buffer.append(event)
+                    reader.wakeup.wake()
+            for reader in mine:
+                reader.buffer.append(None)
+                reader.wakeup.wake()
+
+    async def read(reader: Reader) -> None:
+        buffer = reader.buffer
+        while True:
+            while not buffer:
+                await reader.wakeup.wait()
+            event = buffer.popleft()
+            if event is None:
+                return
+            tally.latencies.append(time.monotonic() - float(str(event.data)))
+
+    async def main() -> None:
+        new_wakeup = wakeup_factory()
+        sessions = [[Reader(new_wakeup()) for _ in range(readers)] for _ in range(tally.sessions)]
+        start = anyio.current_time() + LEAD_IN
+        async with anyio.create_task_group() as task_group:
+            for mine in sessions:
+                for reader in mine:
+                    task_group.start_soon(read, reader)
+            for mine in sessions:
+                task_group.start_soon(produce, mine, start)
+            await anyio.sleep_until(start)
+            end = tally.measure_window()
+        end()
+
+    anyio.run(main, backend=loop)
 
 
 # -- replayhub ----------------------------------------------------------------------------
@@ -459,6 +524,8 @@ def child(args: argparse.Namespace) -> None:
     fields.update(gc_tuning(args))
     if args.kind == "floor":
         (floor_asyncio if args.loop == "asyncio" else floor_trio)(tally, args.readers)
+    elif args.kind == "shape":
+        shape(tally, args.readers, args.loop)
     elif args.kind in ("memory", "redis", "redis-py"):
 
         async def main() -> None:
@@ -700,8 +767,9 @@ def parent(args: argparse.Namespace) -> None:
         tries: dict[tuple[str, str, int, str], list[dict[str, Any]]] = {}
 
         def labelled(kind: str) -> list[tuple[str, str]]:
-            # The floors use no replayhub: once, whatever the builds.
-            return builds if kind != "floor" else [("", "")]
+            # The floors use no replayhub, the shape only its primitives:
+            # once, whatever the builds.
+            return builds if kind not in ("floor", "shape") else [("", "")]
 
         for loop in args.loops.split(","):
             for sessions in counts:
