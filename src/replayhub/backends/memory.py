@@ -176,17 +176,7 @@ class MemoryBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     def append_now(self, request: AppendRequest) -> None:
         session_id, generation = request.session_id, request.generation
         events, metadata = request.events, request.metadata
-        session = self._sessions.get(session_id)
-        if (
-            session is None
-            or session.generation != generation
-            or session.state is not State.LIVE
-            or session.lease_deadline <= self._now()
-            or not self._open
-        ):
-            # What _owned checks, in line: this runs for every event sent,
-            # and a live session within its lease is all _owned returns.
-            session = self._owned(session_id, generation)
+        session = self._owned(session_id, generation)
         log = session.events
         stored: list[StoredEvent] = []
         if events:
@@ -353,6 +343,18 @@ class MemoryBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         return session
 
     def _owned(self, session_id: str, generation: int) -> _Session:
+        session = self._sessions.get(session_id)
+        if (
+            session is not None
+            and session.generation == generation
+            and session.state is State.LIVE
+            and session.lease_deadline > self._now()
+            and self._open
+        ):
+            # The common case first, with no further call: every event sent
+            # comes here. Anything else goes the long way, which ends an
+            # expired lease and says what is wrong.
+            return session
         self._require_open()
         session = self._current(session_id, self._now())
         if session is None:
