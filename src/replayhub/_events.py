@@ -252,21 +252,26 @@ class PackedEvents:
     the collector counts; the sequence numbers are implicit (consecutive).
     """
 
-    __slots__ = ("_first_seq", "_kinds", "_names", "_payloads")
+    __slots__ = ("_first_seq", "kinds", "names", "payloads")
 
-    def __init__(self) -> None:
-        self._first_seq = 1  # of the first event kept
-        self._names: list[str] = []
-        self._kinds: list[DataKind] = []
-        self._payloads: list[str | bytes] = []
+    def __init__(self, first_seq: int = 1) -> None:
+        """:param first_seq: the sequence number the first event will have
+        (the one :meth:`extend` is given, if none is kept then)."""
+        self._first_seq = first_seq  # of the first event kept
+        # The columns, one entry per event kept. Public for the one caller
+        # per token that appends an event in line (to all three, never to
+        # one alone): it follows the last event kept, or is ``first_seq``.
+        self.names: list[str] = []
+        self.kinds: list[DataKind] = []
+        self.payloads: list[str | bytes] = []
 
     def __len__(self) -> int:
-        return len(self._payloads)
+        return len(self.payloads)
 
     def extend(self, events: Sequence[StoredEvent]) -> int:
         """Keep ``events``, which follow the last one kept (any, if none is);
         returns how many events are kept now."""
-        kept = len(self._payloads)
+        kept = len(self.payloads)
         if not events:
             return kept
         first = events[0].seq
@@ -276,13 +281,13 @@ class PackedEvents:
             raise ValueError(f"event {first} does not follow event {self._first_seq + kept - 1}")
         if len(events) == 1:  # one token per write: the common batch
             event = events[0]
-            self._names.append(event.event)
-            self._kinds.append(event.kind)
-            self._payloads.append(event.payload)
+            self.names.append(event.event)
+            self.kinds.append(event.kind)
+            self.payloads.append(event.payload)
             return kept + 1
-        self._names += [event.event for event in events]
-        self._kinds += [event.kind for event in events]
-        self._payloads += [event.payload for event in events]
+        self.names += [event.event for event in events]
+        self.kinds += [event.kind for event in events]
+        self.payloads += [event.payload for event in events]
         return kept + len(events)
 
     @classmethod
@@ -297,7 +302,7 @@ class PackedEvents:
         (taken, not copied)."""
         packed = cls()
         packed._first_seq = first_seq
-        packed._names, packed._kinds, packed._payloads = names, kinds, payloads
+        packed.names, packed.kinds, packed.payloads = names, kinds, payloads
         return packed
 
     @property
@@ -309,9 +314,9 @@ class PackedEvents:
         """The events kept at indexes ``start`` to ``stop`` (as a slice), as
         new objects; with ``share`` (their generation), each carries the
         :class:`Event` its readers share (:meth:`StoredEvent.share`)."""
-        names = self._names[start:stop]
-        kinds = self._kinds[start:stop]
-        payloads = self._payloads[start:stop]
+        names = self.names[start:stop]
+        kinds = self.kinds[start:stop]
+        payloads = self.payloads[start:stop]
         first = self._first_seq + start
         seqs = range(first, first + len(payloads))
         if share is None:
@@ -330,9 +335,9 @@ class PackedEvents:
         """The events kept at indexes ``start`` to ``stop`` as one reader
         receives them (JSON decoded for it alone), with no
         :class:`StoredEvent` in between."""
-        names = self._names[start:stop]
-        kinds = self._kinds[start:stop]
-        payloads = self._payloads[start:stop]
+        names = self.names[start:stop]
+        kinds = self.kinds[start:stop]
+        payloads = self.payloads[start:stop]
         data = cast(list[JSON | bytes], payloads)
         if DataKind.JSON in kinds:
             data = [
@@ -343,9 +348,9 @@ class PackedEvents:
 
     def keep_last(self, count: int) -> None:
         """Drop all but the newest ``count`` events."""
-        drop = len(self._payloads) - count
+        drop = len(self.payloads) - count
         if drop > 0:
-            del self._names[:drop], self._kinds[:drop], self._payloads[:drop]
+            del self.names[:drop], self.kinds[:drop], self.payloads[:drop]
             self._first_seq += drop
 
 

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import logging
 import operator
+from collections import deque
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from typing import Protocol, cast
 
@@ -132,7 +134,8 @@ class SessionFeed:
         self._record: SessionRecord | None = None  # as of the latest read
         self._removed = False
         self._unreachable: BackendUnavailableError | None = None  # for lease_ttl
-        self._events = PackedEvents()  # at most 2 * WINDOW
+        # At most 2 * WINDOW events, the last of them _last_seq's.
+        self._events = PackedEvents()
         # The same events built for readers taking them from the window, each
         # once for all of them, and the Event they share (none for JSON, which
         # each reader decodes); None until a reader takes it. The Events in a
@@ -150,8 +153,9 @@ class SessionFeed:
         self._read_again = False  # the watch woke while it was under way
         self._ended: tuple[str, BaseException] | None = None  # stopped following
         self._storage_reads: dict[tuple[int, int], _SharedRead] = {}
-        # Readers level with the window and its live generation (ordered).
-        self._followers: dict[Follower, None] = {}
+        # Readers level with the window and its live generation (ordered),
+        # with their buffers and wake-ups (attach).
+        self._followers: dict[Follower, tuple[deque[Event], Callable[[], None]]] = {}
 
     async def read_storage(self, after: Cursor) -> tuple[SessionRecord, list[StoredEvent]] | None:
         """A page of storage after ``after``, for readers behind the window.
@@ -224,14 +228,19 @@ class SessionFeed:
             return record, []
         return None  # storage holds more than the window: being read
 
-    def attach(self, follower: Follower) -> None:
+    def attach(self, follower: Follower, buffer: deque[Event], wake: Callable[[], None]) -> None:
         """Hand ``follower`` every batch that extends the window from now on,
         until a change other than a batch releases it.
 
         Only for a reader that :meth:`read` found level with storage, in the
         live generation: each batch then follows exactly what it holds.
+        The common batch, one event that every reader shares, goes straight
+        into ``buffer`` (the reader's own, holding the events it has yet to
+        hand out), and ``wake()`` is called: no call into the reader per
+        token. A follower whose buffer holds a page (:data:`PAGE_SIZE`) is
+        released instead, to read on at its own pace.
         """
-        self._followers[follower] = None
+        self._followers[follower] = (buffer, wake)
 
     def detach(self, follower: Follower) -> None:
         self._followers.pop(follower, None)
@@ -470,6 +479,36 @@ class SessionFeed:
                 self._read_instead()  # one was missed
                 return
             events = events[last_seq + 1 - first :]
+        elif len(events) == 1 and (shared := events[0].shared) is not None:
+            # The common batch, a token per write: what _extend and _moved do,
+            # in one pass (every token comes here).
+            event = events[0]
+            window = self._events  # ends at _last_seq: this event follows it
+            window.names.append(event.event)
+            window.kinds.append(event.kind)
+            window.payloads.append(event.payload)
+            self._last_seq = first
+            kept = len(window.payloads)
+            if self.users > len(self._followers):
+                self._keep_built(generation, events, kept)
+            if kept > 2 * WINDOW:
+                self._trim(kept)
+            full: list[Follower] | None = None
+            for follower, (buffer, wake) in self._followers.items():
+                if len(buffer) < PAGE_SIZE:
+                    buffer.append(shared)
+                    wake()
+                else:  # not reading: it reads on itself, later
+                    full = [follower] if full is None else [*full, follower]
+            if full is not None:
+                for follower in full:
+                    del self._followers[follower]
+                    follower.released()
+            changed = self._changed
+            if changed is not None:
+                self._changed = None
+                changed.set()
+            return
         self._extend(generation, events)
         self._moved(release=False)  # the followers have it
 
@@ -480,7 +519,7 @@ class SessionFeed:
 
     def _clear_window(self, *, last_seq: int) -> None:
         """Empty the window; the next batch it takes follows ``last_seq``."""
-        self._events, self._built, self._shared = PackedEvents(), [], []
+        self._events, self._built, self._shared = PackedEvents(last_seq + 1), [], []
         self._last_seq = last_seq
 
     def _pad_built(self, covered: int) -> None:
@@ -494,19 +533,11 @@ class SessionFeed:
     def _extend(self, generation: int, events: list[StoredEvent]) -> None:
         kept = self._events.extend(events)
         if self.users > len(self._followers):
-            # Some reader takes events from the window: these objects will
-            # be wanted, and they are built already.
-            self._pad_built(kept - len(events))
-            built = [event.share(generation) for event in events]
-            self._built += built
-            self._shared += [event.shared for event in built]
+            self._keep_built(generation, events, kept)
         # Else every reader is handed each batch: nothing kept as objects.
         self._last_seq = events[-1].seq
-        drop = kept - WINDOW
-        if drop > WINDOW:  # trimmed now and then, not per batch
-            self._events.keep_last(WINDOW)
-            del self._built[:drop]
-            del self._shared[:drop]
+        if kept > 2 * WINDOW:  # trimmed now and then, not per batch
+            self._trim(kept)
         followers = self._followers
         if followers:
             # Each follower buffers the Events it hands out: listed here
@@ -516,10 +547,25 @@ class SessionFeed:
             declined: list[Follower] | None = None
             for follower in followers:
                 if not follower.pushed(events, shared):
-                    declined = [] if declined is None else declined
-                    declined.append(follower)
+                    declined = [follower] if declined is None else [*declined, follower]
             for follower in declined or ():
                 del followers[follower]
+
+    def _keep_built(self, generation: int, events: list[StoredEvent], kept: int) -> None:
+        """Some reader takes events from the window: the objects of
+        ``events``, just added (``kept`` in all), will be wanted, and they
+        are built already."""
+        self._pad_built(kept - len(events))
+        built = [event.share(generation) for event in events]
+        self._built += built
+        self._shared += [event.shared for event in built]
+
+    def _trim(self, kept: int) -> None:
+        """Keep the newest WINDOW of the ``kept`` events in the window."""
+        drop = kept - WINDOW
+        self._events.keep_last(WINDOW)
+        del self._built[:drop]
+        del self._shared[:drop]
 
     def _moved(self, *, release: bool = True) -> None:
         """Wake the readers waiting for the feed; with ``release``, a change

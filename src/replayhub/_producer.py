@@ -44,7 +44,9 @@ class _Phase(enum.Enum):
     CLOSED = "closed"
 
 
-_OPEN = _Phase.OPEN  # read per send: a class attribute lookup of an enum costs ~125 ns
+# Read per send: a class attribute lookup of an enum costs ~125 ns.
+_OPEN = _Phase.OPEN
+_TEXT = DataKind.TEXT
 
 
 class _Stop(enum.Enum):
@@ -118,9 +120,14 @@ class Producer(anyio.AsyncContextManagerMixin):
         # A backend that stores without a round trip (in process) is given
         # each send at once: a send has just let other tasks run, so there is
         # nothing to gather. send_nowait queues for the writer (a batch).
-        self._append_now: Callable[[AppendRequest], None] | None = getattr(
-            runtime.backend, "append_now", None
+        self._append_one: Callable[[str, int, StoredEvent], None] | None = getattr(
+            runtime.backend, "append_one", None
         )
+        # Read per send: attributes of the producer's own are the cheapest.
+        settings = runtime.settings
+        self._max_event_bytes = settings.max_event_bytes
+        self._max_events = settings.max_events
+        self._buffer_size = settings.buffer_size
         self._write_backoff = Backoff()
         self._retrying = False  # a failed write waits for its retry time
         self._progress: anyio.Event | None = None  # made when someone waits
@@ -179,14 +186,53 @@ class Producer(anyio.AsyncContextManagerMixin):
         queued and will be stored. A loop that must not yield per event uses
         :meth:`send_nowait`.
         """
-        self._require_open()
-        event, kind, payload = self._encode(data, event)
-        self._check_max_events()  # before waiting; _queue checks again after
+        # Every token comes here: the checks of _require_open, _encode and
+        # _check_max_events, in line for the common case (ASCII text, with
+        # no event name), each method called only where it has more to do.
+        if self._phase is not _OPEN or self._lost is not None or self._failure is not None:
+            self._require_open()
+        payload: str | bytes
+        if isinstance(data, str) and event == "message" and data.isascii():
+            kind, payload = _TEXT, data
+            if len(payload) > self._max_event_bytes:
+                event, kind, payload = self._encode(data, event)  # raises
+        else:
+            event, kind, payload = self._encode(data, event)
+        if self._seq >= self._max_events:
+            self._check_max_events()  # before waiting; _queue checks again after
         await self._checkpoint()
-        while len(self._pending) >= self._settings.buffer_size:
+        while len(self._pending) >= self._buffer_size:
             await self._wait_progress()
-        self._require_open()
-        return self._queue(event, kind, payload, at_once=True)
+        if self._phase is not _OPEN or self._lost is not None or self._failure is not None:
+            self._require_open()
+        append_one = self._append_one
+        if (
+            append_one is None
+            or self._retrying
+            or self._inflight
+            or self._pending
+            or self._pending_metadata
+            or self._inflight_metadata
+        ):
+            return self._queue(event, kind, payload)
+        # Stored at once, nothing being ahead of it. On success, what
+        # write_done(None) does after a write of one event with nothing
+        # queued behind it and no failure before it.
+        if self._seq >= self._max_events:
+            self._check_max_events()
+        seq = self._seq = self._seq + 1
+        stored = StoredEvent(seq, event, kind, payload)
+        try:
+            append_one(self._session_id, self._generation, stored)
+        except Exception as exc:
+            self._inflight = [stored]  # what write_done retries, or gives up on
+            self.write_done(exc)
+            return format_event_id(self._generation, seq)
+        self._stored_seq = seq
+        if self._progress is not None:
+            self._signal_progress()
+        shared = stored.shared  # the backend built its id already
+        return format_event_id(self._generation, seq) if shared is None else shared.id
 
     def send_nowait(self, data: SendData, *, event: str = "message") -> str:
         """:meth:`send` without waiting: queue the event now, or raise
@@ -204,9 +250,9 @@ class Producer(anyio.AsyncContextManagerMixin):
         """
         self._require_open()
         event, kind, payload = self._encode(data, event)
-        if len(self._pending) >= self._settings.buffer_size:
+        if len(self._pending) >= self._buffer_size:
             raise anyio.WouldBlock
-        return self._queue(event, kind, payload, at_once=False)
+        return self._queue(event, kind, payload)
 
     def _encode(self, data: SendData, event: str) -> tuple[str, DataKind, str | bytes]:
         """The checked event name and the encoded data, or InvalidInputError."""
@@ -224,24 +270,18 @@ class Producer(anyio.AsyncContextManagerMixin):
         return event, kind, payload
 
     def _check_max_events(self) -> None:
-        if self._seq >= self._settings.max_events:
+        if self._seq >= self._max_events:
             raise InvalidInputError(
-                f"session {self._session_id!r} reached max_events={self._settings.max_events}"
+                f"session {self._session_id!r} reached max_events={self._max_events}"
             )
 
-    def _queue(self, event: str, kind: DataKind, payload: str | bytes, *, at_once: bool) -> str:
+    def _queue(self, event: str, kind: DataKind, payload: str | bytes) -> str:
+        """Queue the event for the hub's writer; its id."""
         self._check_max_events()
         self._seq += 1
-        seq = self._seq
-        if at_once:
-            stored = StoredEvent(seq, event, kind, payload)
-            self._store_or_queue(stored)
-            if stored.shared is not None:  # the backend built its id already
-                return stored.shared.id
-        else:
-            self._pending.append(StoredEvent(seq, event, kind, payload))
-            self._ask_writer()
-        return format_event_id(self._generation, seq)
+        self._pending.append(StoredEvent(self._seq, event, kind, payload))
+        self._ask_writer()
+        return format_event_id(self._generation, self._seq)
 
     async def set_metadata(self, metadata: Mapping[str, Any]) -> None:
         """Merge ``metadata`` into the session's metadata (top-level keys replace).
@@ -517,27 +557,6 @@ class Producer(anyio.AsyncContextManagerMixin):
         is waiting for its retry time (the writer asks again then)."""
         if not self._retrying:
             self._writer.request(self)
-
-    def _store_or_queue(self, event: StoredEvent) -> None:
-        """Store ``event`` at once where the backend can and nothing is
-        ahead of it; else queue it for the writer."""
-        append_now = self._append_now
-        if append_now is None or self._retrying or self._unwritten:
-            self._pending.append(event)
-            self._ask_writer()
-            return
-        batch = [event]
-        try:
-            append_now(AppendRequest(self._session_id, self._generation, batch, None))
-        except Exception as exc:
-            self._inflight = batch  # what write_done retries, or gives up on
-            self.write_done(exc)
-            return
-        # What write_done(None) does after a write of one event with nothing
-        # queued behind it and no failure before it (the back-off is reset).
-        self._stored_seq = event.seq
-        if self._progress is not None:
-            self._signal_progress()
 
     @property
     def _unwritten(self) -> bool:

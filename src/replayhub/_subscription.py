@@ -77,10 +77,10 @@ class Subscription:
         self._inside = False  # the async with block is running
         self._generation = 0
         self._delivered_seq = 0  # last seq handed to the caller: the resume point
-        self._fetched_seq = 0  # last seq in the buffer
         self._join_until = 0  # events up to this seq are joined (batch replay)
         # The events fetched and not yet delivered, as the caller receives
-        # them: seqs _delivered_seq + 1 to _fetched_seq.
+        # them: seqs _delivered_seq + 1 to _fetched_seq. The feed appends to
+        # it directly while this subscription follows it.
         self._buffer: deque[Event] = deque()
         # While joining (batch replay): for each buffered event up to
         # _join_until, from the first, whether it is text (joinable).
@@ -102,6 +102,11 @@ class Subscription:
     def generation(self) -> int:
         """The generation being read (0 before the block is entered)."""
         return self._generation
+
+    @property
+    def _fetched_seq(self) -> int:
+        """The last seq fetched: the buffer holds those after the delivered."""
+        return self._delivered_seq + len(self._buffer)
 
     @property
     def outcome(self) -> Outcome | None:
@@ -183,7 +188,7 @@ class Subscription:
             )
         self._generation = record.generation
         if after is not None and after.generation == record.generation:
-            self._delivered_seq = self._fetched_seq = after.seq
+            self._delivered_seq = after.seq
         self._join_until = record.last_seq if self._batch_replay else 0
         return record
 
@@ -238,7 +243,7 @@ class Subscription:
                 if self._wakeup is None:
                     self._wakeup = wakeup_factory()()
                 self._following = True
-                feed.attach(self)
+                feed.attach(self, self._buffer, self._wakeup.wake)
 
     # -- what the feed calls while this subscription follows it (_feed.Follower) --
 
@@ -249,7 +254,6 @@ class Subscription:
             return False
         if shared is not None and events[0].seq > self._join_until:
             buffer.extend(shared)
-            self._fetched_seq = events[-1].seq
         else:
             self._buffer_stored(events)
         assert self._wakeup is not None
@@ -288,7 +292,7 @@ class Subscription:
             return []
         taken = feed.take_events(self._generation, self._fetched_seq)
         if taken:
-            self._delivered_seq = self._fetched_seq = self._fetched_seq + len(taken)
+            self._delivered_seq += len(taken)
         return taken
 
     def _take_buffered(self) -> list[Event]:
@@ -404,7 +408,6 @@ class Subscription:
         if joining > 0:
             self._joinable.extend(stored.kind is DataKind.TEXT for stored in events[:joining])
         self._buffer.extend(taken)
-        self._fetched_seq = events[-1].seq
 
     def _accept(self, record: SessionRecord, events: list[Event]) -> bool:
         """Take in a read's ``record`` and page (the events that follow those
@@ -430,7 +433,6 @@ class Subscription:
             return True
         if events:
             self._buffer.extend(events)
-            self._fetched_seq += len(events)
             return self._fetched(record)
         if record.state.terminal and self._fetched_seq >= record.last_seq:
             self._outcome = outcome_of(record, self._generation)

@@ -24,9 +24,9 @@ of the previous generation, and a cancel flag. Its duties:
   one call, with one answer for all, has ``renew_many``
   (:class:`BatchRenewer`); the core then renews together the leases that
   fall due together.
-* **Storing at once (optional).** A backend with ``append_now``
-  (:class:`StoresAtOnce`) stores without waiting; producers then store each
-  send as it is made.
+* **Storing at once (optional).** A backend with ``append_one``
+  (:class:`StoresAtOnce`) stores an event without waiting; producers then
+  store each send as it is made.
 * **Release (optional).** A backend with ``release`` (:class:`ReleasesClaims`)
   hears from every producer that claimed through it when it ends.
 * **Atomic snapshots.** ``read`` returns a record and events that belong
@@ -159,12 +159,15 @@ class BatchRenewer(Protocol):
 class StoresAtOnce(Protocol):
     """A backend that stores an append without waiting (in process)."""
 
-    def append_now(self, request: AppendRequest) -> None:
-        """Store ``request`` as :meth:`Backend.append` would, before returning.
+    def append_one(self, session_id: str, generation: int, event: StoredEvent) -> None:
+        """Store ``event`` as :meth:`Backend.append` would store a batch of
+        it alone with no metadata, before returning.
 
         Producers call it from ``send`` instead of handing their events to the
         hub's writer: with no round trip to wait for, there is nothing to
-        gather, and the event is stored (and handed to readers) at once.
+        gather, and the event is stored (and handed to readers) at once. One
+        event and its fields as they are, rather than an
+        :class:`AppendRequest`: every token sent comes here.
         """
         ...
 

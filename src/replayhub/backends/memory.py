@@ -22,6 +22,8 @@ from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import (
     Cursor,
+    DataKind,
+    Event,
     Metadata,
     Outcome,
     PackedEvents,
@@ -159,21 +161,38 @@ class MemoryBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         metadata: Metadata | None,
     ) -> None:
         await checkpoint()
-        self.append_now(AppendRequest(session_id, generation, events, metadata))
+        self._append_now(AppendRequest(session_id, generation, events, metadata))
 
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
         await checkpoint()
         results: list[Exception | None] = []
         for request in appends:
             try:
-                self.append_now(request)
+                self._append_now(request)
             except Exception as exc:
                 results.append(exc)
             else:
                 results.append(None)
         return results
 
-    def append_now(self, request: AppendRequest) -> None:
+    def append_one(self, session_id: str, generation: int, event: StoredEvent) -> None:
+        # Every token sent comes here: the common case (the event follows the
+        # log) in one pass, with no request object and no call into the log.
+        session = self._owned(session_id, generation)
+        log = session.events
+        payloads = log.payloads
+        if event.seq != len(payloads) + 1:  # raises, unless stored already
+            check_batch_follows((event,), stored=len(payloads))
+            return
+        if event.kind is not DataKind.JSON:  # StoredEvent.share, in line
+            event.shared = Event(f"{generation}-{event.seq}", event.event, event.payload)
+        log.names.append(event.event)
+        log.kinds.append(event.kind)
+        payloads.append(event.payload)
+        session.updated_at = time.time()
+        self._watches.push(session_id, generation, [event])
+
+    def _append_now(self, request: AppendRequest) -> None:
         session_id, generation = request.session_id, request.generation
         events, metadata = request.events, request.metadata
         session = self._owned(session_id, generation)
