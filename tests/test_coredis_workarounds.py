@@ -20,6 +20,10 @@ from typing import Any
 import anyio
 import coredis
 import pytest
+from coredis.client.basic import Client
+from coredis.commands.core import CoreCommands
+from coredis.commands.request import CommandRequest
+from coredis.commands.script import Script
 from coredis.patterns.pipeline import ClusterPipeline, Pipeline
 from coredis.patterns.pubsub import BasePubSub, PubSub, ShardedPubSub
 from coredis.pool import ClusterConnectionPool, ConnectionPool
@@ -30,6 +34,7 @@ from replayhub.backends.redis._coredis import (
     SlotReturningPool,
     raw_xrange,
     receive_messages,
+    run_script_once,
 )
 
 from .redis_server import RedisServer
@@ -49,6 +54,9 @@ FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
     "BasePubSub._handle_message": (BasePubSub._handle_message, "8a7401a604842131"),
     "Pipeline.create_request": (Pipeline.create_request, "582edbab73b3fb32"),
     "ClusterPipeline.create_request": (ClusterPipeline.create_request, "a52e5951d55ab962"),
+    "Script.__call__": (Script.__call__, "a735a1b3353bcca8"),
+    "CoreCommands._evalsha": (CoreCommands._evalsha, "1352502cdccb72af"),
+    "Client.create_request": (Client.create_request, "d43443f46e613681"),
 }
 
 
@@ -140,6 +148,37 @@ async def test_coredis_still_parses_stream_entries_and_raw_xrange_reads_them_as_
             counted = raw_xrange(pipe, "log", "7-1", "+", 1)
         assert list(await whole) == [[b"7-2", [b"b", b"v2"]], [b"7-3", [b"b", b"v3"]]]
         assert list(await counted) == [[b"7-1", [b"b", b"v1"]]]
+
+
+async def test_coredis_still_builds_a_script_call_thrice_and_ours_once_answers_the_same(
+    fresh_redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What run_script_once skips: the command of a script call built three
+    # times, each walking every argument. A coredis that builds it once
+    # fails the first assertion (run_script_once can go); one that changes
+    # create_request fails the rest.
+    built = 0
+    original = CommandRequest.__init__
+
+    def counting(self: Any, *args: Any, **kwargs: Any) -> None:
+        nonlocal built
+        built += 1
+        original(self, *args, **kwargs)
+
+    keys = ["{a}:s", "{a}:l", "{b}:s"]
+    async with coredis.Redis.from_url(fresh_redis.plain_url) as client:
+        script = client.register_script("return {KEYS[1], KEYS[3], ARGV[2], #KEYS}")
+        await script(keys=keys, args=[b"x", "y"])  # loaded: no NOSCRIPT below
+        with monkeypatch.context() as patch:
+            patch.setattr(CommandRequest, "__init__", counting)
+            theirs = await script(keys=keys, args=[b"x", "y"])
+            assert built == 3
+            built = 0
+            ours = await run_script_once(client, script, keys, [b"x", "y"])
+            assert built == 1
+        assert ours == theirs == [b"{a}:s", b"{b}:s", b"y", 3]
+        await client.script_flush()  # a server restarted, or failed over
+        assert await run_script_once(client, script, keys, [b"x", "y"]) == ours
 
 
 @pytest.mark.parametrize(

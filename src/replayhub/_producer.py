@@ -205,6 +205,10 @@ class Producer(anyio.AsyncContextManagerMixin):
             await self._wait_progress()
         if self._phase is not _OPEN or self._lost is not None or self._failure is not None:
             self._require_open()
+        if self._seq >= self._max_events:
+            self._check_max_events()
+        seq = self._seq = self._seq + 1
+        stored = StoredEvent(seq, event, kind, payload)
         append_one = self._append_one
         if (
             append_one is None
@@ -214,14 +218,14 @@ class Producer(anyio.AsyncContextManagerMixin):
             or self._pending_metadata
             or self._inflight_metadata
         ):
-            return self._queue(event, kind, payload)
+            # Queued for the hub's writer (what _queue does, in line).
+            self._pending.append(stored)
+            if not self._retrying:
+                self._writer.request(self)
+            return format_event_id(self._generation, seq)
         # Stored at once, nothing being ahead of it. On success, what
         # write_done(None) does after a write of one event with nothing
         # queued behind it and no failure before it.
-        if self._seq >= self._max_events:
-            self._check_max_events()
-        seq = self._seq = self._seq + 1
-        stored = StoredEvent(seq, event, kind, payload)
         try:
             append_one(self._session_id, self._generation, stored)
         except Exception as exc:
@@ -573,7 +577,9 @@ class Producer(anyio.AsyncContextManagerMixin):
         if self._lost is not None or self._failure is not None or self._phase is _Phase.CLOSED:
             return None
         if not self._inflight and not self._inflight_metadata:
-            self._inflight = self._take_batch()
+            pending = self._pending
+            # One event (a token per write at chat rates) with no more call.
+            self._inflight = [pending.popleft()] if len(pending) == 1 else self._take_batch()
             self._inflight_metadata, self._pending_metadata = self._pending_metadata, None
             if not self._inflight and not self._inflight_metadata:
                 return None
@@ -601,7 +607,10 @@ class Producer(anyio.AsyncContextManagerMixin):
             self._inflight, self._inflight_metadata = [], None
             if self._pending or self._pending_metadata:
                 self._writer.request(self)
-        elif isinstance(error, LeaseLostError):
+            if self._progress is not None:  # (no call when nobody waits)
+                self._signal_progress()
+            return
+        if isinstance(error, LeaseLostError):
             self._lose_claim(error)
         elif isinstance(error, StorageRefusedError) or not isinstance(
             error, BackendUnavailableError

@@ -336,9 +336,10 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         if self._cluster:
             return await append_each(self, appends)
         results: list[Exception | None] = []
+        namespace = self._namespace
         for start in range(0, len(appends), MAX_PER_CALL):
             chunk = appends[start : start + MAX_PER_CALL]
-            all_keys = [self._keys(request.session_id) for request in chunk]
+            all_keys = [session_keys(namespace, request.session_id) for request in chunk]
             keys = _keys_of_many(all_keys)
             batches = list(map(_batch_of, chunk))
             try:
@@ -361,6 +362,24 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         error to raise (``None``: stored); a stored batch goes to this hub's
         own readers at once (``_notifier``), and into its producer's copy."""
         session_id, generation, events = request.session_id, request.generation, request.events
+        if reply is not _STORED:  # (as every write is, in the common case)
+            error = self._append_refused(request, reply)
+            if error is not None:
+                return error
+        copy = self._copies.get((session_id, generation))
+        if copy is not None:
+            copy.add(events, batch)
+        if self._notifier is not None:
+            if events and request.metadata is None:
+                self._notifier.push_local(keys.changes, generation, events)
+            else:
+                self._notifier.notify_local(keys.changes)
+        return None
+
+    @staticmethod
+    def _append_refused(request: AppendRequest, reply: list[Any]) -> Exception | None:
+        """The error ``append.lua``'s ``reply`` means, if it refused ``request``."""
+        session_id, generation, events = request.session_id, request.generation, request.events
         lost = _fenced_out(session_id, generation, reply)
         if lost is not None:
             return lost
@@ -375,14 +394,6 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                 "(evicted by Redis? replayhub needs maxmemory-policy noeviction); "
                 "nothing more is written to it"
             )
-        copy = self._copies.get((session_id, generation))
-        if copy is not None:
-            copy.add(events, batch)
-        if self._notifier is not None:
-            if events and request.metadata is None:
-                self._notifier.push_local(keys.changes, generation, events)
-            else:
-                self._notifier.notify_local(keys.changes)
         return None
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:

@@ -33,16 +33,10 @@ class SessionKeys:
     form and the same events (``_packing``)."""
     index: str
     """The namespace's sorted set of session ids by last activity."""
-
-    @property
-    def changes(self) -> str:
-        """Channel of wake-ups for readers: events stored, state changed."""
-        return self.session[:-2] + ":n"
-
-    @property
-    def claim(self) -> str:
-        """Channel of wake-ups for the producer: cancel requested, removed."""
-        return self.session[:-2] + ":c"
+    changes: str
+    """Channel of wake-ups for readers: events stored, state changed."""
+    claim: str
+    """Channel of wake-ups for the producer: cancel requested, removed."""
 
     def all(self) -> list[str]:
         return [self.session, self.log, self.index]
@@ -55,7 +49,13 @@ class SessionKeys:
 @functools.lru_cache(maxsize=4096)  # made per call and per session: build each once
 def session_keys(namespace: str, session_id: str) -> SessionKeys:
     base = f"{namespace}:{{{_escape(session_id)}}}"
-    return SessionKeys(session=f"{base}:s", log=f"{base}:l", index=f"{namespace}:index")
+    return SessionKeys(
+        session=f"{base}:s",
+        log=f"{base}:l",
+        index=f"{namespace}:index",
+        changes=f"{base}:n",
+        claim=f"{base}:c",
+    )
 
 
 def encode_batch(events: Sequence[StoredEvent]) -> bytes:
