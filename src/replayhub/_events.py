@@ -13,13 +13,14 @@ import enum
 import itertools
 import json
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
 from ._error_types import ErrorType
 from ._errors import InvalidInputError
+from ._slots import fill_slots_directly
 
 JSON: TypeAlias = dict[str, "JSON"] | list["JSON"] | str | int | float | bool | None
 """A value that :func:`json.dumps` accepts and :func:`json.loads` returns."""
@@ -71,6 +72,9 @@ class DataKind(enum.IntEnum):
     JSON = 2
 
 
+@fill_slots_directly  # one is built per event stored: decoding a stored log
+# (the late replay figure) took 16% longer without it (1,148 against 964 ns
+# per event, 10,000 events)
 @dataclass(frozen=True, slots=True)
 class Event:
     """One event of a session's log, as a subscriber receives it."""
@@ -90,30 +94,6 @@ _set_ids, _set_names, _set_data = (
     _EVENT_SLOTS.data.__set__,
 )
 
-
-def _set_event_fields() -> Callable[[Event, str, str, JSON | bytes], None]:
-    """An ``Event.__init__`` that fills the slots through their own setters.
-
-    One Event is built per event stored; the frozen dataclass's generated
-    ``__init__`` goes through ``object.__setattr__`` per field and costs about
-    390 ns here, this about 240 ns. Same signature; the instance stays frozen.
-    Kept because decoding a stored log (the late replay figure) takes 16%
-    longer without it (1,148 against 964 ns per event, 10,000 events). A new
-    field must be set here too: ``test_event_init_sets_every_field`` fails
-    until it is.
-    """
-    set_id, set_event, set_data = _set_ids, _set_names, _set_data
-
-    def __init__(self: Event, id: str, event: str, data: JSON | bytes) -> None:
-        set_id(self, id)
-        set_event(self, event)
-        set_data(self, data)
-
-    __init__.__qualname__ = "Event.__init__"  # as errors name it
-    return __init__
-
-
-setattr(Event, "__init__", _set_event_fields())  # noqa: B010
 
 _new_instance = object.__new__
 

@@ -71,6 +71,7 @@ from .._events import (
     StoredEvent,
     utc_datetime,
 )
+from .._slots import fill_slots_directly
 from ._watch import AppendListener
 
 
@@ -120,6 +121,7 @@ class Renewal:
     """Someone asked the session to stop (:meth:`Backend.request_cancel`)."""
 
 
+@fill_slots_directly  # one is built per write
 @dataclass(frozen=True, slots=True)
 class AppendRequest:
     """One producer's write: the arguments of :meth:`Backend.append`."""

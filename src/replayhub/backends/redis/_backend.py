@@ -341,7 +341,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
             chunk = appends[start : start + MAX_PER_CALL]
             all_keys = [session_keys(namespace, request.session_id) for request in chunk]
             keys = _keys_of_many(all_keys)
-            batches = list(map(_batch_of, chunk))
+            batches = [encode_batch(request.events) if request.events else b"" for request in chunk]
             try:
                 # A list, or one word when every append was stored.
                 replies: list[Any] | bytes = await self._call(
@@ -852,6 +852,17 @@ def _append_args(request: AppendRequest, batch: bytes) -> tuple[str, int, int, i
 def _packed_append(request: AppendRequest, batch: bytes) -> bytes:
     """The same arguments as one session's part of ``append_many.lua``'s
     single argument: a line of lengths and numbers, then the bytes."""
+    if request.metadata is None and request.events:  # a write of events alone: in line
+        session_bytes, events = request.session_id.encode(), request.events
+        return b"%d %d %d %d 0 %d\n%b%b" % (
+            len(session_bytes),
+            request.generation,
+            events[0].seq,
+            len(events),
+            len(batch),
+            session_bytes,
+            batch,
+        )
     session_id, generation, first_seq, count, metadata, batch = _append_args(request, batch)
     session_bytes, metadata_bytes = session_id.encode(), metadata.encode()
     return b"%d %d %d %d %d %d\n%b%b%b" % (
