@@ -8,7 +8,7 @@ copy of the log's head needs no read to learn what was written.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Mapping
 
 import anyio
 
@@ -69,6 +69,9 @@ class WatchRegistry:
 
     def __init__(self) -> None:
         self._watches: dict[Hashable, set[FlagWatch]] = {}
+        #: The keys watched (``key in registry.watched``: a lookup with no
+        #: call, for a caller that asks per event).
+        self.watched: Mapping[Hashable, object] = self._watches
 
     def __contains__(self, key: Hashable) -> bool:
         return key in self._watches

@@ -160,7 +160,7 @@ class Notifier:
         """Hand a batch this process just stored to its watches on ``channel``
         (quiet while this process produces the session, so no Pub/Sub
         message brings it back)."""
-        if channel in self._watches:
+        if channel in self._watches.watched:
             if len(events) == 1:  # a token per write: StoredEvent.share, in line
                 event = events[0]
                 if event.shared is None and event.kind is not DataKind.JSON:

@@ -66,12 +66,6 @@ class CopyBudget:
     def __init__(self) -> None:
         self.used = 0
 
-    def take(self, size: int) -> bool:
-        if self.used + size > COPIES_AT_MOST:
-            return False
-        self.used += size
-        return True
-
 
 class LogCopy:
     """What one producer stored in its generation's log: each stored value
@@ -117,9 +111,11 @@ class LogCopy:
                 self.drop()
             return
         size = len(batch)
-        if self._size + size > COPY_AT_MOST or not self._budget.take(size):
+        budget = self._budget  # (CopyBudget.take, in line: every write comes here)
+        if self._size + size > COPY_AT_MOST or budget.used + size > COPIES_AT_MOST:
             self.drop()
             return
+        budget.used += size
         self._size += size
         self._values.append(batch)
         if len(events) < KEPT_WHOLE:
