@@ -171,7 +171,7 @@ async def test_coredis_still_builds_a_script_call_thrice_and_ours_once_answers_t
         await script(keys=keys, args=[b"x", "y"])  # loaded: no NOSCRIPT below
         with monkeypatch.context() as patch:
             patch.setattr(CommandRequest, "__init__", counting)
-            theirs = await script(keys=keys, args=[b"x", "y"])
+            theirs: Any = await script(keys=keys, args=[b"x", "y"])
             assert built == 3
             built = 0
             ours = await run_script_once(client, script, keys, [b"x", "y"])
