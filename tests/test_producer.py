@@ -47,6 +47,38 @@ async def test_send_returns_ordered_ids_and_events_are_stored_in_order(hub: Hub)
     assert outcome.metadata == {"model": "m"}
 
 
+class _NamedText(str):
+    """Text that names its own event, as an EventLike may."""
+
+    def __replayhub_event__(self) -> tuple[str, object]:
+        return "note", {"text": str(self)}
+
+
+async def test_text_that_names_its_own_event_is_stored_as_that_event(hub: Hub) -> None:
+    # send takes plain text on a path of its own: a str subclass is not
+    # plain text, and non-ASCII text is measured in UTF-8 bytes.
+    async with hub.produce("s") as stream:
+        await stream.send(_NamedText("a"))
+        stream.send_nowait(_NamedText("b"))
+        await stream.send("é" * 3)
+    events, _ = await collect(hub, "s")
+    assert [(e.event, e.data) for e in events] == [
+        ("note", {"text": "a"}),
+        ("note", {"text": "b"}),
+        ("message", "ééé"),
+    ]
+
+
+async def test_oversize_text_is_refused_whether_ascii_or_not(make_hub: HubFactory) -> None:
+    async with make_hub(max_event_bytes=4) as small, small.produce("s") as stream:
+        await stream.send("abcd")
+        await stream.send("éé")  # 4 bytes
+        for text in ("abcde", "ééé"):
+            with pytest.raises(InvalidInputError, match="max_event_bytes"):
+                await stream.send(text)
+        assert stream.send_nowait("wxyz").endswith("-3")
+
+
 async def test_json_values_are_copied_at_send(hub: Hub) -> None:
     payload = {"n": [1]}
     async with hub.produce("s") as stream:

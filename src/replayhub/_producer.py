@@ -192,14 +192,15 @@ class Producer(anyio.AsyncContextManagerMixin):
         if self._phase is not _OPEN or self._lost is not None or self._failure is not None:
             self._require_open()
         payload: str | bytes
-        if isinstance(data, str) and event == "message" and data.isascii():
+        # (exactly str: a subclass may name its own event, as _encode checks)
+        if type(data) is str and event == "message" and data.isascii():
             kind, payload = _TEXT, data
             if len(payload) > self._max_event_bytes:
                 event, kind, payload = self._encode(data, event)  # raises
         else:
             event, kind, payload = self._encode(data, event)
         if self._seq >= self._max_events:
-            self._check_max_events()  # before waiting; _queue checks again after
+            self._check_max_events()  # before waiting; again below, after it
         await self._checkpoint()
         while len(self._pending) >= self._buffer_size:
             await self._wait_progress()
