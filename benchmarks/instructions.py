@@ -8,7 +8,10 @@ minute to the next), for comparing two builds of a small change.
 Each figure is two runs under ``valgrind --tool=callgrind`` that differ only
 in length; the difference of their instruction counts, divided by the
 difference of their events, leaves start-up and shut-down out. Repeated,
-a figure varies by about 0.1%.
+a figure varies by about 0.1% (``fleet.py``'s harness) to 2% (the tick
+harness). Run one figure at a time: two at once on this 2-core machine
+slow each other, and ``fleet.py``'s harness, paced by the clock, then
+gathers events differently (figures 10-25% off).
 
 ``floor``, ``shape``, ``memory``
     ``fleet.py``'s harness as it is (100 sessions, 2 readers each, paced
