@@ -22,8 +22,6 @@ from .._error_types import ErrorType
 from .._errors import HubClosedError, LeaseLostError, SessionBusyError
 from .._events import (
     Cursor,
-    DataKind,
-    Event,
     Metadata,
     Outcome,
     PackedEvents,
@@ -184,8 +182,7 @@ class MemoryBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         if event.seq != len(payloads) + 1:  # raises, unless stored already
             check_batch_follows((event,), stored=len(payloads))
             return
-        if event.kind is not DataKind.JSON:  # StoredEvent.share, in line
-            event.shared = Event(f"{generation}-{event.seq}", event.event, event.payload)
+        event.share(generation)
         log.names.append(event.event)
         log.kinds.append(event.kind)
         payloads.append(event.payload)

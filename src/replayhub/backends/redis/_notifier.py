@@ -37,7 +37,7 @@ import anyio
 from anyio.abc import TaskStatus
 
 from ..._errors import BackendUnavailableError
-from ..._events import DataKind, Event, StoredEvent
+from ..._events import StoredEvent
 from .._watch import AppendListener, FlagWatch, WatchRegistry
 from ._keys import decode_notification
 
@@ -161,15 +161,12 @@ class Notifier:
         (quiet while this process produces the session, so no Pub/Sub
         message brings it back)."""
         if channel in self._watches.watched:
-            if len(events) == 1:  # a token per write: StoredEvent.share, in line
-                event = events[0]
-                if event.shared is None and event.kind is not DataKind.JSON:
-                    event.shared = Event(f"{generation}-{event.seq}", event.event, event.payload)
-                self._watches.push(channel, generation, [event])
-            else:
-                self._watches.push(
-                    channel, generation, [event.share(generation) for event in events]
-                )
+            shared = (
+                [events[0].share(generation)]  # a token per write: no comprehension
+                if len(events) == 1
+                else [event.share(generation) for event in events]
+            )
+            self._watches.push(channel, generation, shared)
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Keep a Pub/Sub client subscribed to the watched channels.
