@@ -18,12 +18,14 @@ gathers events differently (figures 10-25% off).
     from one start), at 5 events/s per session: under valgrind the process
     runs about fifty times slower, and at 50 events/s it would fall behind,
     which changes how events gather per loop turn.
-``redis``, ``redis-py``
+``redis``, ``redis-py``, ``memory-tick``
     every session sends one event per tick, all in one turn of the loop,
     and the next tick waits until every reader has it: the gathering of a
     Redis hub's writes does not depend on valgrind's pace (in ``fleet.py``'s
     harness under valgrind a script call carried 2 writes, not 100). A
     redis-server of this script's own; instructions of this process only.
+    ``memory-tick`` is the memory backend in the same harness: what Redis
+    adds is the difference.
 
 The figures are for comparison, build against build, kind against kind in
 one harness; what a run costs in time is ``fleet.py``'s.
@@ -46,11 +48,15 @@ import anyio
 HERE = Path(__file__).parent
 SESSIONS, RATE = 100, 5.0
 FLEET_SECONDS = (2, 8)
-TICKS = (60, 160)
+#: Both past the rewrite threshold of a finished session's log (64 entries,
+#: ``_packing.PACK_FROM_ENTRIES``): with one run below it, each session's
+#: whole rewrite was charged to the longer run's extra events (17k per event).
+TICKS = (70, 170)
 
 
 def tick_child(url: str, ticks: int) -> None:
-    """The tick harness (``redis`` kinds): one event per session per tick."""
+    """The tick harness (``redis``, ``redis-py``, ``memory-tick``): one event
+    per session per tick."""
     from replayhub import Hub
 
     async def main() -> None:
@@ -127,25 +133,36 @@ def instructions(command: list[str], src: str) -> int:
 
 
 def per_event(kind: str, src: str, url: str) -> float:
-    python = sys.executable
+    if kind == "memory-tick":
+        return _tick_figure("memory://", src, url)
     if kind in ("redis", "redis-py"):
         driver = "coredis" if kind == "redis" else "redis-py"
-        counts = []
-        for ticks in (1, *TICKS):
-            subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=True, capture_output=True)
-            child = ["--tick-child", str(ticks), "--url", f"{url}?driver={driver}"]
-            command = [python, __file__, *child]
-            if ticks == 1:
-                # Not counted: the server's first run loads the scripts, and
-                # the first run counted would pay for it (40k per event).
-                subprocess.run(command, check=True, cwd=HERE, env=environment(src))
-            else:
-                counts.append(instructions(command, src))
-        return (counts[1] - counts[0]) / ((TICKS[1] - TICKS[0]) * SESSIONS)
+        return _tick_figure(f"{url}?driver={driver}", src, url)
+    return _fleet_figure(kind, src)
+
+
+def _tick_figure(target: str, src: str, url: str) -> float:
+    """The tick harness's figure on the hub at ``target`` (``url``: the
+    Redis server, emptied before each run)."""
+    counts = []
+    for ticks in (1, *TICKS):
+        subprocess.run(["redis-cli", "-u", url, "FLUSHALL"], check=True, capture_output=True)
+        command = [sys.executable, __file__, "--tick-child", str(ticks), "--url", target]
+        if ticks == 1:
+            # Not counted: the server's first run loads the scripts, and
+            # the first run counted would pay for it (40k per event).
+            subprocess.run(command, check=True, cwd=HERE, env=environment(src))
+        else:
+            counts.append(instructions(command, src))
+    return (counts[1] - counts[0]) / ((TICKS[1] - TICKS[0]) * SESSIONS)
+
+
+def _fleet_figure(kind: str, src: str) -> float:
+    """The figure of ``fleet.py``'s harness at :data:`RATE` events/s."""
     counts = []
     for seconds in FLEET_SECONDS:
         command = [
-            python, "fleet.py", "--child", "--kind", kind, "--loop", "asyncio",
+            sys.executable, "fleet.py", "--child", "--kind", kind, "--loop", "asyncio",
             "--sessions", str(SESSIONS), "--rate", str(RATE), "--seconds", str(seconds),
         ]  # fmt: skip
         counts.append(instructions(command, src))

@@ -10,10 +10,11 @@ import anyio
 import coredis
 import pytest
 import redis.asyncio
+import redis.exceptions
 
 from replayhub import Hub, InvalidInputError, State
 from replayhub.backends.redis import RedisBackend
-from replayhub.backends.redis._redispy import RedisPyDriver
+from replayhub.backends.redis._redispy import RedisPyDriver, packed_by_hiredis
 
 from .helpers import collect, texts
 from .redis_server import RedisClusterNodes, RedisServer
@@ -213,3 +214,51 @@ async def test_a_redis_py_pubsub_broken_under_two_tasks_reconnects_once(
         assert "connect_check_health" not in vars(connection)  # undone for the pool
     finally:
         await client.aclose()
+
+
+# -- redis-py's commands packed by hiredis ---------------------------------------------
+
+
+PACKED_ALIKE = [
+    ("EVALSHA", "a" * 40, 3, "ns:{s}:s", "ns:{s}:l", "ns:index", b"\x00\xff batch"),
+    ("SET", "clé", "häll\u00f6 \U0001f600", "PX", 1500),
+    ("SCRIPT LOAD", "return 1"),
+    (b"CLIENT SETNAME", b"hub"),
+    ("SET", "k", 0.1, -0.0, 1e20, -7, 2**70),
+    ("SET", "k", memoryview(b"view"), bytearray(b"array")),
+]
+
+
+@pytest.mark.parametrize("command", PACKED_ALIKE, ids=lambda command: str(command[0]))
+def test_hiredis_packs_the_bytes_redis_py_packs(command: tuple[Any, ...]) -> None:
+    plain = redis.asyncio.Connection()
+    packed = packed_by_hiredis(redis.asyncio.Connection)()
+    assert type(packed).pack_command is not redis.asyncio.Connection.pack_command
+    assert b"".join(packed.pack_command(*command)) == b"".join(plain.pack_command(*command))
+    assert b"".join(packed.pack_commands([command, command])) == b"".join(
+        plain.pack_commands([command, command])
+    )
+
+
+@pytest.mark.parametrize("refused", [True, None, object()])
+def test_hiredis_packing_refuses_what_redis_py_refuses(refused: object) -> None:
+    plain = redis.asyncio.Connection()
+    packed = packed_by_hiredis(redis.asyncio.Connection)()
+    with pytest.raises(redis.exceptions.DataError):
+        plain.pack_command("SET", "k", refused)
+    with pytest.raises(redis.exceptions.DataError):
+        packed.pack_command("SET", "k", refused)
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_the_hubs_own_redis_py_connections_pack_with_hiredis(
+    redis_server: RedisServer,
+) -> None:
+    async with Hub.from_url(redis_server.plain_url, driver="redis-py", namespace="packed") as hub:
+        backend = hub._backend
+        assert isinstance(backend, RedisBackend)
+        driver: Any = backend._driver
+        connection_class = driver._client.connection_pool.connection_class
+        assert issubclass(connection_class, redis.asyncio.Connection)
+        assert connection_class.pack_command is not redis.asyncio.Connection.pack_command
+        await round_trip(hub, "s")  # a script call with keys and arguments, and reads

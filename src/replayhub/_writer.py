@@ -53,10 +53,13 @@ class BatchWriter:
 
     def request(self, producer: Writes) -> None:
         """Ask for ``producer``'s queued events to be stored soon."""
-        if producer not in self._ready:
-            self._ready[producer] = None
-            if self._wake is not None:
+        ready = self._ready
+        if producer not in ready:
+            # Only the first ask of a round wakes the writer: it takes every
+            # producer ready by then (a round of 100 tokens set it 100 times).
+            if not ready and self._wake is not None:
                 self._wake.set()
+            ready[producer] = None
 
     def request_at(self, when: float, producer: Writes) -> None:
         """Ask again at ``when`` (a retry after storage failed)."""
