@@ -241,7 +241,7 @@ def test_hiredis_packs_the_bytes_redis_py_packs(command: tuple[Any, ...]) -> Non
 
 
 @pytest.mark.parametrize("refused", [True, None, object()])
-def test_hiredis_packing_refuses_what_redis_py_refuses(refused: object) -> None:
+def test_hiredis_packing_refuses_what_redis_py_refuses(refused: Any) -> None:
     plain = redis.asyncio.Connection()
     packed = packed_by_hiredis(redis.asyncio.Connection)()
     with pytest.raises(redis.exceptions.DataError):
