@@ -45,13 +45,15 @@ from typing import Any
 
 import anyio
 
+from replayhub.backends.redis._packing import PACK_FROM_ENTRIES
+
 HERE = Path(__file__).parent
 SESSIONS, RATE = 100, 5.0
 FLEET_SECONDS = (2, 8)
-#: Both past the rewrite threshold of a finished session's log (64 entries,
-#: ``_packing.PACK_FROM_ENTRIES``): with one run below it, each session's
-#: whole rewrite was charged to the longer run's extra events (17k per event).
-TICKS = (70, 170)
+#: Both past the entries from which a finished session's log is rewritten:
+#: with one run below it, each session's whole rewrite was charged to the
+#: longer run's extra events (17k per event).
+TICKS = (PACK_FROM_ENTRIES + 6, PACK_FROM_ENTRIES + 106)
 
 
 def tick_child(url: str, ticks: int) -> None:
