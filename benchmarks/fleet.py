@@ -10,9 +10,11 @@ the table at the end is what ``docs/performance.md`` quotes. Kinds:
 
 ``floor``
     no library: one task per producer sleeping until its next send and
-    putting the event into one queue per reader (``asyncio.Queue``; Trio
-    memory channels), one task per reader waiting on its queue. What the
-    event loop itself costs for this load.
+    putting the event (a tuple of its number and the same ~20-byte text
+    the library's runs send) into one queue per reader (``asyncio.Queue``;
+    Trio memory channels), one task per reader waiting on its queue and
+    parsing the text as they do. What the event loop itself costs for this
+    load.
 ``shape``
     what this library's per-event work comes to with no layers between a
     producer and its readers: an id and one ``Event`` per event, the
@@ -81,7 +83,7 @@ class Tally:
         self.latencies = array("d")
         self.sent = 0
         self.leases_lost = 0
-        self.cpu = self.wall = 0.0
+        self.cpu = self.wall = self.cpu_system = 0.0
         self.sent_in_window = 0
         #: The redis-server's CPU over the same window (None on memory).
         self.server_pid = server_pid
@@ -97,6 +99,7 @@ class Tally:
         def end() -> None:
             after = os.times()
             self.cpu = after.user + after.system - times.user - times.system
+            self.cpu_system = after.system - times.system
             self.wall = time.monotonic() - wall
             self.sent_in_window = self.sent - sent
             if server is not None:
@@ -123,6 +126,7 @@ class Tally:
             "cpu_percent": round(100 * self.cpu / max(self.wall, 1e-9), 1),
             "cpu_us_per_event": round(1e6 * self.cpu / max(1, self.sent_in_window), 1),
             "cpu_s": round(self.cpu, 3),
+            "cpu_system_s": round(self.cpu_system, 3),
             **(
                 {}
                 if self.server_cpu is None
@@ -159,6 +163,11 @@ def redis_pid(url: str | None) -> int | None:
 
 # -- floors -----------------------------------------------------------------------------
 
+# Each event of a floor is a sequence number and the same ~20-byte text the
+# library's runs send (the send time, as ``repr`` writes it), parsed back
+# by the reader the same way: the application's own work per event, which
+# the floor must do too for its ratio to be the library's cost alone.
+
 
 def floor_asyncio(tally: Tally, readers: int) -> None:
     import asyncio
@@ -172,7 +181,7 @@ def floor_asyncio(tally: Tally, readers: int) -> None:
                 delay = start + index / tally.rate - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                item = time.monotonic()
+                item = (index + 1, repr(time.monotonic()))
                 tally.sent += 1
                 for queue in mine:
                     queue.put_nowait(item)
@@ -181,7 +190,7 @@ def floor_asyncio(tally: Tally, readers: int) -> None:
 
         async def read(queue: asyncio.Queue[Any]) -> None:
             while (item := await queue.get()) is not None:
-                tally.latencies.append(time.monotonic() - item)
+                tally.latencies.append(time.monotonic() - float(str(item[1])))
 
         start = loop.time() + LEAD_IN
         tasks = [loop.create_task(read(queue)) for mine in queues for queue in mine]
@@ -201,7 +210,7 @@ def floor_trio(tally: Tally, readers: int) -> None:
         async def produce(mine: list[Any], start: float) -> None:
             for index in range(tally.per_session):
                 await trio.sleep_until(start + index / tally.rate)
-                item = time.monotonic()
+                item = (index + 1, repr(time.monotonic()))
                 tally.sent += 1
                 for channel in mine:
                     await channel.send(item)
@@ -210,7 +219,7 @@ def floor_trio(tally: Tally, readers: int) -> None:
 
         async def read(channel: Any) -> None:
             async for item in channel:
-                tally.latencies.append(time.monotonic() - item)
+                tally.latencies.append(time.monotonic() - float(str(item[1])))
 
         start = trio.current_time() + LEAD_IN
         end = None
@@ -218,7 +227,7 @@ def floor_trio(tally: Tally, readers: int) -> None:
             for _ in range(tally.sessions):
                 mine = []
                 for _ in range(readers):
-                    send, receive = trio.open_memory_channel[float](1000)
+                    send, receive = trio.open_memory_channel[tuple[int, str]](1000)
                     mine.append(send)
                     nursery.start_soon(read, receive)
                 nursery.start_soon(produce, mine, start)
