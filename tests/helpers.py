@@ -46,8 +46,8 @@ class Gate:
 
 class FaultyBackend:
     """Delegates to a real backend; any method's calls can be parked at a
-    gate (:meth:`park`), appends made to fail, hand-overs of stored batches
-    withheld or lost."""
+    gate (:meth:`park`), appends and renewals made to fail, hand-overs of
+    stored batches withheld or lost."""
 
     def __init__(self, inner: Backend) -> None:
         self.inner = inner
@@ -58,6 +58,7 @@ class FaultyBackend:
         self.append_error: Exception | None = None
         self.read_error: Exception | None = None
         self.finish_error: Exception | None = None
+        self.renew_error: Exception | None = None
         self.appends = 0
         self.reads = 0
         self.finished: list[tuple[str, State]] = []
@@ -115,6 +116,8 @@ class FaultyBackend:
 
     async def renew(self, session_id: str, generation: int, *, lease_ttl: float) -> Renewal:
         await self._gate("renew")
+        if self.renew_error is not None:
+            raise self.renew_error
         return await self.inner.renew(session_id, generation, lease_ttl=lease_ttl)
 
     async def finish(

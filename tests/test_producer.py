@@ -385,6 +385,27 @@ async def test_producer_paused_past_its_lease_cannot_write(make_hub: HubFactory)
         assert outcome.state is State.ABANDONED
 
 
+async def test_a_lease_lost_to_unanswered_renewals_says_why(make_hub: HubFactory) -> None:
+    # A renewal still unanswered when the lease runs out may mean storage is
+    # away or this process too busy to renew in time: the error must not
+    # claim to know which; a renewal that failed says how.
+    for fault, why in [
+        ("hang", "before a renewal was answered"),
+        ("fail", "while storage was unreachable: Redis is down"),
+    ]:
+        wrap = FaultyWrap()
+        async with make_hub(wrap=wrap, lease_ttl=0.3) as hub:
+            with pytest.raises(LeaseLostError, match=why):
+                async with hub.produce(f"s-{fault}") as stream:
+                    await stream.send("stored")
+                    await stream.flush()
+                    if fault == "hang":
+                        wrap.backend.park("renew")
+                    else:
+                        wrap.backend.renew_error = BackendUnavailableError("Redis is down")
+                    await anyio.sleep(5)  # cancelled once the claim is lost
+
+
 async def test_heartbeat_keeps_a_slow_producer_alive(make_hub: HubFactory) -> None:
     # Each pause is most of a lease; a renewal still has 0.15 s or more to
     # land (0.2 s leases were once too tight for a 3-node cluster under CI).

@@ -25,6 +25,7 @@ from replayhub import (
 from replayhub._events import Cursor, DataKind, StoredEvent
 from replayhub.backends import AppendRequest
 from replayhub.backends.redis import RedisBackend
+from replayhub.backends.redis._backend import MAX_PER_CALL
 from replayhub.backends.redis._connect import MAX_CONNECTIONS
 from replayhub.backends.redis._keys import (
     decode_columns,
@@ -481,6 +482,57 @@ async def test_a_session_being_written_moves_up_the_index_at_most_once_a_second(
         read = await backend.read("s", after=None, limit=10)
         assert read is not None
         assert [event.payload for event in read[1]] == ["1", "2", "3"]
+
+
+@pytest.mark.usefixtures("redis_driver")
+async def test_appends_past_one_calls_worth_go_out_at_once_and_answer_in_order(
+    fresh_redis: RedisServer,
+) -> None:
+    # One after another, each script call waited for its turn of a busy
+    # loop: on an overloaded process the calls renewing 1,000 leases took
+    # longer than the leases lasted. The calls go out together; each answer
+    # must still reach its own append, fenced ones in every call among them.
+    count = 2 * MAX_PER_CALL + 5
+    names = [f"s{index}" for index in range(count)]
+    fenced = {3, MAX_PER_CALL + 7, count - 1}
+    async with RedisBackend(fresh_redis.url, namespace="calls") as backend:
+        generations = {}
+        for name in names:
+            record = await backend.claim(name, metadata={}, lease_ttl=30, retention=60)
+            generations[name] = record.generation
+        appends = [
+            AppendRequest(
+                name,
+                generations[name] + (index in fenced),
+                [StoredEvent(1, "message", DataKind.TEXT, f"from {name}")],
+                None,
+            )
+            for index, name in enumerate(names)
+        ]
+        in_flight = most = 0
+        call = backend._call
+
+        async def counted(*args: Any, **kwargs: Any) -> Any:
+            nonlocal in_flight, most
+            in_flight += 1
+            most = max(most, in_flight)
+            try:
+                return await call(*args, **kwargs)
+            finally:
+                in_flight -= 1
+
+        backend._call = counted  # type: ignore[method-assign]
+        results = await backend.append_many(appends)
+        assert most == 3
+        for index, (name, result) in enumerate(zip(names, results, strict=True)):
+            read = await backend.read(name, after=None, limit=10)
+            assert read is not None
+            if index in fenced:
+                assert isinstance(result, LeaseLostError), index
+                assert read[1] == []
+            else:
+                assert result is None, index
+                assert [event.payload for event in read[1]] == [f"from {name}"]
 
 
 @pytest.mark.usefixtures("redis_driver")

@@ -538,11 +538,16 @@ class Producer(anyio.AsyncContextManagerMixin):
             self._lose_claim(result)
         elif isinstance(result, BackendUnavailableError | TimeoutError):
             if anyio.current_time() >= self._lease_deadline:
+                # A renewal unanswered by the deadline does not say why: a
+                # process too busy to renew in time looks the same from here.
+                why = (
+                    "before a renewal was answered (storage slow or unreachable, "
+                    "or this process too busy to renew in time)"
+                    if isinstance(result, TimeoutError)
+                    else f"while storage was unreachable: {result}"
+                )
                 self._lose_claim(
-                    LeaseLostError(
-                        f"lease of session {self._session_id!r} expired "
-                        "while storage was unreachable"
-                    )
+                    LeaseLostError(f"lease of session {self._session_id!r} expired {why}")
                 )
         else:
             # Refused by storage, or a backend's bug: the session ends
