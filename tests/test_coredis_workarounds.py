@@ -20,10 +20,12 @@ from typing import Any
 import anyio
 import coredis
 import pytest
+from coredis._concurrency import Queue
 from coredis.client.basic import Client
 from coredis.commands.core import CoreCommands
 from coredis.commands.request import CommandRequest
 from coredis.commands.script import Script
+from coredis.connection._base import BaseConnection
 from coredis.patterns.pipeline import ClusterPipeline, Pipeline
 from coredis.patterns.pubsub import BasePubSub, PubSub, ShardedPubSub
 from coredis.pool import ClusterConnectionPool, ConnectionPool
@@ -57,6 +59,8 @@ FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
     "Script.__call__": (Script.__call__, "a735a1b3353bcca8"),
     "CoreCommands._evalsha": (CoreCommands._evalsha, "1352502cdccb72af"),
     "Client.create_request": (Client.create_request, "d43443f46e613681"),
+    "Queue.get": (Queue.get, "7ce019065f464865"),
+    "BaseConnection._writer_task": (BaseConnection._writer_task, "292f295a80cfd0df"),
 }
 
 
@@ -105,6 +109,44 @@ async def test_a_connection_killed_while_checked_out_keeps_its_slot_only_with_ou
     # coredis 6.9 drops the slot of a connection that died checked out; a
     # coredis that keeps it fails the plain-pool case: drop the workaround.
     assert lost == (1 if pool_class is ConnectionPool else 0)
+
+
+@pytest.mark.parametrize("pool_class", [ConnectionPool, SlotReturningPool])
+async def test_commands_made_at_once_take_a_turn_of_the_loop_each_only_without_ours(
+    fresh_redis: RedisServer, pool_class: type[ConnectionPool[Any]]
+) -> None:
+    # Plain coredis hands out pooled connections under a lock held over a
+    # checkpoint and queues each request to the socket with a checkpoint of
+    # its own: commands made at once go out one per turn of the loop. On a
+    # busy loop a turn is milliseconds; a burst of reads once held back a
+    # lease renewal for 8 s. Turns are counted by a task that checkpoints.
+    commands = 400
+    pool = pool_class.from_url(fresh_redis.plain_url, max_connections=4)
+    async with coredis.Redis(connection_pool=pool) as client:
+        await client.ping()  # connected: what follows is the commands alone
+        turns, done = 0, False
+
+        async def ping() -> None:
+            await client.ping()
+
+        async def count_turns() -> None:
+            nonlocal turns
+            while not done:
+                turns += 1
+                await anyio.lowlevel.checkpoint()
+
+        async with anyio.create_task_group() as counting:
+            counting.start_soon(count_turns)
+            async with anyio.create_task_group() as burst:
+                for _ in range(commands):
+                    burst.start_soon(ping)
+            done = True
+    # A coredis that sends them at once fails the plain-pool case: the
+    # workaround (_take, sends_at_once) can go. Ours took 15-26 turns.
+    if pool_class is ConnectionPool:
+        assert turns >= commands, turns
+    else:
+        assert turns < commands // 4, turns
 
 
 async def test_the_pubsub_stream_read_directly_still_carries_its_messages(

@@ -23,6 +23,18 @@ After enough of either the pool is empty and every command waits forever.
 The pools here give the slot back in both cases, so a hub can keep a small,
 fixed pool; their methods are coredis's own, with the slot returned.
 
+**Commands made at once** (``coredis/_concurrency.py``: ``Queue.get``;
+``coredis/connection/_base.py``: ``BaseConnection._writer_task``). Every
+command takes a pooled connection through ``Queue.get``, which holds the
+queue's lock over a checkpoint (anyio's ``Lock`` yields once taken); and a
+connection's writer takes each queued request with a checkpoint of its own
+before sending any. So N commands made at once went out one per turn of the
+loop, twice over: on a Trio process busy with 1,000 chats, a burst of 2,000
+reads took 8.7 s, every lease renewal queued behind it timed out, and all
+1,000 leases were lost. :func:`_take` takes a free slot without the lock,
+and the pools' connections (:func:`sends_at_once`) send everything queued
+in one write, as coredis's writer does minus the checkpoint per request.
+
 **Sharded Pub/Sub** (``coredis/patterns/pubsub.py``: ``ShardedPubSub.run``)
 acquires one pooled connection per primary through an ``AsyncExitStack``
 that it never closes: every reconnect leaks those leases (and, under Trio,
@@ -92,7 +104,7 @@ import anyio
 import coredis
 from anyio import WouldBlock, fail_after
 from anyio.abc import TaskStatus
-from coredis._concurrency import QueueFull
+from coredis._concurrency import QueueEmpty, QueueFull
 from coredis.commands.constants import CommandName
 from coredis.connection import TCPLocation
 from coredis.exceptions import (
@@ -141,8 +153,25 @@ def _return_slot(queue: Any) -> None:
         queue.append_nowait(None)  # an empty slot: the next get() connects anew
 
 
+async def _take(queue: Any, wait: float | None) -> Any:
+    """A pool's next connection slot: at once where one is free (module
+    docstring: commands made at once), else waiting ``wait`` seconds at
+    most for one."""
+    try:
+        return queue.get_nowait()
+    except QueueEmpty:
+        with fail_after(wait):
+            return await queue.get()
+
+
 class _KeepsSlots:
     """For ``ConnectionPool`` and its Sentinel subclass."""
+
+    connection_class: Any
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_class = sends_at_once(self.connection_class)
 
     _available_connections: Any
     _online_connections: set[Any]
@@ -152,8 +181,7 @@ class _KeepsSlots:
     _construct_connection: Any  # annotations only: the pool's own methods run
 
     async def get_connection(self, **_: Any) -> Any:
-        with fail_after(self.timeout):
-            connection = await self._available_connections.get()
+        connection = await _take(self._available_connections, self.timeout)
         if connection is None or not connection.reusable:
             if connection is not None:
                 connection.invalidate()
@@ -180,6 +208,49 @@ class _KeepsSlots:
             _return_slot(self._available_connections)
 
 
+class _SendsAtOnce:
+    """The writer of :func:`sends_at_once`'s connections."""
+
+    stream: Any
+    statistics: Any
+    _packer: Any
+    _transport_failed: bool
+    _write_buffer_out: Any
+
+    async def _writer_task(self) -> None:
+        # coredis's own, but for one checkpoint per request taken.
+        while self.stream is not None:
+            requests = await self._write_buffer_out.receive()
+            while self._write_buffer_out.statistics().current_buffer_used > 0:
+                requests.extend(self._write_buffer_out.receive_nowait())
+            data = b"".join(
+                self._packer.pack_commands([(command, *args) for command, args in requests])
+            )
+            try:
+                await self.stream.send(data)
+                self.statistics.data_sent(len(data))
+            except (anyio.ClosedResourceError, anyio.BrokenResourceError) as err:
+                self._transport_failed = True
+                raise RedisConnectionError("Connection lost while sending request") from err
+            except Exception:
+                self._transport_failed = True
+                raise
+
+
+_SENDING_AT_ONCE: dict[type[Any], type[Any]] = {}
+
+
+def sends_at_once(connection_class: type[Any]) -> type[Any]:
+    """``connection_class`` sending all its queued requests in one write
+    (module docstring: commands made at once); one subclass per class."""
+    made = _SENDING_AT_ONCE.get(connection_class)
+    if made is None:
+        made = _SENDING_AT_ONCE[connection_class] = type(
+            connection_class.__name__, (_SendsAtOnce, connection_class), {}
+        )
+    return made
+
+
 class SlotReturningPool(_KeepsSlots, ConnectionPool[Any]):
     pass
 
@@ -189,10 +260,13 @@ class SlotReturningSentinelPool(_KeepsSlots, SentinelConnectionPool):
 
 
 class SlotReturningClusterPool(ClusterConnectionPool):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.connection_class = sends_at_once(self.connection_class)
+
     async def _get_connection_by_node(self, node: Any) -> Any:
         queue = self._node_pool(TCPLocation(node.host, node.port))
-        with fail_after(self.timeout):
-            connection = await queue.get()
+        connection = await _take(queue, self.timeout)
         if not connection or not connection.reusable:
             if connection:
                 connection.invalidate()
