@@ -484,14 +484,15 @@ async def test_a_session_being_written_moves_up_the_index_at_most_once_a_second(
         assert [event.payload for event in read[1]] == ["1", "2", "3"]
 
 
-@pytest.mark.usefixtures("redis_driver")
-async def test_appends_past_one_calls_worth_go_out_at_once_and_answer_in_order(
-    fresh_redis: RedisServer,
+async def test_appends_past_one_calls_worth_answer_in_order_and_go_out_at_once_on_coredis(
+    fresh_redis: RedisServer, redis_driver: str
 ) -> None:
-    # One after another, each script call waited for its turn of a busy
-    # loop: on an overloaded process the calls renewing 1,000 leases took
-    # longer than the leases lasted. The calls go out together; each answer
-    # must still reach its own append, fenced ones in every call among them.
+    # One after another, each script call waits for its turn of a busy loop:
+    # on coredis, which pipelines commands on one connection, the calls go
+    # out together (an overloaded process's p99 went from 2.5 s to 0.9); on
+    # redis-py, where each holds a connection, one after another (three at
+    # once cost 5-10% more CPU). Each answer must reach its own append,
+    # fenced ones in every call among them.
     count = 2 * MAX_PER_CALL + 5
     names = [f"s{index}" for index in range(count)]
     fenced = {3, MAX_PER_CALL + 7, count - 1}
@@ -523,7 +524,7 @@ async def test_appends_past_one_calls_worth_go_out_at_once_and_answer_in_order(
 
         backend._call = counted  # type: ignore[method-assign]
         results = await backend.append_many(appends)
-        assert most == 3
+        assert most == (3 if redis_driver == "coredis" else 1)
         for index, (name, result) in enumerate(zip(names, results, strict=True)):
             read = await backend.read(name, after=None, limit=10)
             assert read is not None

@@ -336,10 +336,10 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
         """Up to :data:`MAX_PER_CALL` appends per script call, the calls at
         once (one session per call on a cluster, where sessions live in
         different slots)."""
-        self._require_driver()
+        driver = self._require_driver()
         if self._cluster:
             return await append_each(self, appends)
-        return await _in_calls(appends, self._append_chunk)
+        return await _in_calls(appends, self._append_chunk, at_once=driver.multiplexes)
 
     async def _append_chunk(self, chunk: Sequence[AppendRequest]) -> list[Exception | None]:
         all_keys = [session_keys(self._namespace, request.session_id) for request in chunk]
@@ -418,7 +418,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
     async def _renew_many(
         self, leases: Sequence[tuple[str, int]], *, lease_ttl: float
     ) -> list[Renewal | Exception]:
-        self._require_driver()
+        driver = self._require_driver()
 
         async def renew_chunk(chunk: Sequence[tuple[str, int]]) -> list[Renewal | Exception]:
             keys = _keys_of_many([self._keys(session_id) for session_id, _ in chunk])
@@ -431,7 +431,7 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
                 return [exc] * len(chunk)
             return list(map(_renewal, chunk, replies))
 
-        return await _in_calls(leases, renew_chunk)
+        return await _in_calls(leases, renew_chunk, at_once=driver.multiplexes)
 
     async def finish(
         self,
@@ -803,16 +803,21 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
 
 
 async def _in_calls(
-    items: Sequence[_Item], call: Callable[[Sequence[_Item]], Awaitable[list[_Result]]]
+    items: Sequence[_Item],
+    call: Callable[[Sequence[_Item]], Awaitable[list[_Result]]],
+    *,
+    at_once: bool,
 ) -> list[_Result]:
     """``call``'s results for each run of :data:`MAX_PER_CALL` of ``items``,
-    in order, the calls made at once. One after another, each waited for
-    its turn of a busy loop: on an overloaded Trio process with 1,000
-    producers, the 8 calls renewing their leases took longer than the
-    leases lasted, and every one ran out."""
+    in order; the calls made at once if ``at_once`` (a driver that
+    multiplexes), else one after another. On a Trio process overloaded with
+    1,000 producers (coredis), calls made at once renewed 900 leases in
+    0.15-0.5 s against about 1 s, and its p99 was 0.9 s against 2.5."""
     if len(items) <= MAX_PER_CALL:
         return await call(items)
     chunks = [items[start : start + MAX_PER_CALL] for start in range(0, len(items), MAX_PER_CALL)]
+    if not at_once:
+        return [result for chunk in chunks for result in await call(chunk)]
     results: list[list[_Result]] = [[] for _ in chunks]
 
     async def run(index: int) -> None:

@@ -475,6 +475,7 @@ class CoredisDriver:
     """The Redis backend on a coredis client (``_driver.RedisDriver``)."""
 
     name = DriverName.COREDIS
+    multiplexes = True
 
     def __init__(
         self, client: Any, *, scripts: Mapping[str, str], writes: frozenset[str], sentinel: bool

@@ -80,6 +80,7 @@ class RedisPyDriver:
     """The Redis backend on a ``redis.asyncio.Redis`` client (``_driver.RedisDriver``)."""
 
     name = DriverName.REDIS_PY
+    multiplexes = False
 
     def __init__(self, client: Any, *, scripts: Mapping[str, str], writes: frozenset[str]) -> None:
         self._client = client
