@@ -32,8 +32,9 @@ before sending any. So N commands made at once went out one per turn of the
 loop, twice over: on a Trio process busy with 1,000 chats, a burst of 2,000
 reads took 8.7 s, every lease renewal queued behind it timed out, and all
 1,000 leases were lost. :func:`_take` takes a free slot without the lock
-when no command waits for one, and the pools' connections (:func:`sends_at_once`) send everything queued
-in one write, as coredis's writer does minus the checkpoint per request.
+when no command waits for one, and the pools' connections
+(:func:`sends_at_once`) send everything queued in one write, as coredis's
+writer does minus the checkpoint per request.
 
 **Sharded Pub/Sub** (``coredis/patterns/pubsub.py``: ``ShardedPubSub.run``)
 acquires one pooled connection per primary through an ``AsyncExitStack``
