@@ -25,6 +25,7 @@ from coredis.client.basic import Client
 from coredis.commands.core import CoreCommands
 from coredis.commands.request import CommandRequest
 from coredis.commands.script import Script
+from coredis.connection import TCPLocation
 from coredis.connection._base import BaseConnection
 from coredis.patterns.pipeline import ClusterPipeline, Pipeline
 from coredis.patterns.pubsub import BasePubSub, PubSub, ShardedPubSub
@@ -33,10 +34,12 @@ from coredis.retry import ExponentialBackoffRetryPolicy
 
 from replayhub.backends.redis._coredis import (
     FastPubSub,
+    SlotReturningClusterPool,
     SlotReturningPool,
     raw_xrange,
     receive_messages,
     run_script_once,
+    sends_at_once,
 )
 
 from .redis_server import RedisServer
@@ -147,6 +150,17 @@ async def test_commands_made_at_once_take_a_turn_of_the_loop_each_only_without_o
         assert turns >= commands, turns
     else:
         assert turns < commands // 4, turns
+
+
+def test_every_pool_of_the_hub_makes_connections_that_send_at_once() -> None:
+    pools = [
+        SlotReturningPool.from_url("redis://127.0.0.1:1", max_connections=4),
+        SlotReturningClusterPool(startup_nodes=[TCPLocation("127.0.0.1", 1)]),
+    ]
+    for pool in pools:
+        made = pool.connection_class
+        assert made._writer_task is not BaseConnection._writer_task
+        assert made is sends_at_once(made.__mro__[2])  # made once per class
 
 
 async def test_the_pubsub_stream_read_directly_still_carries_its_messages(

@@ -334,8 +334,8 @@ class RedisBackend(ReadsPages, anyio.AsyncContextManagerMixin):
 
     async def append_many(self, appends: Sequence[AppendRequest]) -> list[Exception | None]:
         """Up to :data:`MAX_PER_CALL` appends per script call, the calls at
-        once (one session per call on a cluster, where sessions live in
-        different slots)."""
+        once where the driver multiplexes (one session per call on a
+        cluster, where sessions live in different slots)."""
         driver = self._require_driver()
         if self._cluster:
             return await append_each(self, appends)

@@ -169,14 +169,18 @@ async def _take(queue: Any, wait: float | None) -> Any:
         return await queue.get()
 
 
-class _KeepsSlots:
-    """For ``ConnectionPool`` and its Sentinel subclass."""
+class _ConnectionsSendAtOnce:
+    """For every pool here: its connections are :func:`sends_at_once`'s."""
 
     connection_class: Any
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.connection_class = sends_at_once(self.connection_class)
+
+
+class _KeepsSlots(_ConnectionsSendAtOnce):
+    """For ``ConnectionPool`` and its Sentinel subclass."""
 
     _available_connections: Any
     _online_connections: set[Any]
@@ -251,7 +255,7 @@ def sends_at_once(connection_class: type[Any]) -> type[Any]:
     made = _SENDING_AT_ONCE.get(connection_class)
     if made is None:
         made = _SENDING_AT_ONCE[connection_class] = type(
-            connection_class.__name__, (_SendsAtOnce, connection_class), {}
+            connection_class.__name__, (_SendsAtOnce, connection_class), {"__module__": __name__}
         )
     return made
 
@@ -264,11 +268,7 @@ class SlotReturningSentinelPool(_KeepsSlots, SentinelConnectionPool):
     pass
 
 
-class SlotReturningClusterPool(ClusterConnectionPool):
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.connection_class = sends_at_once(self.connection_class)
-
+class SlotReturningClusterPool(_ConnectionsSendAtOnce, ClusterConnectionPool):
     async def _get_connection_by_node(self, node: Any) -> Any:
         queue = self._node_pool(TCPLocation(node.host, node.port))
         connection = await _take(queue, self.timeout)
