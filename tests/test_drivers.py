@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import gc
+import hashlib
+import inspect
 import warnings
 from typing import Any
 
@@ -11,10 +13,11 @@ import coredis
 import pytest
 import redis.asyncio
 import redis.exceptions
+from redis._parsers.hiredis import _AsyncHiredisParser
 
 from replayhub import Hub, InvalidInputError, State
 from replayhub.backends.redis import RedisBackend
-from replayhub.backends.redis._redispy import RedisPyDriver, packed_by_hiredis
+from replayhub.backends.redis._redispy import RedisPyDriver, next_messages, packed_by_hiredis
 
 from .helpers import collect, texts
 from .redis_server import RedisClusterNodes, RedisServer
@@ -262,3 +265,61 @@ async def test_the_hubs_own_redis_py_connections_pack_with_hiredis(
         assert issubclass(connection_class, redis.asyncio.Connection)
         assert connection_class.pack_command is not redis.asyncio.Connection.pack_command
         await round_trip(hub, "s")  # a script call with keys and arguments, and reads
+
+
+# -- redis-py's Pub/Sub messages taken together -------------------------------------------
+
+
+#: sha256 (first 16 hex digits) of the redis-py methods whose reading of a
+#: Pub/Sub reply next_messages repeats: a redis-py that changes one fails
+#: here (compare it with next_messages, then update the fingerprint).
+REDIS_PY_FINGERPRINTS: dict[str, tuple[Any, str]] = {
+    "PubSub.get_message": (redis.asyncio.client.PubSub.get_message, "bf92023c2c452e85"),
+    "PubSub.parse_response": (redis.asyncio.client.PubSub.parse_response, "9dc6547c1d1ed3e7"),
+    "_AsyncHiredisParser.read_response": (_AsyncHiredisParser.read_response, "6cba18b62d2aad4d"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(REDIS_PY_FINGERPRINTS))
+def test_the_redis_py_reads_of_a_pubsub_reply_are_those_next_messages_repeats(name: str) -> None:
+    method, fingerprint = REDIS_PY_FINGERPRINTS[name]
+    source = inspect.getsource(method)
+    assert hashlib.sha256(source.encode()).hexdigest()[:16] == fingerprint, (
+        f"redis-py changed {name}: compare it with "
+        "replayhub.backends.redis._redispy.next_messages, then update the fingerprint"
+    )
+
+
+_BURST = 200
+_PUBLISH_BURST = "for i = 1, tonumber(ARGV[1]) do redis.call('PUBLISH', KEYS[1], i) end"
+
+
+@pytest.mark.parametrize("anyio_backend", ["asyncio"])
+async def test_a_redis_py_pubsub_hands_over_every_message_already_read_at_once(
+    fresh_redis: RedisServer,
+) -> None:
+    # get_message takes one message a call, each through a health check, a
+    # retry wrapper and a timeout; the replies a socket read brought are
+    # taken together, as get_message would give them. A redis-py whose
+    # parser keeps its replies elsewhere fails the count (one a call).
+    client = redis.asyncio.Redis.from_url(fresh_redis.plain_url, health_check_interval=30)
+    try:
+        async with client.pubsub() as pubsub:
+            await pubsub.subscribe("c")
+            assert [m["type"] for m in await next_messages(pubsub)] == ["subscribe"]
+            # A health check's answer among them is None, as get_message gives it.
+            await pubsub.ping(pubsub.HEALTH_CHECK_MESSAGE)
+            await client.eval(_PUBLISH_BURST, 1, "c", _BURST)
+            received: list[Any] = []
+            calls = 0
+            with anyio.fail_after(5):
+                while len([m for m in received if m is not None]) < _BURST:
+                    received += await next_messages(pubsub)
+                    calls += 1
+    finally:
+        await client.aclose()
+    assert received[0] is None
+    assert [(m["type"], m["channel"], m["data"]) for m in received[1:]] == [
+        ("message", b"c", str(index).encode()) for index in range(1, _BURST + 1)
+    ]
+    assert calls < _BURST // 4, calls
