@@ -18,18 +18,22 @@ local function append(generation, first_seq, count_text, metadata, batch)
     return {'refused', last}
   end
   local stored = count > 0 and first == last + 1
-  -- The log must still end where the session says it does. A log key that
-  -- was evicted (maxmemory-policy allkeys-*) would be recreated by this XADD,
-  -- holding a tail that reads as a whole log: refuse to write into it. Its
-  -- being there is enough: only these scripts write it, in step with the
-  -- hash, and eviction takes whole keys.
-  if stored and last > 0 and redis.call('EXISTS', log_key) == 0 then
-    return {'gap', last}
-  end
   if stored then
     local new_log = last == 0
+    local id = s.g .. '-' .. (first + count - 1)
+    -- The log must still end where the session says it does. A log key
+    -- that was evicted (maxmemory-policy allkeys-*) would be recreated by
+    -- a plain XADD, holding a tail that reads as a whole log: past the
+    -- first batch, NOMKSTREAM writes nothing where there is no log (a nil
+    -- reply). Its being there is enough: only these scripts write it, in
+    -- step with the hash, and eviction takes whole keys. (One command, not
+    -- EXISTS then XADD: this runs per model token.)
+    if new_log then
+      redis.call('XADD', log_key, id, 'b', batch)
+    elseif not redis.call('XADD', log_key, 'NOMKSTREAM', id, 'b', batch) then
+      return {'gap', last}
+    end
     last = first + count - 1
-    redis.call('XADD', log_key, s.g .. '-' .. last, 'b', batch)
     -- A new log lives as long as its session's hash; from then on each
     -- renewal extends both (expire_in), not each write.
     if new_log then
