@@ -1,12 +1,14 @@
-"""Helpers for tests: reading a whole session, and a backend wrapper that
-injects faults around a real backend."""
+"""Helpers for tests: reading a whole session, a backend wrapper that
+injects faults around a real backend, and fingerprints of library code."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 
@@ -212,3 +214,17 @@ class FaultyWrap:
     def __call__(self, inner: Backend) -> Backend:
         self.backend = FaultyBackend(inner)
         return self.backend
+
+
+def assert_unchanged(
+    fingerprints: dict[str, tuple[Any, str]], name: str, *, library: str, copy: str
+) -> None:
+    """Fail if the source of a library method that replayhub copies or reads
+    around (``fingerprints[name]``: the method, the first 16 hex digits of
+    its source's sha256) has changed, before the change can silently break
+    ``copy``."""
+    method, fingerprint = fingerprints[name]
+    found = hashlib.sha256(inspect.getsource(method).encode()).hexdigest()[:16]
+    assert found == fingerprint, (
+        f"{library} changed {name}: compare it with {copy}, then update the fingerprint"
+    )

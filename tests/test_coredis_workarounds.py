@@ -12,7 +12,6 @@ cluster fault tests (sharded Pub/Sub).
 
 from __future__ import annotations
 
-import hashlib
 import inspect
 from collections.abc import Callable
 from typing import Any, cast
@@ -43,6 +42,7 @@ from replayhub.backends.redis._coredis import (
     sends_at_once,
 )
 
+from .helpers import assert_unchanged
 from .redis_server import RedisServer
 
 #: sha256 (first 16 hex digits) of the source of each coredis 6.9.0 method
@@ -80,11 +80,8 @@ FINGERPRINTS: dict[str, tuple[Callable[..., Any], str]] = {
 
 @pytest.mark.parametrize("name", sorted(FINGERPRINTS))
 def test_the_coredis_methods_worked_around_are_those_of_6_9(name: str) -> None:
-    method, fingerprint = FINGERPRINTS[name]
-    source = inspect.getsource(method)
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == fingerprint, (
-        f"coredis changed {name}: compare it with replayhub.backends.redis._coredis, "
-        "then update the fingerprint"
+    assert_unchanged(
+        FINGERPRINTS, name, library="coredis", copy="replayhub.backends.redis._coredis"
     )
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import gc
-import hashlib
-import inspect
 import warnings
 from typing import Any
 
@@ -19,7 +17,7 @@ from replayhub import Hub, InvalidInputError, State
 from replayhub.backends.redis import RedisBackend
 from replayhub.backends.redis._redispy import RedisPyDriver, next_messages, packed_by_hiredis
 
-from .helpers import collect, texts
+from .helpers import assert_unchanged, collect, texts
 from .redis_server import RedisClusterNodes, RedisServer
 from .test_redis_pages import read_page_after_page
 
@@ -282,11 +280,11 @@ REDIS_PY_FINGERPRINTS: dict[str, tuple[Any, str]] = {
 
 @pytest.mark.parametrize("name", sorted(REDIS_PY_FINGERPRINTS))
 def test_the_redis_py_reads_of_a_pubsub_reply_are_those_next_messages_repeats(name: str) -> None:
-    method, fingerprint = REDIS_PY_FINGERPRINTS[name]
-    source = inspect.getsource(method)
-    assert hashlib.sha256(source.encode()).hexdigest()[:16] == fingerprint, (
-        f"redis-py changed {name}: compare it with "
-        "replayhub.backends.redis._redispy.next_messages, then update the fingerprint"
+    assert_unchanged(
+        REDIS_PY_FINGERPRINTS,
+        name,
+        library="redis-py",
+        copy="replayhub.backends.redis._redispy.next_messages",
     )
 
 
