@@ -123,7 +123,7 @@ def write_batches(draw: st.DrawFn) -> list[list[StoredEvent]]:
     return batches
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     write_batches(),
     st.sampled_from([1, 3, 16, 1024]),

@@ -279,7 +279,8 @@ async def test_cancelled_receive_loses_nothing_and_keeps_the_cursor(hub: Hub) ->
 
 
 async def test_batches_deliver_every_event_once_in_order_replay_and_live(hub: Hub) -> None:
-    count = PAGE_SIZE * 3 + 11  # a replay of several pages, then live batches
+    count = PAGE_SIZE * 2 + 11  # a replay of several pages (three)
+    live = 1500  # then live batches
     sizes: list[int] = []
     received: list[Event] = []
     async with anyio.create_task_group() as tg, hub.produce("s") as stream:
@@ -297,13 +298,13 @@ async def test_batches_deliver_every_event_once_in_order_replay_and_live(hub: Hu
                 assert events.last_event_id == received[-1].id
 
         tg.start_soon(reader)
-        for i in range(count, 2 * count):
+        for i in range(count, count + live):
             await stream.send(i)
             if i % 97 == 0:
                 await anyio.sleep(0.01)
     g = stream.generation
-    assert [e.id for e in received] == [f"{g}-{seq}" for seq in range(1, 2 * count + 1)]
-    assert texts(received) == list(range(2 * count))
+    assert [e.id for e in received] == [f"{g}-{seq}" for seq in range(1, count + live + 1)]
+    assert texts(received) == list(range(count + live))
     assert all(sizes)
     assert max(sizes) > 1
 
