@@ -10,22 +10,23 @@ from replayhub.backends import Backend, backend_from_url
 from replayhub.backends.redis import RedisBackend
 
 #: memory; Redis on coredis; a Redis Cluster of three primaries on coredis;
-#: Redis and the Cluster on redis-py, and a redis-py client made by the test
-#: and passed in (``from_client``; asyncio only): every contract test runs
-#: on these.
+#: Redis and the Cluster on redis-py: every test of a hub or a backend runs
+#: on these (asyncio and Trio; redis-py on asyncio only).
 BACKEND_KINDS = [
     "memory",
     "redis",
     "redis-cluster",
     "redis-py",
     "redis-py-cluster",
-    "redis-py-client",
 ]
-#: Redis as a least-privilege ACL user and Redis over TLS change how the
-#: client connects and what it may run, not what the scripts do: they run the
-#: backend contract and a hub's whole round (test_backend_contract.py), a smoke
-#: subset rather than every contract test again.
-SMOKE_KINDS = ["redis-acl", "redis-tls"]
+#: A redis-py client made by the test and passed in (``from_client``) is the
+#: redis-py backend on a pool it does not own; Redis as a least-privilege ACL
+#: user and Redis over TLS change how the client connects and what it may
+#: run, not what the scripts do. These run the backend contract and a hub's
+#: whole round (test_backend_contract.py), not every test of the layers
+#: above again (what is their own, from_client leaving the client open, is
+#: in test_drivers.py).
+SMOKE_KINDS = ["redis-py-client", "redis-acl", "redis-tls"]
 #: The kinds on the redis-py driver, which runs on asyncio only.
 REDIS_PY_KINDS = ["redis-py", "redis-py-cluster", "redis-py-client"]
 

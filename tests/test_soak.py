@@ -1,4 +1,4 @@
-"""Soak: 300 sessions x 200 events, two subscribers each, with random
+"""Soak: 200 sessions x 200 events, two subscribers each, with random
 cancels, failures and crashes, against one Redis. Every subscription must end
 with the right outcome and a gap-free prefix (all of it unless the producer
 crashed); no task or connection may leak; every key must expire."""
@@ -19,9 +19,9 @@ from replayhub._events import DataKind, StoredEvent
 from .redis_server import RedisServer
 from .test_redis_backend import client_count
 
-# 60 producers and 120 readers live at any moment, 300 sessions in all (the
+# 60 producers and 120 readers live at any moment, 200 sessions in all (the
 # realistic load at scale is the fleet benchmark's job, not a test's).
-SESSIONS, EVENTS, CONCURRENCY = 300, 200, 60
+SESSIONS, EVENTS, CONCURRENCY = 200, 200, 60
 # The lease leaves room for a loaded 2-core machine: 120 readers and 60
 # writers share one process here, and a loop stalled past a lease is (rightly)
 # a lost claim (seen once at 3 s on a slow machine). So does the retention: a
