@@ -102,6 +102,9 @@ class RedisServer:
             "--logfile", str(self.directory / "redis.log"),
             # A replica syncs at once (the default waits 5 s for more replicas).
             "--repl-diskless-sync-delay", "0",
+            # Stopped at once: a primary's shutdown otherwise waits up to 10 s
+            # for a replica a test has paused or cut off to catch up.
+            "--shutdown-on-sigterm", "now",
             *self.extra,
         ]  # fmt: skip
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -145,6 +145,17 @@ async def test_no_flushed_event_is_lost_to_a_failover_taken_while_producing(
         await anyio.to_thread.run_sync(
             sentinels.sentinels[0].command, "sentinel", "failover", sentinels.service
         )
+        # Sentinel demotes the old primary only seconds after the promotion
+        # (8-10 s here); until then it takes whatever writes still reach it.
+        # Half a second of that window, then the test demotes it as Sentinel
+        # would: who sends REPLICAOF changes nothing the hub can see.
+        await anyio.to_thread.run_sync(
+            sentinels.wait, lambda: sentinels.primary_port() == sentinels.replica.port
+        )
+        await anyio.sleep(0.5)
+        await anyio.to_thread.run_sync(
+            sentinels.primary.command, "replicaof", "127.0.0.1", str(sentinels.replica.port)
+        )
         await anyio.to_thread.run_sync(sentinels.wait, demoted)
         milestones[1] = (acknowledged + 200, milestones[1][1])
         with anyio.fail_after(20):
