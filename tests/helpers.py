@@ -60,6 +60,8 @@ class FaultyBackend:
         self.append_error: Exception | None = None
         self.read_error: Exception | None = None
         self.finish_error: Exception | None = None
+        self.finish_errors: list[Exception] = []  # raised once each, in turn, first
+        self.finish_calls = 0
         self.renew_error: Exception | None = None
         self.appends = 0
         self.reads = 0
@@ -133,6 +135,9 @@ class FaultyBackend:
         retention: float,
     ) -> None:
         await self._gate("finish")
+        self.finish_calls += 1
+        if self.finish_errors:
+            raise self.finish_errors.pop(0)
         if self.finish_error is not None:
             raise self.finish_error
         await self.inner.finish(

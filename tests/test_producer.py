@@ -21,6 +21,7 @@ from replayhub import (
     SessionBusyError,
     SessionInfo,
     State,
+    StorageRefusedError,
 )
 from replayhub.backends import Backend, Watch
 
@@ -480,17 +481,50 @@ async def test_max_events_is_an_error_not_a_silent_trim(make_hub: HubFactory) ->
         assert outcome.state is State.FAILED
 
 
+@pytest.mark.parametrize("backend_kind", ["memory", "redis"])  # the producer's retries
 async def test_terminal_write_failure_is_reported(make_hub: HubFactory) -> None:
     wrap = FaultyWrap()
 
-    async with make_hub(wrap=wrap) as hub:
-        with pytest.raises(BackendUnavailableError):
+    async with make_hub(wrap=wrap, lease_ttl=0.6) as hub:
+        with pytest.raises(BackendUnavailableError, match="gone"):
             async with hub.produce("s") as stream:
                 await stream.send("a")
                 wrap.backend.finish_error = BackendUnavailableError("gone")
+        assert wrap.backend.finish_calls > 1  # tried again while the lease lasted
         info = await hub.info("s")
         assert info is not None
         assert info.state is State.LIVE  # left to its lease: it will be abandoned
+
+
+@pytest.mark.parametrize("backend_kind", ["memory", "redis"])  # the producer's retries
+async def test_a_terminal_write_that_fails_for_a_moment_is_made_again(
+    make_hub: HubFactory,
+) -> None:
+    # Behind Sentinel, a finish made while the Sentinels disagree on the new
+    # primary is refused as unconfirmed for a moment; one try left the
+    # session live until its lease ran out, and the producer failed.
+    wrap = FaultyWrap()
+
+    async with make_hub(wrap=wrap) as hub:
+        async with hub.produce("s") as stream:
+            await stream.send("a")
+            wrap.backend.finish_errors = [BackendUnavailableError("failover")] * 2
+        assert wrap.backend.finish_calls == 3
+        events, outcome = await collect(hub, "s")
+        assert texts(events) == ["a"]
+        assert outcome.state is State.DONE
+
+
+@pytest.mark.parametrize("backend_kind", ["memory", "redis"])  # the producer's retries
+async def test_a_terminal_write_storage_refuses_is_not_made_again(make_hub: HubFactory) -> None:
+    wrap = FaultyWrap()
+
+    async with make_hub(wrap=wrap) as hub:
+        with pytest.raises(StorageRefusedError):
+            async with hub.produce("s") as stream:
+                await stream.send("a")
+                wrap.backend.finish_error = StorageRefusedError("read-only")
+        assert wrap.backend.finish_calls == 1  # refused: trying again would not help
 
 
 async def test_large_buffers_are_written_in_bounded_batches(make_hub: HubFactory) -> None:

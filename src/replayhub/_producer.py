@@ -441,19 +441,36 @@ class Producer(anyio.AsyncContextManagerMixin):
         if self._lost is not None:
             return  # a stale producer writes nothing more
         state, error, error_type = self._terminal_state(body_error)
-        try:
-            await self._backend.finish(
-                self._session_id,
-                self._generation,
-                state=state,
-                error=error,
-                error_type=error_type,
-                retention=self._settings.retention,
-            )
-        except LeaseLostError as exc:
-            self._lose_claim(exc)
-        except ReplayHubError as exc:
-            self._failure = self._failure or exc
+        # Retried as a write is: while storage is unavailable for a moment (a
+        # failover under way, a connection replaced) and the lease lasts, so
+        # a session is not left live until its lease runs out for want of a
+        # second try. The terminal write is idempotent (asked again once it
+        # has landed, it is that same end); finalize_timeout bounds it all.
+        backoff = Backoff()
+        while True:
+            try:
+                await self._backend.finish(
+                    self._session_id,
+                    self._generation,
+                    state=state,
+                    error=error,
+                    error_type=error_type,
+                    retention=self._settings.retention,
+                )
+            except LeaseLostError as exc:
+                self._lose_claim(exc)
+            except ReplayHubError as exc:
+                delay = backoff.next_delay()
+                if not (
+                    isinstance(exc, BackendUnavailableError)
+                    and not isinstance(exc, StorageRefusedError)
+                    and anyio.current_time() + delay < self._lease_deadline
+                ):
+                    self._failure = self._failure or exc
+                    return
+                await anyio.sleep(delay)
+                continue
+            return
 
     def _terminal_state(
         self, body_error: BaseException | None

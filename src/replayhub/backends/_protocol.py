@@ -316,7 +316,12 @@ class Backend(Protocol):
         retention: float,
     ) -> None:
         """Write the terminal ``state`` (with the failure's ``error`` and
-        ``error_type`` when ``failed``) and start the retention countdown."""
+        ``error_type`` when ``failed``) and start the retention countdown.
+
+        A producer asks again after :class:`~replayhub.BackendUnavailableError`
+        (not :class:`~replayhub.StorageRefusedError`) while its lease lasts:
+        a backend that may raise it for an end that landed (its reply lost
+        on the way) must take that same end, asked again, as done."""
         ...
 
     async def head(self, session_id: str) -> SessionRecord | None:
