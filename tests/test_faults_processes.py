@@ -23,7 +23,7 @@ LEASE = 0.5
 async def test_producers_sigkilled_at_random_moments(
     anyio_backend: str, redis_server: RedisServer
 ) -> None:
-    runs, batch = 20, 10
+    runs, batch = 30, 10
     namespace = f"crash-{anyio_backend}"
     rng = random.Random(1234)
     tally: dict[str, int] = {}

@@ -191,7 +191,7 @@ async def test_producer_paused_past_its_lease_writes_nothing_after_takeover(
 async def test_claim_races_across_processes_have_one_winner_per_round(
     anyio_backend: str, redis_server: RedisServer, namespace: str
 ) -> None:
-    processes, rounds = 8, 250
+    processes, rounds = 8, 500
     start_at = time.time() + 3  # every process starts racing at the same moment
     results = []
     async with AsyncExitStack() as stack:
