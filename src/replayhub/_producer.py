@@ -37,6 +37,12 @@ if TYPE_CHECKING:
 _MAX_BATCH_EVENTS, _MAX_BATCH_BYTES = 1000, 4 * 1024 * 1024
 
 
+def _worth_retrying(error: Exception) -> bool:
+    """Whether a storage call that raised ``error`` may work if made again:
+    storage was unavailable (not refusing, not a lost claim, not bad input)."""
+    return isinstance(error, BackendUnavailableError) and not isinstance(error, StorageRefusedError)
+
+
 class _Phase(enum.Enum):
     NEW = "new"
     OPEN = "open"
@@ -461,15 +467,10 @@ class Producer(anyio.AsyncContextManagerMixin):
                 self._lose_claim(exc)
             except ReplayHubError as exc:
                 delay = backoff.next_delay()
-                if not (
-                    isinstance(exc, BackendUnavailableError)
-                    and not isinstance(exc, StorageRefusedError)
-                    and anyio.current_time() + delay < self._lease_deadline
-                ):
-                    self._failure = self._failure or exc
-                    return
-                await anyio.sleep(delay)
-                continue
+                if _worth_retrying(exc) and anyio.current_time() + delay < self._lease_deadline:
+                    await anyio.sleep(delay)
+                    continue
+                self._failure = self._failure or exc
             return
 
     def _terminal_state(
@@ -635,9 +636,7 @@ class Producer(anyio.AsyncContextManagerMixin):
             return
         if isinstance(error, LeaseLostError):
             self._lose_claim(error)
-        elif isinstance(error, StorageRefusedError) or not isinstance(
-            error, BackendUnavailableError
-        ):
+        elif not _worth_retrying(error):
             self._fail(error)  # retrying would not help
             return
         elif anyio.current_time() >= self._lease_deadline:
