@@ -417,6 +417,16 @@ class SentinelSet:
                 return int(reply[1])
         return None
 
+    def replica_promoted(self) -> bool:
+        """Whether the Sentinels name the replica the primary: a failover done."""
+        return self.primary_port() == self.replica.port
+
+    def demote_old_primary(self) -> None:
+        """Make the old primary a replica of the new one, as Sentinel does
+        some 8-10 s after a failover here (it waits before reconfiguring a
+        node whose role disagrees with its view)."""
+        self.primary.command("replicaof", "127.0.0.1", str(self.replica.port))
+
     def replicated(self) -> bool:
         known = self.sentinels[0].command("sentinel", "replicas", self.service)
         info = self.replica.command("info", "replication")

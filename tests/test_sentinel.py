@@ -66,10 +66,8 @@ async def test_ordered_failover_mid_stream_leaves_subscribers_complete(
             # role disagrees with its view, 10 s here before this step); the
             # stream is paused all along, so the test demotes it as soon as
             # the Sentinels name the new primary, as Sentinel later would.
-            await anyio.to_thread.run_sync(
-                sentinels.wait, lambda: sentinels.primary_port() == sentinels.replica.port
-            )
-            sentinels.primary.command("replicaof", "127.0.0.1", str(sentinels.replica.port))
+            await anyio.to_thread.run_sync(sentinels.wait, sentinels.replica_promoted)
+            sentinels.demote_old_primary()
             await anyio.to_thread.run_sync(
                 sentinels.wait,
                 lambda: b"role:slave" in sentinels.primary.command("info", "replication"),
@@ -90,9 +88,7 @@ async def test_killed_primary_mid_stream_fails_over_to_the_replica(
         async with stream.paused():
             await anyio.to_thread.run_sync(sentinels.primary.wait_replicated_by, sentinels.replica)
             sentinels.primary.kill()
-            await anyio.to_thread.run_sync(
-                sentinels.wait, lambda: sentinels.primary_port() == sentinels.replica.port
-            )
+            await anyio.to_thread.run_sync(sentinels.wait, sentinels.replica_promoted)
 
     # The default lease: a killed primary's failover (down-after, then an
     # election) once outlasted a 5 s lease's last renewal on a loaded
@@ -145,17 +141,12 @@ async def test_no_flushed_event_is_lost_to_a_failover_taken_while_producing(
         await anyio.to_thread.run_sync(
             sentinels.sentinels[0].command, "sentinel", "failover", sentinels.service
         )
-        # Sentinel demotes the old primary only seconds after the promotion
-        # (8-10 s here); until then it takes whatever writes still reach it.
-        # Half a second of that window, then the test demotes it as Sentinel
-        # would: who sends REPLICAOF changes nothing the hub can see.
-        await anyio.to_thread.run_sync(
-            sentinels.wait, lambda: sentinels.primary_port() == sentinels.replica.port
-        )
+        # Until it is demoted, the old primary takes whatever writes still
+        # reach it: half a second of that, then the test demotes it rather
+        # than wait for Sentinel (who sends REPLICAOF, the hub cannot see).
+        await anyio.to_thread.run_sync(sentinels.wait, sentinels.replica_promoted)
         await anyio.sleep(0.5)
-        await anyio.to_thread.run_sync(
-            sentinels.primary.command, "replicaof", "127.0.0.1", str(sentinels.replica.port)
-        )
+        await anyio.to_thread.run_sync(sentinels.demote_old_primary)
         await anyio.to_thread.run_sync(sentinels.wait, demoted)
         milestones[1] = (acknowledged + 200, milestones[1][1])
         with anyio.fail_after(20):
