@@ -64,10 +64,11 @@ async def test_a_takeover_of_a_free_or_finished_session_just_claims_it(
 async def test_a_producer_that_never_stops_is_taken_over_once_its_lease_runs_out(
     make_hub: HubFactory,
 ) -> None:
-    # finalize_timeout leaves the new producer's own terminal write room on a
-    # loaded machine (a Redis Cluster's took over 0.5 s in one CI run); the
-    # takeover is still bounded by the lease, not by it (asserted below).
-    async with make_hub(lease_ttl=0.5, finalize_timeout=3) as hub:
+    # The hung producer's lease (0.5 s) bounds the takeover (asserted below).
+    # The new producer's own lease and finalize_timeout leave its writes room
+    # on a loaded machine: a Redis Cluster's terminal write took over 0.5 s in
+    # one CI run, and in another a 0.5 s lease lapsed before its first write.
+    async with make_hub(lease_ttl=2.0, finalize_timeout=3) as hub:
         # A producer whose process hangs: it claimed, wrote, and no longer
         # renews its lease nor reacts to the stop.
         backend = hub._backend
@@ -76,12 +77,12 @@ async def test_a_producer_that_never_stops_is_taken_over_once_its_lease_runs_out
             async with hub.produce("chat", takeover=True, takeover_timeout=0.1):
                 raise AssertionError("claimed a busy session")
         started = anyio.current_time()
-        async with hub.produce("chat", takeover=True) as stream:  # lease_ttl + finalize_timeout
+        async with hub.produce("chat", takeover=True) as stream:
             assert stream.generation > hung.generation
             waited = anyio.current_time() - started
             await stream.send("new")
         info = await hub.info("chat")
-    assert waited < 0.5 + 0.5  # the hung lease's end, long before 0.5 + 3
+    assert waited < 0.5 + 0.5  # the hung lease's end, long before its takeover_timeout (2 + 3)
     assert info is not None
     assert info.state is State.DONE
 
